@@ -110,16 +110,14 @@ def torch_model(c: Case, dtype):
 
 
 def jax_model(tm, c: Case, dtype: str):
-    m = convert.from_torch(tm)
-    cfg = m.config
+    cfg = convert.config_from_torch(tm.config)
     mb = cfg.mlstm_block
     if mb is not None:
         mb = dataclasses.replace(
             mb, mlstm=dataclasses.replace(mb.mlstm, backend=c.backend, chunk_size=c.chunk)
         )
     cfg = dataclasses.replace(cfg, mlstm_block=mb, dtype=dtype, param_dtype=dtype)
-    sd = tm.state_dict()
-    return convert.from_state_dict(sd, cfg, slstm_backend="vanilla")
+    return convert.from_state_dict(tm.state_dict(), cfg, slstm_backend="vanilla")
 
 
 def run_torch(tm, tokens, targets):
@@ -133,13 +131,18 @@ def run_torch(tm, tokens, targets):
     return logits.detach().double().numpy(), grads
 
 
-def run_jax(model, tokens, targets):
+@nnx.jit
+def _jax_loss_and_grads(model, tokens, targets):
     def loss_fn(m):
-        logits = m(jnp.asarray(tokens))
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.asarray(targets))
+        logits = m(tokens)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
         return loss.mean(), logits
 
-    grads, logits = nnx.grad(loss_fn, has_aux=True)(model)
+    return nnx.grad(loss_fn, has_aux=True)(model)
+
+
+def run_jax(model, tokens, targets):
+    grads, logits = _jax_loss_and_grads(model, jnp.asarray(tokens), jnp.asarray(targets))
     graphdef, _ = nnx.split(model)
     grad_model = nnx.merge(graphdef, grads)
     g = convert.to_torch_state_dict(grad_model, slstm_backend="vanilla", as_torch=False)

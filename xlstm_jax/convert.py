@@ -58,9 +58,21 @@ def _same(a: np.ndarray) -> np.ndarray:
 def _slstm_layout(cfg: sLSTMLayerConfig, backend: str):
     """(R, bias) converters between our layout and the given backend's storage."""
     NH, DH = cfg.num_heads, cfg.head_dim
+    stored = {"vanilla": (NH, 4 * DH, DH), "cuda": (NH, DH, 4 * DH)}
+
+    def check(a):
+        if tuple(a.shape) != stored[backend]:
+            other = "cuda" if backend == "vanilla" else "vanilla"
+            hint = f" (that is the {other} layout)" if tuple(a.shape) == stored[other] else ""
+            raise ValueError(
+                f"sLSTM recurrent kernel of shape {tuple(a.shape)} is not the {backend} layout "
+                f"{stored[backend]}{hint}; pass the right slstm_backend (vanilla/cuda)."
+            )
+        return a
+
     if backend == "vanilla":
         def r_from(a):
-            return a.reshape(NH, 4, DH, DH).transpose(0, 3, 1, 2)
+            return check(a).reshape(NH, 4, DH, DH).transpose(0, 3, 1, 2)
 
         def r_to(a):
             return a.transpose(0, 2, 3, 1).reshape(NH, 4 * DH, DH)
@@ -72,7 +84,7 @@ def _slstm_layout(cfg: sLSTMLayerConfig, backend: str):
             return a.transpose(1, 0, 2).reshape(-1)
     elif backend == "cuda":
         def r_from(a):
-            return a.reshape(NH, DH, 4, DH)
+            return check(a).reshape(NH, DH, 4, DH)
 
         def r_to(a):
             return a.reshape(NH, DH, 4 * DH)
@@ -221,7 +233,10 @@ def from_state_dict(state_dict: Mapping, config: xLSTMBlockStackConfig,
     """
     lm = isinstance(config, xLSTMLMModelConfig)
     cls = xLSTMLMModel if lm else xLSTMBlockStack
-    model = cls(config, rngs=nnx.Rngs(0))
+    # Build abstractly (no random init work): every parameter is overwritten below.
+    model = nnx.eval_shape(lambda: cls(config, rngs=nnx.Rngs(0)))
+    if nnx.to_flat_state(nnx.state(model, nnx.Not(nnx.Param))):
+        model = cls(config, rngs=nnx.Rngs(0))  # dropout RNG streams need concrete keys
     state = nnx.state(model, nnx.Param)
     variables = {".".join(map(str, p)): v for p, v in nnx.to_flat_state(state)}
     rules = _rules(config, lm, slstm_backend)
@@ -280,5 +295,5 @@ def to_torch_state_dict(model, slstm_backend: str | None = None, *, as_torch: bo
     if as_torch:
         import torch
 
-        out = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}
+        out = {k: torch.from_numpy(np.array(v)) for k, v in out.items()}
     return out
