@@ -174,11 +174,11 @@ def _chunkwise_xla(q, k, v, i, f, chunk_size: int, state0: MLSTMState, eps: floa
     NC = -(-S // L)
     pad = NC * L - S
     valid = jnp.arange(NC * L) < S
-    qf, kf, vf = (
-        jnp.pad(x.astype(acc), ((0, 0), (0, 0), (0, pad), (0, 0))) for x in (q, k, v)
-    )
+    qf, kf, vf = (jnp.pad(x.astype(acc), ((0, 0), (0, 0), (0, pad), (0, 0))) for x in (q, k, v))
     # Padding keeps the state exactly: log f = 0 (forget nothing), i = -inf (add nothing).
-    logf = jnp.where(valid, jax.nn.log_sigmoid(jnp.pad(f.astype(acc), ((0, 0), (0, 0), (0, pad)))), 0.0)
+    logf = jnp.where(
+        valid, jax.nn.log_sigmoid(jnp.pad(f.astype(acc), ((0, 0), (0, 0), (0, pad)))), 0.0
+    )
     ig = jnp.where(valid, jnp.pad(i.astype(acc), ((0, 0), (0, 0), (0, pad))), -jnp.inf)
 
     qc = qf.reshape(B, NH, NC, L, DHQK) * DHQK**-0.5
@@ -267,9 +267,7 @@ def mlstm_chunkwise(
     if path == "pallas":  # pragma: no cover - kernels register themselves in PALLAS_OPS
         from pallas_kernels.dispatch import PALLAS_OPS
 
-        h, last = PALLAS_OPS["mlstm_chunkwise"](
-            q, k, v, i, f, chunk_size, state0, eps, interpret
-        )
+        h, last = PALLAS_OPS["mlstm_chunkwise"](q, k, v, i, f, chunk_size, state0, eps, interpret)
     else:
         h, last = _chunkwise_xla(q, k, v, i, f, chunk_size, state0, eps)
     h = h.astype(v.dtype)

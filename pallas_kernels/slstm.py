@@ -123,9 +123,7 @@ def slstm(
     if path == "pallas":  # pragma: no cover - kernels register themselves in PALLAS_OPS
         from pallas_kernels.dispatch import PALLAS_OPS
 
-        ys, last = PALLAS_OPS["slstm"](
-            gates_x, recurrent_kernel, bias, state0, function, interpret
-        )
+        ys, last = PALLAS_OPS["slstm"](gates_x, recurrent_kernel, bias, state0, function, interpret)
     else:
         R = recurrent_kernel.astype(acc)
 

@@ -25,9 +25,7 @@ def require_reference():
         import xlstm
     except ImportError as err:  # pragma: no cover - depends on the environment
         if IN_CI:
-            raise RuntimeError(
-                "torch/xlstm are required in CI (pip install -e '.[test]')"
-            ) from err
+            raise RuntimeError("torch/xlstm are required in CI (pip install -e '.[test]')") from err
         pytest.skip(f"PyTorch reference not installed: {err}")
     return torch, xlstm
 

@@ -15,13 +15,13 @@ from flax import nnx
 from xlstm_jax import (
     ConfigError,
     FeedForwardConfig,
+    convert,
     mLSTMBlockConfig,
     mLSTMLayerConfig,
     sLSTMBlockConfig,
     sLSTMLayerConfig,
     xLSTMLMModel,
     xLSTMLMModelConfig,
-    convert,
 )
 
 
@@ -43,8 +43,10 @@ def perturbed_model(cfg, seed=0, scale=0.2):
     state = nnx.state(model, nnx.Param)
     leaves, treedef = jax.tree.flatten(state)
     keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-    leaves = [x + scale * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys,
-                                                                                  strict=True)]
+    leaves = [
+        x + scale * jax.random.normal(k, x.shape, x.dtype)
+        for x, k in zip(leaves, keys, strict=True)
+    ]
     nnx.update(model, jax.tree.unflatten(treedef, leaves))
     return model
 
@@ -103,13 +105,17 @@ def test_cuda_layout_checkpoint_converts_like_vanilla():
         pre = f"xlstm_block_stack.blocks.{idx}.xlstm.slstm_cell."
         # The reference's own external -> CUDA-internal layout functions.
         sd[pre + "_recurrent_kernel_"] = cuda_cell._recurrent_kernel_ext2int(
-            van.recurrent_kernel.clone())
+            van.recurrent_kernel.clone()
+        )
         sd[pre + "_bias_"] = cuda_cell._bias_ext2int(van.bias.clone())
     cfg = convert.config_from_torch(tm.config)
     ours_vanilla = convert.from_state_dict(tm.state_dict(), cfg, slstm_backend="vanilla")
     ours_cuda = convert.from_state_dict(sd, cfg, slstm_backend="cuda")
-    for (p, a), (_, b) in zip(nnx.to_flat_state(nnx.state(ours_vanilla, nnx.Param)),
-                              nnx.to_flat_state(nnx.state(ours_cuda, nnx.Param)), strict=True):
+    for (p, a), (_, b) in zip(
+        nnx.to_flat_state(nnx.state(ours_vanilla, nnx.Param)),
+        nnx.to_flat_state(nnx.state(ours_cuda, nnx.Param)),
+        strict=True,
+    ):
         np.testing.assert_array_equal(a[...], b[...], err_msg=str(p))
     back = convert.to_torch_state_dict(ours_cuda, slstm_backend="cuda")
     for k in sd:
@@ -132,13 +138,13 @@ def test_init_statistics_match_reference():
     torch, xlstm = require_reference()
     E, V = 128, 512
     torch.manual_seed(0)
-    tm = xlstm.xLSTMLMModel(torch_reference_config(xlstm, E=E, V=V, num_blocks=4,
-                                                   slstm_at=(1, 3)))
+    tm = xlstm.xLSTMLMModel(torch_reference_config(xlstm, E=E, V=V, num_blocks=4, slstm_at=(1, 3)))
     tm.reset_parameters()
     ref = {k: v.double().numpy() for k, v in tm.state_dict().items()}
     cfg = convert.config_from_torch(tm.config)
-    ours = convert.to_torch_state_dict(xLSTMLMModel(cfg, rngs=nnx.Rngs(0)),
-                                       slstm_backend="vanilla", as_torch=False)
+    ours = convert.to_torch_state_dict(
+        xLSTMLMModel(cfg, rngs=nnx.Rngs(0)), slstm_backend="vanilla", as_torch=False
+    )
     assert set(ours) == set(ref)
     for name, r in ref.items():
         o = np.asarray(ours[name], np.float64)
@@ -230,12 +236,14 @@ def test_tied_weights_share_the_embedding():
         (lambda: mixed_config(vocab_size=0), "vocab_size"),
         (lambda: mixed_config(dtype="float8"), "dtype must be one of"),
         (lambda: mixed_config(slstm_block=None), "slstm_block is None"),
-        (lambda: mixed_config(
-            mlstm_block=mLSTMBlockConfig(mlstm=mLSTMLayerConfig(num_heads=3))),
-         "num_heads=3 must divide the inner dim"),
-        (lambda: mixed_config(
-            slstm_block=sLSTMBlockConfig(slstm=sLSTMLayerConfig(num_heads=5))),
-         "num_heads=5 must divide embedding_dim"),
+        (
+            lambda: mixed_config(mlstm_block=mLSTMBlockConfig(mlstm=mLSTMLayerConfig(num_heads=3))),
+            "num_heads=3 must divide the inner dim",
+        ),
+        (
+            lambda: mixed_config(slstm_block=sLSTMBlockConfig(slstm=sLSTMLayerConfig(num_heads=5))),
+            "num_heads=5 must divide embedding_dim",
+        ),
         (lambda: mLSTMLayerConfig(backend="fast"), "backend must be one of"),
         (lambda: sLSTMLayerConfig(function="gru"), "function must be"),
         (lambda: FeedForwardConfig(act_fn="tanh"), "act_fn must be one of"),
@@ -251,3 +259,28 @@ def test_bad_tokens_raise():
     model = xLSTMLMModel(mixed_config(), rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="integer array"):
         model(jnp.zeros((2, 3), jnp.float32))
+
+
+def test_block_stack_converts_and_matches():
+    torch, xlstm = require_reference()
+    cfg = torch_reference_config(xlstm, num_blocks=2, slstm_at=(1,))
+    stack_cfg = xlstm.xLSTMBlockStackConfig(
+        mlstm_block=cfg.mlstm_block,
+        slstm_block=cfg.slstm_block,
+        context_length=16,
+        num_blocks=2,
+        embedding_dim=32,
+        slstm_at=[1],
+    )
+    torch.manual_seed(0)
+    ts = xlstm.xLSTMBlockStack(stack_cfg)
+    with torch.no_grad():
+        for p in ts.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    ours = convert.from_torch(ts)
+    assert type(ours).__name__ == "xLSTMBlockStack"
+    x = np.random.default_rng(0).normal(size=(2, 16, 32)).astype(np.float32)
+    ref = ts(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(ours(jnp.asarray(x)), ref, rtol=1e-5, atol=1e-5)
+    back = convert.to_torch_state_dict(ours, slstm_backend="vanilla")
+    ts.load_state_dict(back, strict=True)

@@ -26,8 +26,7 @@ def test_mlstm_forms_agree_float64(rng, S, chunk):
         # eps = 0: the forms are then the same function (eps enters each form's own
         # stabilised domain, see test_parity.py).
         h_par = pk.mlstm_parallel(*args, eps=0.0)
-        h_chk, s_chk = pk.mlstm_chunkwise(*args, chunk_size=chunk, eps=0.0,
-                                          return_last_state=True)
+        h_chk, s_chk = pk.mlstm_chunkwise(*args, chunk_size=chunk, eps=0.0, return_last_state=True)
         h_rec, s_rec = pk.mlstm_recurrent(*args, eps=0.0, return_last_state=True)
         assert h_par.dtype == jnp.float64
         np.testing.assert_allclose(h_chk, h_par, rtol=1e-10, atol=1e-10)
@@ -46,8 +45,9 @@ def test_mlstm_step_matches_recurrent(rng):
         state = pk.mlstm_zero_state(2, 3, 8, 6, jnp.float64)
         hs = []
         for t in range(6):
-            h, state = pk.mlstm_step(q[:, :, t], k[:, :, t], v[:, :, t], i[..., t], f[..., t],
-                                     state)
+            h, state = pk.mlstm_step(
+                q[:, :, t], k[:, :, t], v[:, :, t], i[..., t], f[..., t], state
+            )
             hs.append(h)
         h_rec, s_rec = pk.mlstm_recurrent(q, k, v, i, f, return_last_state=True)
         np.testing.assert_allclose(jnp.stack(hs, 2), h_rec, rtol=1e-12, atol=1e-12)
@@ -59,8 +59,10 @@ def test_mlstm_step_matches_recurrent(rng):
 def test_mlstm_state_passing_three_pieces(rng, form):
     with jax.enable_x64(True):
         args = mlstm_inputs(rng, S=41)
-        op = {"chunkwise": lambda *a, **kw: pk.mlstm_chunkwise(*a, chunk_size=8, **kw),
-              "recurrent": pk.mlstm_recurrent}[form]
+        op = {
+            "chunkwise": lambda *a, **kw: pk.mlstm_chunkwise(*a, chunk_size=8, **kw),
+            "recurrent": pk.mlstm_recurrent,
+        }[form]
         h_all, s_all = op(*args, return_last_state=True)
         state, pieces = None, []
         for lo, hi in [(0, 13), (13, 30), (30, 41)]:
@@ -147,14 +149,23 @@ def test_slstm_scan_matches_python_loop(rng, function):
     n0 = np.abs(rng.normal(size=(B, NH, DH))) + 0.5
     n0[0, 0, :2] = 0.0
     n0[1, 1, 1] = 0.0
-    state = (rng.normal(size=(B, NH, DH)), rng.normal(size=(B, NH, DH)), n0,
-             rng.normal(size=(B, NH, DH)))
+    state = (
+        rng.normal(size=(B, NH, DH)),
+        rng.normal(size=(B, NH, DH)),
+        n0,
+        rng.normal(size=(B, NH, DH)),
+    )
     state = tuple(np.where(n0 == 0.0, 0.0, s) if k in (1,) else s for k, s in enumerate(state))
     ref_y, ref_state = slstm_python_loop(gx, R, b, state, function)
     with jax.enable_x64(True):
-        y, last = pk.slstm(jnp.asarray(gx), jnp.asarray(R), jnp.asarray(b),
-                           initial_state=tuple(jnp.asarray(s) for s in state),
-                           return_last_state=True, function=function)
+        y, last = pk.slstm(
+            jnp.asarray(gx),
+            jnp.asarray(R),
+            jnp.asarray(b),
+            initial_state=tuple(jnp.asarray(s) for s in state),
+            return_last_state=True,
+            function=function,
+        )
         np.testing.assert_allclose(y, ref_y, rtol=1e-12, atol=1e-12)
         for a, r in zip(last, ref_state, strict=True):
             np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)
@@ -199,8 +210,9 @@ def test_mlstm_bad_options_raise(rng):
     with pytest.raises(ValueError, match="impl"):
         pk.mlstm_chunkwise(*args, impl="cuda")
     with pytest.raises(ValueError, match=r"initial_state\[2\] \(m\)"):
-        pk.mlstm_chunkwise(*args, initial_state=(jnp.zeros((2, 3, 8, 6)), jnp.zeros((2, 3, 8)),
-                                                 jnp.zeros((2,))))
+        pk.mlstm_chunkwise(
+            *args, initial_state=(jnp.zeros((2, 3, 8, 6)), jnp.zeros((2, 3, 8)), jnp.zeros((2,)))
+        )
 
 
 def test_slstm_bad_input_raises(rng):

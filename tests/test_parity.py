@@ -64,8 +64,16 @@ CASES = [
     Case("slstm_4heads_noconv", mlstm=False, slstm=True, slstm_at="all", s_heads=4, s_conv=0),
     Case("lstm_function", mlstm=False, slstm=True, slstm_at="all", function="lstm", s_conv=2),
     Case("mixed_bias", num_blocks=3, slstm_at=(1,), slstm=True, bias=True, m_heads=4),
-    Case("mixed_tied_chunk", num_blocks=3, slstm_at=(0, 2), slstm=True, tie=True,
-         backend="chunkwise", S=30, B=3),
+    Case(
+        "mixed_tied_chunk",
+        num_blocks=3,
+        slstm_at=(0, 2),
+        slstm=True,
+        tie=True,
+        backend="chunkwise",
+        S=30,
+        B=3,
+    ),
 ]
 
 
@@ -170,7 +178,9 @@ def compare(c: Case, dtype_t, dtype_j, logit_atol, grad_rtol):
 @pytest.mark.parametrize("c", CASES, ids=lambda c: c.name)
 def test_parity_float32(c):
     err, worst = compare(c, torch.float32, "float32", logit_atol=1e-5, grad_rtol=1e-4)
-    print(f"{c.name}: fp32 scaled logit err {err:.2e}, worst grad rel err {worst[0]:.2e} ({worst[1]})")
+    print(
+        f"{c.name}: fp32 scaled logit err {err:.2e}, worst grad rel err {worst[0]:.2e} ({worst[1]})"
+    )
 
 
 @pytest.mark.parametrize("c", CASES, ids=lambda c: c.name)
@@ -180,4 +190,6 @@ def test_parity_float64(c):
     with jax.enable_x64(True):
         tol = 1e-11 if c.backend == "parallel" else 1e-6
         err, worst = compare(c, torch.float64, "float64", logit_atol=tol, grad_rtol=tol)
-    print(f"{c.name}: fp64 scaled logit err {err:.2e}, worst grad rel err {worst[0]:.2e} ({worst[1]})")
+    print(
+        f"{c.name}: fp64 scaled logit err {err:.2e}, worst grad rel err {worst[0]:.2e} ({worst[1]})"
+    )

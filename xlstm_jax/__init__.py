@@ -1,10 +1,10 @@
 """xLSTM (Beck et al. 2024) in Flax NNX: sLSTM and mLSTM layers, blocks, stacks and the LM.
 
-    from flax import nnx
-    from xlstm_jax import xLSTMLMModel, xLSTMLMModelConfig, mLSTMBlockConfig
-    model = xLSTMLMModel(xLSTMLMModelConfig(mlstm_block=mLSTMBlockConfig(), vocab_size=256,
-                                            num_blocks=2, embedding_dim=64), rngs=nnx.Rngs(0))
-    logits = model(tokens)  # (B, S) int -> (B, S, V) float32
+from flax import nnx
+from xlstm_jax import xLSTMLMModel, xLSTMLMModelConfig, mLSTMBlockConfig
+model = xLSTMLMModel(xLSTMLMModelConfig(mlstm_block=mLSTMBlockConfig(), vocab_size=256,
+                                        num_blocks=2, embedding_dim=64), rngs=nnx.Rngs(0))
+logits = model(tokens)  # (B, S) int -> (B, S, V) float32
 """
 
 from xlstm_jax.components import (

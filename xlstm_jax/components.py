@@ -38,8 +38,16 @@ class LayerNorm(nnx.Module):
     Args: x (..., E) -> (..., E) in ``dtype``.
     """
 
-    def __init__(self, ndim: int, *, weight: bool = True, bias: bool = False, eps: float = 1e-5,
-                 dtype=jnp.float32, param_dtype=jnp.float32):
+    def __init__(
+        self,
+        ndim: int,
+        *,
+        weight: bool = True,
+        bias: bool = False,
+        eps: float = 1e-5,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+    ):
         self.eps, self.dtype = eps, dtype
         self.weight = nnx.Param(jnp.zeros((ndim,), param_dtype)) if weight else None
         self.bias = nnx.Param(jnp.zeros((ndim,), param_dtype)) if bias else None
@@ -59,13 +67,19 @@ class MultiHeadLayerNorm(nnx.Module):
     Args: x (..., NH, DH) -> (..., NH, DH) in ``dtype``.
     """
 
-    def __init__(self, num_heads: int, head_dim: int, *, weight: bool = True, eps: float = 1e-5,
-                 dtype=jnp.float32, param_dtype=jnp.float32):
+    def __init__(
+        self,
+        num_heads: int,
+        head_dim: int,
+        *,
+        weight: bool = True,
+        eps: float = 1e-5,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+    ):
         self.eps, self.dtype = eps, dtype
         self.num_heads, self.head_dim = num_heads, head_dim
-        self.weight = (
-            nnx.Param(jnp.zeros((num_heads * head_dim,), param_dtype)) if weight else None
-        )
+        self.weight = nnx.Param(jnp.zeros((num_heads * head_dim,), param_dtype)) if weight else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = _layer_norm(x, self.eps)
@@ -84,8 +98,15 @@ class CausalConv1d(nnx.Module):
     Args: x (B, S, F), state (B, K-1, F) or None (zeros) -> y (B, S, F), new state.
     """
 
-    def __init__(self, feature_dim: int, kernel_size: int, *, rngs: nnx.Rngs,
-                 dtype=jnp.float32, param_dtype=jnp.float32):
+    def __init__(
+        self,
+        feature_dim: int,
+        kernel_size: int,
+        *,
+        rngs: nnx.Rngs,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+    ):
         self.kernel_size, self.feature_dim, self.dtype = kernel_size, feature_dim, dtype
         # PyTorch's Conv1d default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = K (depthwise).
         bound = 1.0 / math.sqrt(kernel_size)
@@ -115,8 +136,17 @@ class LinearHeadwiseExpand(nnx.Module):
     Args: x (..., F) -> (..., F) with F split into ``num_heads`` blocks.
     """
 
-    def __init__(self, in_features: int, num_heads: int, *, bias: bool, init: nnx.Initializer,
-                 rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
+    def __init__(
+        self,
+        in_features: int,
+        num_heads: int,
+        *,
+        bias: bool,
+        init: nnx.Initializer,
+        rngs: nnx.Rngs,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+    ):
         if in_features % num_heads:
             raise ValueError(f"num_heads={num_heads} must divide in_features={in_features}.")
         self.num_heads, self.dtype = num_heads, dtype
@@ -149,17 +179,36 @@ class GatedFeedForward(nnx.Module):
     Args: x (B, S, E) -> (B, S, E).
     """
 
-    def __init__(self, config: FeedForwardConfig, *, rngs: nnx.Rngs, dtype=jnp.float32,
-                 param_dtype=jnp.float32):
+    def __init__(
+        self,
+        config: FeedForwardConfig,
+        *,
+        rngs: nnx.Rngs,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+    ):
         E, P = config.embedding_dim, config.proj_up_dim
         self.act = _ACTS[config.act_fn]
-        self.proj_up = nnx.Linear(E, 2 * P, use_bias=config.bias, kernel_init=small_init(E),
-                                  bias_init=nnx.initializers.zeros, dtype=dtype,
-                                  param_dtype=param_dtype, rngs=rngs)
-        self.proj_down = nnx.Linear(P, E, use_bias=config.bias,
-                                    kernel_init=wang_init(E, config._num_blocks),
-                                    bias_init=nnx.initializers.zeros, dtype=dtype,
-                                    param_dtype=param_dtype, rngs=rngs)
+        self.proj_up = nnx.Linear(
+            E,
+            2 * P,
+            use_bias=config.bias,
+            kernel_init=small_init(E),
+            bias_init=nnx.initializers.zeros,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
+        self.proj_down = nnx.Linear(
+            P,
+            E,
+            use_bias=config.bias,
+            kernel_init=wang_init(E, config._num_blocks),
+            bias_init=nnx.initializers.zeros,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
         self.dropout = nnx.Dropout(config.dropout, rngs=rngs) if config.dropout > 0 else None
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -251,7 +251,8 @@ class xLSTMBlockStackConfig:
         for i in slstm_at:
             _require(
                 0 <= i < self.num_blocks,
-                f"xLSTMBlockStackConfig.slstm_at has {i}, outside [0, num_blocks={self.num_blocks}).",
+                f"xLSTMBlockStackConfig.slstm_at has {i}, outside "
+                f"[0, num_blocks={self.num_blocks}).",
             )
         _require(
             not slstm_at or self.slstm_block is not None,

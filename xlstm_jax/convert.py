@@ -71,6 +71,7 @@ def _slstm_layout(cfg: sLSTMLayerConfig, backend: str):
         return a
 
     if backend == "vanilla":
+
         def r_from(a):
             return check(a).reshape(NH, 4, DH, DH).transpose(0, 3, 1, 2)
 
@@ -83,6 +84,7 @@ def _slstm_layout(cfg: sLSTMLayerConfig, backend: str):
         def b_to(a):
             return a.transpose(1, 0, 2).reshape(-1)
     elif backend == "cuda":
+
         def r_from(a):
             return check(a).reshape(NH, DH, 4, DH)
 
@@ -141,8 +143,12 @@ def _slstm_rules(cfg: sLSTMBlockConfig, backend: str) -> list[Rule]:
             ("xlstm.conv1d.bias", "xlstm.conv1d.conv.bias", _same, _same),
         ]
     # The reference's names are swapped for i and f (see the module docstring).
-    for ours, theirs in (("igate", "fgate"), ("fgate", "igate"), ("zgate", "zgate"),
-                         ("ogate", "ogate")):
+    for ours, theirs in (
+        ("igate", "fgate"),
+        ("fgate", "igate"),
+        ("zgate", "zgate"),
+        ("ogate", "ogate"),
+    ):
         rules.append((f"xlstm.{ours}.weight", f"xlstm.{theirs}.weight", _same, _same))
     rules += [
         ("xlstm.recurrent_kernel", "xlstm.slstm_cell._recurrent_kernel_", r_from, r_to),
@@ -170,8 +176,9 @@ def _rules(config: xLSTMBlockStackConfig, lm: bool, slstm_backend: str | None) -
         p = f"blocks.{idx}."
         rules += [(pre + p + o, pre + p + t, f, g) for o, t, f, g in block_rules]
     if config.add_post_blocks_norm:
-        rules.append((pre + "post_blocks_norm.weight", pre + "post_blocks_norm.weight", _same,
-                      _same))
+        rules.append(
+            (pre + "post_blocks_norm.weight", pre + "post_blocks_norm.weight", _same, _same)
+        )
     if lm:
         rules.append(("token_embedding.embedding", "token_embedding.weight", _same, _same))
         if not config.tie_weights:
@@ -200,15 +207,17 @@ def config_from_torch(cfg) -> xLSTMBlockStackConfig:
     """Our config from a reference ``xLSTMLMModelConfig`` / ``xLSTMBlockStackConfig``."""
     mb = sb = None
     if getattr(cfg, "mlstm_block", None) is not None:
-        mb = mLSTMBlockConfig(mlstm=_plain(cfg.mlstm_block.mlstm, mLSTMLayerConfig,
-                                           _num_blocks=1, _block_idx=0))
+        mb = mLSTMBlockConfig(
+            mlstm=_plain(cfg.mlstm_block.mlstm, mLSTMLayerConfig, _num_blocks=1, _block_idx=0)
+        )
     if getattr(cfg, "slstm_block", None) is not None:
         t = cfg.slstm_block
         ff = None
         if t.feedforward is not None:
             ff = _plain(t.feedforward, FeedForwardConfig, _num_blocks=1)
-        sb = sLSTMBlockConfig(slstm=_plain(t.slstm, sLSTMLayerConfig, _num_blocks=1,
-                                           _block_idx=0), feedforward=ff)
+        sb = sLSTMBlockConfig(
+            slstm=_plain(t.slstm, sLSTMLayerConfig, _num_blocks=1, _block_idx=0), feedforward=ff
+        )
     cls = xLSTMLMModelConfig if hasattr(cfg, "vocab_size") else xLSTMBlockStackConfig
     skip = {"mlstm_block", "slstm_block", "dtype", "param_dtype", "remat"}
     kw = {
@@ -220,8 +229,9 @@ def config_from_torch(cfg) -> xLSTMBlockStackConfig:
     return cls(mlstm_block=mb, slstm_block=sb, **kw)
 
 
-def from_state_dict(state_dict: Mapping, config: xLSTMBlockStackConfig,
-                    slstm_backend: str | None = None):
+def from_state_dict(
+    state_dict: Mapping, config: xLSTMBlockStackConfig, slstm_backend: str | None = None
+):
     """Our model from a reference state dict.
 
     Args:
@@ -244,7 +254,8 @@ def from_state_dict(state_dict: Mapping, config: xLSTMBlockStackConfig,
     if expected != set(variables):
         raise ValueError(
             "internal conversion table does not cover the model: "
-            f"missing {sorted(set(variables) - expected)}, extra {sorted(expected - set(variables))}"
+            f"missing {sorted(set(variables) - expected)}, "
+            f"extra {sorted(expected - set(variables))}"
         )
     missing = [t for _, t, *_ in rules if t not in state_dict]
     if missing:

@@ -33,33 +33,51 @@ class mLSTMLayer(nnx.Module):
     ``y = proj_down(h)``.
     """
 
-    def __init__(self, config: mLSTMLayerConfig, *, rngs: nnx.Rngs, dtype=jnp.float32,
-                 param_dtype=jnp.float32):
+    def __init__(
+        self,
+        config: mLSTMLayerConfig,
+        *,
+        rngs: nnx.Rngs,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+    ):
         config.validate()
         self.config, self.dtype = config, dtype
         E, I, NH = config.embedding_dim, config.inner_embedding_dim, config.num_heads
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         zeros = nnx.initializers.zeros
-        self.proj_up = nnx.Linear(E, 2 * I, use_bias=config.bias, kernel_init=small_init(E),
-                                  bias_init=zeros, **kw)
+        self.proj_up = nnx.Linear(
+            E, 2 * I, use_bias=config.bias, kernel_init=small_init(E), bias_init=zeros, **kw
+        )
         n_blocks = I // config.qkv_proj_blocksize
         # The reference initialises q, k, v with the *embedding* dim, not the inner dim.
         for name in ("q_proj", "k_proj", "v_proj"):
-            setattr(self, name, LinearHeadwiseExpand(I, n_blocks, bias=config.bias,
-                                                     init=small_init(E), **kw))
+            setattr(
+                self,
+                name,
+                LinearHeadwiseExpand(I, n_blocks, bias=config.bias, init=small_init(E), **kw),
+            )
         self.conv1d = CausalConv1d(I, config.conv1d_kernel_size, **kw)
         # Gate pre-activations are computed in float32 whatever the compute dtype.
-        gate_kw = dict(dtype=jnp.promote_types(dtype, jnp.float32), param_dtype=param_dtype,
-                       rngs=rngs)
-        self.igate = nnx.Linear(3 * I, NH, kernel_init=zeros,
-                                bias_init=nnx.initializers.normal(0.1), **gate_kw)
-        self.fgate = nnx.Linear(3 * I, NH, kernel_init=zeros, bias_init=_linspace(3.0, 6.0),
-                                **gate_kw)
+        gate_kw = dict(
+            dtype=jnp.promote_types(dtype, jnp.float32), param_dtype=param_dtype, rngs=rngs
+        )
+        self.igate = nnx.Linear(
+            3 * I, NH, kernel_init=zeros, bias_init=nnx.initializers.normal(0.1), **gate_kw
+        )
+        self.fgate = nnx.Linear(
+            3 * I, NH, kernel_init=zeros, bias_init=_linspace(3.0, 6.0), **gate_kw
+        )
         self.outnorm = MultiHeadLayerNorm(NH, I // NH, dtype=dtype, param_dtype=param_dtype)
         self.learnable_skip = nnx.Param(jnp.ones((I,), param_dtype))
-        self.proj_down = nnx.Linear(I, E, use_bias=config.bias,
-                                    kernel_init=wang_init(E, config._num_blocks),
-                                    bias_init=zeros, **kw)
+        self.proj_down = nnx.Linear(
+            I,
+            E,
+            use_bias=config.bias,
+            kernel_init=wang_init(E, config._num_blocks),
+            bias_init=zeros,
+            **kw,
+        )
         self.dropout = nnx.Dropout(config.dropout, rngs=rngs) if config.dropout > 0 else None
 
     def init_state(self, batch_size: int) -> MLSTMLayerState:
@@ -76,19 +94,27 @@ class mLSTMLayer(nnx.Module):
         if state is None:
             backend = c.backend
             if backend == "auto":
-                backend = "parallel" if S <= c.chunk_size else "chunkwise"
+                backend = "parallel" if c.chunk_size >= S else "chunkwise"
             if backend == "parallel":
                 return pk.mlstm_parallel(q, k, v, i, f), None
         elif S == 1:  # decoding: one fused step
-            h, new = pk.mlstm_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], i[..., 0], f[..., 0],
-                                   state)
+            h, new = pk.mlstm_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], i[..., 0], f[..., 0], state)
             return h[:, :, None], new
         else:
             backend = "recurrent" if c.backend == "recurrent" else "chunkwise"
         if backend == "recurrent":
             return pk.mlstm_recurrent(q, k, v, i, f, initial_state=state, return_last_state=True)
-        return pk.mlstm_chunkwise(q, k, v, i, f, chunk_size=c.chunk_size, initial_state=state,
-                                  return_last_state=True, impl=c.impl)
+        return pk.mlstm_chunkwise(
+            q,
+            k,
+            v,
+            i,
+            f,
+            chunk_size=c.chunk_size,
+            initial_state=state,
+            return_last_state=True,
+            impl=c.impl,
+        )
 
     def __call__(self, x: jax.Array, state: MLSTMLayerState | None = None):
         """Returns y (B, S, E), and the new state when ``state`` is given."""
@@ -107,8 +133,9 @@ class mLSTMLayer(nnx.Module):
         def heads(t):
             return t.reshape(B, S, NH, I // NH).transpose(0, 2, 1, 3)
 
-        h, cell_state = self._cell(heads(q), heads(k), heads(v), i, f,
-                                   None if state is None else state["cell"])
+        h, cell_state = self._cell(
+            heads(q), heads(k), heads(v), i, f, None if state is None else state["cell"]
+        )
         h = self.outnorm(h.transpose(0, 2, 1, 3)).reshape(B, S, I)
         h = (h + self.learnable_skip[...].astype(self.dtype) * x_c) * jax.nn.silu(z)
         y = self.proj_down(h)
@@ -130,8 +157,14 @@ def _linspace(start: float, end: float) -> nnx.Initializer:
 class mLSTMBlock(nnx.Module):
     """``x + mLSTMLayer(LayerNorm(x))`` (no feed-forward). x (B, S, E) -> (B, S, E)."""
 
-    def __init__(self, config: mLSTMLayerConfig, *, rngs: nnx.Rngs, dtype=jnp.float32,
-                 param_dtype=jnp.float32):
+    def __init__(
+        self,
+        config: mLSTMLayerConfig,
+        *,
+        rngs: nnx.Rngs,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+    ):
         self.xlstm_norm = LayerNorm(config.embedding_dim, dtype=dtype, param_dtype=param_dtype)
         self.xlstm = mLSTMLayer(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
 

@@ -29,8 +29,7 @@ class xLSTMBlockStack(nnx.Module):
         for idx in range(config.num_blocks):
             bc = config.block_config(idx)
             if isinstance(bc, mLSTMBlockConfig):
-                blocks.append(mLSTMBlock(bc.mlstm, rngs=rngs, dtype=dtype,
-                                         param_dtype=param_dtype))
+                blocks.append(mLSTMBlock(bc.mlstm, rngs=rngs, dtype=dtype, param_dtype=param_dtype))
             else:
                 blocks.append(sLSTMBlock(bc, rngs=rngs, dtype=dtype, param_dtype=param_dtype))
         self.blocks = nnx.List(blocks)
@@ -48,10 +47,7 @@ class xLSTMBlockStack(nnx.Module):
         new_state = []
         for idx, block in enumerate(self.blocks):
             if state is None:
-                if self.config.remat:
-                    x = nnx.remat(lambda blk, h: blk(h))(block, x)
-                else:
-                    x = block(x)
+                x = nnx.remat(lambda blk, h: blk(h))(block, x) if self.config.remat else block(x)
             else:
                 x, s = block(x, state[idx])
                 new_state.append(s)
@@ -73,8 +69,9 @@ class xLSTMLMModel(nnx.Module):
         self.config = config
         dtype, param_dtype = jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
         E, V = config.embedding_dim, config.vocab_size
-        self.token_embedding = nnx.Embed(V, E, embedding_init=small_init(E), dtype=dtype,
-                                         param_dtype=param_dtype, rngs=rngs)
+        self.token_embedding = nnx.Embed(
+            V, E, embedding_init=small_init(E), dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        )
         self.emb_dropout = (
             nnx.Dropout(config.dropout, rngs=rngs)
             if config.add_embedding_dropout and config.dropout > 0
@@ -84,15 +81,21 @@ class xLSTMLMModel(nnx.Module):
         self.lm_head = (
             None
             if config.tie_weights
-            else nnx.Linear(E, V, use_bias=False, kernel_init=small_init(E), dtype=dtype,
-                            param_dtype=param_dtype, rngs=rngs)
+            else nnx.Linear(
+                E,
+                V,
+                use_bias=False,
+                kernel_init=small_init(E),
+                dtype=dtype,
+                param_dtype=param_dtype,
+                rngs=rngs,
+            )
         )
 
     def init_state(self, batch_size: int) -> tuple:
         return self.xlstm_block_stack.init_state(batch_size)
 
-    def __call__(self, tokens: jax.Array, state: tuple | None = None,
-                 return_state: bool = False):
+    def __call__(self, tokens: jax.Array, state: tuple | None = None, return_state: bool = False):
         if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
             raise ValueError(
                 f"`tokens` must be an integer array (B, S); got {tokens.dtype} {tokens.shape}."
@@ -106,9 +109,6 @@ class xLSTMLMModel(nnx.Module):
             x = self.xlstm_block_stack(x)
         else:
             x, state = self.xlstm_block_stack(x, state)
-        if self.lm_head is None:
-            logits = self.token_embedding.attend(x)
-        else:
-            logits = self.lm_head(x)
+        logits = self.token_embedding.attend(x) if self.lm_head is None else self.lm_head(x)
         logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
         return (logits, state) if state is not None else logits

@@ -45,8 +45,14 @@ class sLSTMLayer(nnx.Module):
     swaps the two *names*; ``xlstm_jax.convert`` maps them.)
     """
 
-    def __init__(self, config: sLSTMLayerConfig, *, rngs: nnx.Rngs, dtype=jnp.float32,
-                 param_dtype=jnp.float32):
+    def __init__(
+        self,
+        config: sLSTMLayerConfig,
+        *,
+        rngs: nnx.Rngs,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+    ):
         config.validate()
         self.config, self.dtype = config, dtype
         E, NH, DH = config.embedding_dim, config.num_heads, config.head_dim
@@ -70,8 +76,9 @@ class sLSTMLayer(nnx.Module):
         else:
             bias = _bias_init(config)
         self.bias = nnx.Param(bias.astype(param_dtype))  # (NH, 4, DH)
-        self.group_norm = MultiHeadLayerNorm(NH, DH, weight=config.group_norm_weight,
-                                             dtype=dtype, param_dtype=param_dtype)
+        self.group_norm = MultiHeadLayerNorm(
+            NH, DH, weight=config.group_norm_weight, dtype=dtype, param_dtype=param_dtype
+        )
         self.dropout = nnx.Dropout(config.dropout, rngs=rngs) if config.dropout > 0 else None
 
     def init_state(self, batch_size: int) -> dict:
@@ -115,16 +122,23 @@ class sLSTMLayer(nnx.Module):
 class sLSTMBlock(nnx.Module):
     """``x + sLSTMLayer(LayerNorm(x))`` then ``x + FFN(LayerNorm(x))``. (B, S, E) -> (B, S, E)."""
 
-    def __init__(self, config: sLSTMBlockConfig, *, rngs: nnx.Rngs, dtype=jnp.float32,
-                 param_dtype=jnp.float32):
+    def __init__(
+        self,
+        config: sLSTMBlockConfig,
+        *,
+        rngs: nnx.Rngs,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+    ):
         E = config.slstm.embedding_dim
         norm_kw = dict(dtype=dtype, param_dtype=param_dtype)
         self.xlstm_norm = LayerNorm(E, **norm_kw)
         self.xlstm = sLSTMLayer(config.slstm, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         if config.feedforward is not None:
             self.ffn_norm = LayerNorm(E, **norm_kw)
-            self.ffn = GatedFeedForward(config.feedforward, rngs=rngs, dtype=dtype,
-                                        param_dtype=param_dtype)
+            self.ffn = GatedFeedForward(
+                config.feedforward, rngs=rngs, dtype=dtype, param_dtype=param_dtype
+            )
         else:
             self.ffn_norm = self.ffn = None
 
