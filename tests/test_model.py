@@ -38,7 +38,9 @@ def mixed_config(**kw) -> xLSTMLMModelConfig:
     return xLSTMLMModelConfig(**base)
 
 
+@nnx.jit(static_argnums=(0, 1, 2))
 def perturbed_model(cfg, seed=0, scale=0.2):
+    """A model with every weight moved off its initial value (zeros included)."""
     model = xLSTMLMModel(cfg, rngs=nnx.Rngs(seed))
     state = nnx.state(model, nnx.Param)
     leaves, treedef = jax.tree.flatten(state)

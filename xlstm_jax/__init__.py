@@ -24,6 +24,7 @@ from xlstm_jax.config import (
     xLSTMBlockStackConfig,
     xLSTMLMModelConfig,
 )
+from xlstm_jax.generate import generate, sample_logits
 from xlstm_jax.mlstm import mLSTMBlock, mLSTMLayer
 from xlstm_jax.model import xLSTMBlockStack, xLSTMLMModel
 from xlstm_jax.slstm import sLSTMBlock, sLSTMLayer
@@ -36,6 +37,7 @@ __all__ = [
     "LayerNorm",
     "LinearHeadwiseExpand",
     "MultiHeadLayerNorm",
+    "generate",
     "mLSTMBlock",
     "mLSTMBlockConfig",
     "mLSTMLayer",
@@ -44,6 +46,7 @@ __all__ = [
     "sLSTMBlockConfig",
     "sLSTMLayer",
     "sLSTMLayerConfig",
+    "sample_logits",
     "xLSTMBlockStack",
     "xLSTMBlockStackConfig",
     "xLSTMLMModel",
