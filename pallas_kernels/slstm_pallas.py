@@ -21,28 +21,31 @@ no in-register slicing or concatenation is needed. When one head's R is small (a
 ``r_on_chip_max_bytes``, e.g. DH <= 64) its tiles are loaded once before the time loop and
 stay on chip; otherwise (DH = 128, 256: R is 128 KiB / 512 KiB in bf16 per head, more than
 one SM holds) the tiles are re-read every step from L2, where all heads' R stay resident.
+In that streamed mode the contraction over k is an inner loop that reads y_{t-1} back from
+the program's own output (a CTA barrier ends each step), so only 4 tiles of R are live at a
+time; fully unrolled, the compiler hoists the 4 NT^2 tile loads and spills registers.
 
-Backward (m treated as a constant, see below), same grid, time loop in reverse. It needs
-only the forward's pre-activations raw_t and the states at t-1, from which it recomputes
-f', i', c_t, n_t. With dh_t = dL/dy_t (external + recurrent), dc, dn carried from t+1:
+Backward, same grid, time loop in reverse. It needs only the forward's pre-activations raw_t
+and the states at t-1, from which it recomputes m_t, f', i', c_t, n_t. With
+dh_t = dL/dy_t (external + recurrent) and dc, dn, dm carried from step t+1:
 
-  dc^ = dc + dh sigma(o~) / n_t          dn^ = dn - dh y_t / n_t
-  do~ = dh (c_t / n_t) sigma'(o~)        dz~ = dc^ i' (1 - tanh^2 z~)
-  di~ = (dc^ tanh z~ + dn^) i'           dlogf^ = (dc^ c_{t-1} + dn^ n_{t-1}) f' [not clipped]
-  df~ = dlogf^ sigma(-f~)                dm_{t-1} = dlogf^
-  dc_{t-1} = dc^ f',  dn_{t-1} = dn^ f', dh_{t-1} = dy_{t-1} + draw_t R^T
+  dc^ = dc + dh sigma(o~) / n_t            dn^ = dn - dh y_t / n_t
+  do~ = dh (c_t / n_t) sigma'(o~)          dz~ = dc^ i' (1 - tanh^2 z~)
+  g_f = (dc^ c_{t-1} + dn^ n_{t-1}) f'     (0 where the min in (3) clips)
+  g_i = (dc^ tanh z~ + dn^) i'             dm^ = dm - g_f - g_i          (3)
+  di~ = g_i + [m_t = i~] dm^               dlog f^ = g_f + [m_t != i~] dm^  (2)
+  df~ = dlog f^ sigma(-f~),  dm_{t-1} = dlog f^,  dc_{t-1} = dc^ f',  dn_{t-1} = dn^ f'
+  dh_{t-1} = dy_{t-1} + draw_t R^T
+
+This differentiates the stabiliser m exactly, as autodiff of the reference does. Where the
+state is consistent (c = 0 wherever n = 0, e.g. from zero states) the m terms cancel and the
+result equals the "m as a constant" backward of the reference CUDA kernel (y is invariant to
+m); but with an initial state that has c != 0 where n == 0 and a clipped f' (3), m_t = i~
+carries real gradient, and a cotangent on the returned final m is honoured.
 
 The weight gradients are one large matmul each, done by XLA after the kernel:
 dR = sum_{b,t} y_{t-1}^T draw_t and dbias = sum_{b,t} draw_t, so no program accumulates
 into shared memory and there is no cross-program reduction.
-
-Why m is a constant: with m fixed at its forward values, c_t = e^{-m_t} C_t and
-n_t = e^{-m_t} N_t where (C, N) is the unstabilised state, so y_t = sigma(o~) C_t / N_t for
-*any* fixed m sequence: the backward above is the exact gradient of y (and of c, n when they
-feed a later sLSTM call: that call sees them only through (c e^m, n e^m)). The clip in (3)
-is active only where n_{t-1} == 0 and log f^ > i~ (f' = 1 there, gradient 0, as in the
-reference). The gradient through the returned final m itself is not propagated (it is
-treated as a constant); every other input and output is differentiated exactly.
 
 ``function="lstm"`` runs through the same kernels (classic LSTM pointwise update,
 c_t = sigma(f~) c + sigma(i~) tanh(z~), y_t = sigma(o~) tanh(c_t)); its n and m pass through.
@@ -89,7 +92,10 @@ class BlockSizes:
     batch_tile: int = 16
     dh_tile: int = 64
     r_on_chip_max_bytes: int = 64 * 1024
-    num_warps: int = 4
+    # 8 warps: Triton 3.9 -> ptxas for sm_90 spills nothing at DH 64/128 (4 warps spills in
+    # fp32) and ~50 B at DH 256. More stages make the pipeliner stage R in shared memory
+    # (534 KB at DH 256, over the 228 KB an H100 SM has). benchmarks/results/slstm_kernel_cpu.md
+    num_warps: int = 8
     num_stages: int = 1
 
     def validate(self) -> None:
@@ -211,26 +217,44 @@ def _pointwise_bwd(raw, prev, dh, dcarry, function):
 # ---------------------------------------------------------------------------------------------
 
 
-def _r_tiles(r_ref, NT, T):
-    """R[g][k][j]: lazily loaded (T, T) tiles of one head's R (G, DH_in, DH_out)."""
-    return lambda g, k, j: r_ref[g, pl.ds(k * T, T), pl.ds(j * T, T)]
+def _dot(a, b):
+    """a @ b with fp32 accumulation."""
+    return jnp.dot(a, b, precision=_PRECISION, preferred_element_type=F32)
 
 
-def _load_r(r_ref, NT, T, on_chip):
-    """Tile getter for R: loaded once here (stays on chip) or re-read at every use."""
-    get = _r_tiles(r_ref, NT, T)
-    if not on_chip:
-        return get
-    tiles = {(g, k, j): get(g, k, j) for g in range(4) for k in range(NT) for j in range(NT)}
-    return lambda g, k, j: tiles[(g, k, j)]
+def _dot_t(a, b):
+    """a @ b^T with fp32 accumulation."""
+    dims = (((1,), (1,)), ((), ()))
+    return jax.lax.dot_general(a, b, dims, precision=_PRECISION, preferred_element_type=F32)
 
 
-def _slstm_fwd_kernel(*refs, function, S, NT, T, r_on_chip, save_residuals):
+def _barrier(interpret: bool) -> None:
+    """CTA barrier: this program's global stores become visible to all of its threads."""
+    if not interpret:  # interpret mode runs sequentially
+        pltriton.debug_barrier()
+
+
+def _r_on_chip(r_ref, NT, T):
+    """All (T, T) tiles R[g, k, j] of one head, loaded once (they stay on chip)."""
+    return {
+        (g, k, j): r_ref[g, pl.ds(k * T, T), pl.ds(j * T, T)]
+        for g in range(4)
+        for k in range(NT)
+        for j in range(NT)
+    }
+
+
+def _slstm_fwd_kernel(*refs, function, S, NT, T, r_on_chip, save_residuals, interpret):
     """Forward time loop of one (batch tile, head) program.
 
     Refs (head axis squeezed): gx (bt, S, G, DH), r (G, DH, DH), b (G, DH), initial states
     (bt, DH) each; outputs: y (bt, S, DH) fp32, then either the sequences c[, n, m]
     (bt, S, DH) and raw (bt, S, G, DH) fp32 (``save_residuals``), or the final c[, n, m].
+
+    With R on chip, y_{t-1} is carried in registers (NT tiles) and the recurrent product is
+    fully unrolled. With R streamed from L2 (large DH), the contraction over k is a loop that
+    reads y_{t-1} back from this program's own output (a barrier closes each step): this keeps
+    only 4 tiles of R live at a time, instead of letting the compiler hoist all 4 NT^2 loads.
     """
     names = _state_names(function)
     ns = len(names)
@@ -240,49 +264,74 @@ def _slstm_fwd_kernel(*refs, function, S, NT, T, r_on_chip, save_residuals):
     st_refs = refs[4 + ns : 4 + 2 * ns - 1]  # c[, n, m]: sequences or final values
     raw_ref = refs[4 + 2 * ns - 1] if save_residuals else None
     mm_dtype = r_ref.dtype
-    r = _load_r(r_ref, NT, T, r_on_chip)
-    bias = [[b_ref[g, pl.ds(j * T, T)].astype(F32)[None, :] for j in range(NT)] for g in range(4)]
-    init = tuple(
-        tuple(s_ref[:, pl.ds(j * T, T)].astype(F32) for j in range(NT)) for s_ref in s0_refs
-    )
+    cols = [pl.ds(j * T, T) for j in range(NT)]
+    bias = [[b_ref[g, cols[j]].astype(F32)[None, :] for j in range(NT)] for g in range(4)]
+    init = [tuple(s_ref[:, cols[j]].astype(F32) for j in range(NT)) for s_ref in s0_refs]
+    if r_on_chip:
+        r_tiles = _r_on_chip(r_ref, NT, T)
+    else:
+        init[0] = ()  # y_{t-1} is read back from y_ref instead of being carried
+
+    def recurrent(t, y_mm, j):
+        """[sum_k y_{t-1}[k] R[g, k, j] for g in (i, f, z, o)]: eq. (1), output tile j."""
+        if r_on_chip:
+            out = []
+            for g in range(4):
+                acc = _dot(y_mm[0], r_tiles[g, 0, j])
+                for k in range(1, NT):
+                    acc += _dot(y_mm[k], r_tiles[g, k, j])
+                out.append(acc)
+            return out
+        tp = jnp.maximum(t - 1, 0)
+
+        def body(k, acc):
+            col = pl.ds(pl.multiple_of(k * T, T), T)
+            y_k = jnp.where(t == 0, s0_refs[0][:, col].astype(F32), y_ref[:, tp, col])
+            y_k = y_k.astype(mm_dtype)
+            return tuple(a + _dot(y_k, r_ref[g, col, cols[j]]) for g, a in enumerate(acc))
+
+        zeros = tuple(jnp.zeros_like(init[1][0]) for _ in range(4))
+        return list(jax.lax.fori_loop(0, NT, body, zeros))
 
     def step(t, state):
         y_mm = [y.astype(mm_dtype) for y in state[0]]
         new = [[] for _ in names]
         for j in range(NT):
-            raw = []
-            for g in range(4):
-                acc = gx_ref[:, t, g, pl.ds(j * T, T)].astype(F32) + bias[g][j]  # (1)
-                for k in range(NT):
-                    acc += jnp.dot(
-                        y_mm[k], r(g, k, j), precision=_PRECISION, preferred_element_type=F32
-                    )
-                raw.append(acc)
-            tile = _pointwise_fwd(raw, tuple(s[j] for s in state), function)
+            rec = recurrent(t, y_mm, j)
+            raw = [gx_ref[:, t, g, cols[j]].astype(F32) + bias[g][j] + rec[g] for g in range(4)]
+            prev = tuple(s[j] if s else None for s in state)
+            tile = _pointwise_fwd(raw, prev, function)
             for lst, v in zip(new, tile, strict=True):
                 lst.append(v)
-            y_ref[:, t, pl.ds(j * T, T)] = tile[0]
+            y_ref[:, t, cols[j]] = tile[0]
             if save_residuals:
                 for s_ref, v in zip(st_refs, tile[1:], strict=True):
-                    s_ref[:, t, pl.ds(j * T, T)] = v
+                    s_ref[:, t, cols[j]] = v
                 for g in range(4):
-                    raw_ref[:, t, g, pl.ds(j * T, T)] = raw[g]
+                    raw_ref[:, t, g, cols[j]] = raw[g]
+        if not r_on_chip:
+            _barrier(interpret)  # y_t, stored above, is read by all threads at step t + 1
+            new[0] = []
         return tuple(tuple(lst) for lst in new)
 
-    last = jax.lax.fori_loop(0, S, step, init)
+    last = jax.lax.fori_loop(0, S, step, tuple(init))
     if not save_residuals:
         for s_ref, tiles in zip(st_refs, last[1:], strict=True):
             for j in range(NT):
-                s_ref[:, pl.ds(j * T, T)] = tiles[j]
+                s_ref[:, cols[j]] = tiles[j]
 
 
-def _slstm_bwd_kernel(*refs, function, S, NT, T, r_on_chip):
+def _slstm_bwd_kernel(*refs, function, S, NT, T, r_on_chip, interpret):
     """Reverse time loop of one (batch tile, head) program.
 
     Refs (head axis squeezed): dy (bt, S, DH) fp32 (dL/dy_t, external), raw (bt, S, G, DH),
     r (G, DH, DH), state sequences c[, n, m] (bt, S, DH), initial c[, n, m] (bt, DH), final
     cotangents dc[, dn, dm] (bt, DH); outputs: draw (bt, S, G, DH) fp32, then the
     initial-state gradients dy0, dc0[, dn0, dm0] (bt, DH) fp32.
+
+    The recurrent product draw_t R^T is unrolled with R on chip; with R streamed it is a loop
+    over the output tiles j that reads draw_t back from this program's output (after a
+    barrier), as in the forward.
     """
     sl = function == "slstm"
     np_ = 3 if sl else 1  # states needed at t-1: (c, n, m) or (c,); also the carried cotangents
@@ -292,8 +341,8 @@ def _slstm_bwd_kernel(*refs, function, S, NT, T, r_on_chip):
     dlast_refs = refs[3 + 2 * np_ : 3 + 3 * np_]
     draw_ref, *d0_refs = refs[3 + 3 * np_ :]
     mm_dtype = r_ref.dtype
-    r = _load_r(r_ref, NT, T, r_on_chip)
     cols = [pl.ds(j * T, T) for j in range(NT)]
+    r_tiles = _r_on_chip(r_ref, NT, T) if r_on_chip else None
     s0 = [[s_ref[:, cols[j]].astype(F32) for j in range(NT)] for s_ref in s0_refs]
     zeros = tuple(jnp.zeros_like(s0[0][j]) for j in range(NT))
     init = (
@@ -301,12 +350,37 @@ def _slstm_bwd_kernel(*refs, function, S, NT, T, r_on_chip):
         tuple(tuple(d_ref[:, cols[j]].astype(F32) for j in range(NT)) for d_ref in dlast_refs),
     )
 
+    def recurrent(t, draw_mm):
+        """dh_{t-1} (recurrent part) = draw_t R^T: tile k sums over gates g and tiles j."""
+        if r_on_chip:
+            out = []
+            for k in range(NT):
+                acc = jnp.zeros_like(zeros[k])
+                for j in range(NT):
+                    for g in range(4):
+                        acc += _dot_t(draw_mm[j][g], r_tiles[g, k, j])
+                out.append(acc)
+            return out
+        _barrier(interpret)  # draw_t, stored by all threads, is read back below
+        out = []
+        for k in range(NT):
+
+            def body(j, acc, k=k):
+                col = pl.ds(pl.multiple_of(j * T, T), T)
+                for g in range(4):
+                    d = draw_ref[:, t, g, col].astype(mm_dtype)
+                    acc += _dot_t(d, r_ref[g, cols[k], col])
+                return acc
+
+            out.append(jax.lax.fori_loop(0, NT, body, jnp.zeros_like(zeros[k])))
+        return out
+
     def step(i, carry):
         dh_rec, dcarry = carry
         t = S - 1 - i
         tp = jnp.maximum(t - 1, 0)
         first = t == 0
-        draw_mm = []  # [j][g], for the recurrent product
+        draw_mm = []  # [j][g], for the recurrent product with R on chip
         new_dcarry = [[] for _ in range(np_)]
         for j in range(NT):
             raw = tuple(raw_ref[:, t, g, cols[j]] for g in range(4))
@@ -317,24 +391,11 @@ def _slstm_bwd_kernel(*refs, function, S, NT, T, r_on_chip):
             draw, dcj = _pointwise_bwd(raw, prev, dh, tuple(d[j] for d in dcarry), function)
             for g in range(4):
                 draw_ref[:, t, g, cols[j]] = draw[g]
-            draw_mm.append([d.astype(mm_dtype) for d in draw])
+            if r_on_chip:
+                draw_mm.append([d.astype(mm_dtype) for d in draw])
             for lst, v in zip(new_dcarry, dcj, strict=True):
                 lst.append(v)
-        # dh_{t-1} (recurrent part) = draw_t R^T: tile k sums over gates g and output tiles j.
-        new_rec = []
-        for k in range(NT):
-            acc = jnp.zeros_like(dh_rec[k])
-            for j in range(NT):
-                for g in range(4):
-                    acc += jax.lax.dot_general(
-                        draw_mm[j][g],
-                        r(g, k, j),
-                        (((1,), (1,)), ((), ())),
-                        precision=_PRECISION,
-                        preferred_element_type=F32,
-                    )
-            new_rec.append(acc)
-        return tuple(new_rec), tuple(tuple(lst) for lst in new_dcarry)
+        return tuple(recurrent(t, draw_mm)), tuple(tuple(lst) for lst in new_dcarry)
 
     dh_rec, dcarry = jax.lax.fori_loop(0, S, step, init)
     for o_ref, tiles in zip(d0_refs, (dh_rec, *dcarry), strict=True):
@@ -400,6 +461,7 @@ def _fwd_call(gx, r, b, state0, function, interpret, bs, save_residuals):
         T=T,
         r_on_chip=on_chip,
         save_residuals=save_residuals,
+        interpret=interpret,
     )
     outs = _call(
         kernel,
@@ -423,7 +485,13 @@ def _bwd_call(dy, raw, r, seqs, state0, dlast, function, interpret, bs):
     sl = function == "slstm"
     np_ = 3 if sl else 1
     kernel = functools.partial(
-        _slstm_bwd_kernel, function=function, S=S, NT=NT, T=T, r_on_chip=on_chip
+        _slstm_bwd_kernel,
+        function=function,
+        S=S,
+        NT=NT,
+        T=T,
+        r_on_chip=on_chip,
+        interpret=interpret,
     )
     fin = jax.ShapeDtypeStruct((Bp, NH, DHp), F32)
     outs = _call(

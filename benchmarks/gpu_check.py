@@ -1,0 +1,285 @@
+"""GPU check and benchmark of the Pallas kernels: correctness against the XLA reference, then
+forward and forward+backward timings, written as a markdown table to benchmarks/results/.
+
+    PYTHONPATH=. python benchmarks/gpu_check.py             # on a CUDA GPU (well under 5 min)
+    PYTHONPATH=. python benchmarks/gpu_check.py --dry-run   # anywhere: interpret mode, tiny shapes
+
+One section per kernel (``SECTIONS``); each returns its markdown lines. The mLSTM kernels add
+their own section beside ``slstm_section``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import pallas_kernels as pk
+from pallas_kernels import slstm_pallas as sp
+
+RESULTS = Path(__file__).resolve().parent / "results"
+# Norm-relative error bounds for the GPU correctness check (outputs and gradients).
+CHECK_BOUND = {"float32": 1e-4, "bfloat16": 3e-2}
+
+
+def rel_err(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
+def time_ms(fn: Callable, *args, reps: int, warmup: int = 2) -> float:
+    """Median wall time in ms of ``fn(*args)`` (compiled by the warm-up calls)."""
+    for _ in range(warmup):
+        jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+# ---------------------------------------------------------------------------------------------
+# sLSTM
+# ---------------------------------------------------------------------------------------------
+
+
+def _slstm_inputs(B, S, NH, DH, dtype, seed=0):
+    ks = jax.random.split(jax.random.key(seed), 6)
+    gx = jax.random.normal(ks[0], (B, S, 4, NH, DH), jnp.float32).astype(dtype)
+    R = (jax.random.normal(ks[1], (NH, DH, 4, DH)) / np.sqrt(DH)).astype(dtype)
+    bias = jax.random.normal(ks[2], (NH, 4, DH)).astype(dtype)
+    n0 = jnp.where(jax.random.bernoulli(ks[4], 0.5, (B, NH, DH)), 0.0, 1.0)
+    state = (
+        jax.random.normal(ks[3], (B, NH, DH)) * n0,
+        jax.random.normal(ks[5], (B, NH, DH)) * n0,
+        n0,
+        jnp.zeros((B, NH, DH)),
+    )
+    return gx, R, bias, state
+
+
+def _slstm_fn(impl, interpret, block_sizes=None):
+    """(gx, R, bias, state) -> (y, last state) for one implementation."""
+
+    def run(gx, R, bias, state):
+        if impl == "pallas" and block_sizes is not None:
+            return sp.slstm_pallas(gx, R, bias, state, "slstm", interpret, block_sizes)
+        return pk.slstm(
+            gx, R, bias, initial_state=state, return_last_state=True, impl=impl, interpret=interpret
+        )
+
+    return run
+
+
+def _slstm_value_and_grads(run, w):
+    def loss(gx, R, bias, state):
+        ys, last = run(gx, R, bias, state)
+        return jnp.sum(ys.astype(jnp.float32) * w) + jnp.sum(last[1]), (ys, last)
+
+    return jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3), has_aux=True))
+
+
+def slstm_check(shapes, interpret) -> list[str]:
+    """Pallas vs XLA (fp32 math, full-precision matmuls) in fp32 and bf16: norm-relative errors."""
+    rows = ["| dtype | B, S, NH, DH | y | last c | dgates_x | dR | dbias | dstate0 | ok |"]
+    rows.append("|---|---|---|---|---|---|---|---|---|")
+    for dtype in (jnp.float32, jnp.bfloat16):
+        for B, S, NH, DH in shapes:
+            gx, R, bias, state = _slstm_inputs(B, S, NH, DH, dtype, seed=S + DH)
+            w = jax.random.normal(jax.random.key(1), (B, S, NH, DH))
+            with jax.default_matmul_precision("float32"):
+                g_ref, (y_ref, l_ref) = _slstm_value_and_grads(_slstm_fn("xla", False), w)(
+                    gx, R, bias, state
+                )
+            g_pal, (y_pal, l_pal) = _slstm_value_and_grads(_slstm_fn("pallas", interpret), w)(
+                gx, R, bias, state
+            )
+            f32 = lambda x: np.asarray(jnp.asarray(x, jnp.float32))  # noqa: E731
+            errs = [
+                rel_err(f32(y_pal), f32(y_ref)),
+                rel_err(f32(l_pal[1]), f32(l_ref[1])),
+                *(rel_err(f32(a), f32(b)) for a, b in zip(g_pal[:3], g_ref[:3], strict=True)),
+                max(rel_err(f32(a), f32(b)) for a, b in zip(g_pal[3], g_ref[3], strict=True)),
+            ]
+            bound = CHECK_BOUND[jnp.dtype(dtype).name]
+            ok = all(e < bound for e in errs)
+            line = f"| {jnp.dtype(dtype).name} | {B}, {S}, {NH}, {DH} | "
+            line += " | ".join(f"{e:.1e}" for e in errs) + f" | {'yes' if ok else 'NO'} |"
+            rows.append(line)
+            print(line, flush=True)
+    return rows
+
+
+_XLSTM_CUDA = textwrap.dedent(
+    """
+    import json, sys, time, torch
+    from xlstm.blocks.slstm.cell import sLSTMCell, sLSTMCellConfig
+    B, S, NH, DH, reps = (int(a) for a in sys.argv[1:6])
+    cfg = sLSTMCellConfig(hidden_size=NH * DH, num_heads=NH, backend="cuda", batch_size=B,
+                          dtype="bfloat16", enable_automatic_mixed_precision=True)
+    cell = sLSTMCell(cfg).cuda()
+    x = torch.randn(B, S, 4 * NH * DH, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    def fwd():
+        return cell(x)[0]
+    def fwdbwd():
+        fwd().float().sum().backward()
+    out = {}
+    for name, fn in (("fwd", fwd), ("fwdbwd", fwdbwd)):
+        for _ in range(2):
+            fn()
+        torch.cuda.synchronize()
+        ts = []
+        for _ in range(reps):
+            t0 = time.perf_counter(); fn(); torch.cuda.synchronize()
+            ts.append((time.perf_counter() - t0) * 1e3)
+        out[name] = sorted(ts)[len(ts) // 2]
+    print("RESULT" + json.dumps(out))
+    """
+)
+
+
+def xlstm_cuda_ms(B, S, NH, DH, reps, timeout_s) -> dict | str:
+    """The reference's CUDA sLSTM kernel (torch, compiled on first use) in a subprocess."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _XLSTM_CUDA, *map(str, (B, S, NH, DH, reps))],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        return f"timed out after {timeout_s}s (kernel build)"
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT"):
+            return json.loads(line[len("RESULT") :])
+    tail = (proc.stderr or proc.stdout).strip().splitlines()
+    return "unavailable: " + (tail[-1][:120] if tail else f"exit code {proc.returncode}")
+
+
+def slstm_bench(shapes, interpret, reps, variants, xlstm_timeout) -> list[str]:
+    """Forward and forward+backward times in bf16: lax.scan path vs Pallas (vs xlstm CUDA)."""
+    rows = [
+        "| B, S, NH, DH | implementation | fwd ms | fwd+bwd ms | fwd speed-up | fwd+bwd speed-up |",
+        "|---|---|---|---|---|---|",
+    ]
+    for B, S, NH, DH in shapes:
+        gx, R, bias, state = _slstm_inputs(B, S, NH, DH, jnp.bfloat16)
+        w = jax.random.normal(jax.random.key(1), (B, S, NH, DH))
+        impls = [("lax.scan (XLA)", _slstm_fn("xla", False))]
+        impls += [(f"Pallas {label}", _slstm_fn("pallas", interpret, bs)) for label, bs in variants]
+        base = None
+        for label, run in impls:
+            fwd = jax.jit(lambda *a, run=run: run(*a)[0])
+            fb = _slstm_value_and_grads(run, w)
+            try:
+                t_f = time_ms(fwd, gx, R, bias, state, reps=reps)
+                t_fb = time_ms(fb, gx, R, bias, state, reps=reps)
+            except Exception as err:  # report a variant that fails to build, keep going
+                line = f"| {B}, {S}, {NH}, {DH} | {label} | failed: {type(err).__name__} | | | |"
+                print(line, str(err)[:300], flush=True)
+                rows.append(line)
+                continue
+            base = base or (t_f, t_fb)
+            line = (
+                f"| {B}, {S}, {NH}, {DH} | {label} | {t_f:.2f} | {t_fb:.2f} | "
+                f"{base[0] / t_f:.2f}x | {base[1] / t_fb:.2f}x |"
+            )
+            rows.append(line)
+            print(line, flush=True)
+        if xlstm_timeout > 0:
+            ref = xlstm_cuda_ms(B, S, NH, DH, reps, xlstm_timeout)
+            if isinstance(ref, dict):
+                line = (
+                    f"| {B}, {S}, {NH}, {DH} | xlstm CUDA (torch) | {ref['fwd']:.2f} | "
+                    f"{ref['fwdbwd']:.2f} | {base[0] / ref['fwd']:.2f}x | "
+                    f"{base[1] / ref['fwdbwd']:.2f}x |"
+                )
+            else:
+                line = f"| {B}, {S}, {NH}, {DH} | xlstm CUDA (torch) | {ref} | | | |"
+            rows.append(line)
+            print(line, flush=True)
+    return rows
+
+
+def slstm_section(args) -> list[str]:
+    if args.dry_run:
+        check_shapes = [(3, 5, 1, 16)]
+        bench_shapes = [(2, 8, 2, 16)]
+    else:
+        check_shapes = [(16, 256, 4, 256), (16, 256, 16, 64)]
+        bench_shapes = [(16, 2048, 4, 256), (16, 2048, 16, 64)]
+    variants = [("default", sp.DEFAULT_BLOCK_SIZES)]
+    if args.tune:
+        variants += [
+            ("warps=4", sp.BlockSizes(num_warps=4)),
+            ("dh_tile=32", sp.BlockSizes(dh_tile=32)),
+            ("R streamed", sp.BlockSizes(r_on_chip_max_bytes=0)),
+        ]
+    lines = ["## sLSTM", "", "Correctness, Pallas vs XLA reference (norm-relative errors):", ""]
+    lines += slstm_check(check_shapes, args.dry_run)
+    lines += ["", f"Timings, bf16, median of {args.reps} (`block_until_ready`):", ""]
+    xlstm_timeout = 0 if args.dry_run or args.skip_xlstm_cuda else args.xlstm_timeout
+    lines += slstm_bench(bench_shapes, args.dry_run, args.reps, variants, xlstm_timeout)
+    return lines + [""]
+
+
+SECTIONS: dict[str, Callable] = {"slstm": slstm_section}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dry-run", action="store_true", help="interpret mode, tiny shapes (CPU)")
+    p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated sections")
+    p.add_argument("--reps", type=int, default=None, help="timed repetitions (default 20)")
+    p.add_argument("--tune", action="store_true", help="also time a few block-size variants")
+    p.add_argument("--skip-xlstm-cuda", action="store_true", help="skip the torch reference")
+    p.add_argument("--xlstm-timeout", type=int, default=150, help="seconds for its build+run")
+    p.add_argument("--out", default=None, help="markdown file (default: benchmarks/results/)")
+    args = p.parse_args(argv)
+    args.reps = args.reps or (2 if args.dry_run else 20)
+    dev = jax.devices()[0]
+    if not args.dry_run and dev.platform != "gpu":
+        print("No GPU found: run with --dry-run (interpret mode) on this machine.")
+        return 2
+    t0 = time.time()
+    header = [
+        "# GPU check: Pallas kernels vs the XLA reference"
+        + (" (dry run: interpret mode on CPU, timings meaningless)" if args.dry_run else ""),
+        "",
+        f"- device: {dev.device_kind} ({dev.platform})",
+        f"- jax {jax.__version__}, date {datetime.date.today().isoformat()}",
+        "- command: `PYTHONPATH=. python benchmarks/gpu_check.py "
+        + " ".join(argv if argv is not None else sys.argv[1:])
+        + "`",
+        "",
+    ]
+    lines = list(header)
+    for name in args.sections.split(","):
+        lines += SECTIONS[name](args)
+    lines.append(f"Total time: {time.time() - t0:.0f} s.")
+    text = "\n".join(lines) + "\n"
+    out = args.out
+    if out is None and not args.dry_run:
+        slug = "".join(c if c.isalnum() else "_" for c in dev.device_kind.lower())
+        out = RESULTS / f"gpu_check_{slug}.md"
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
+        print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
