@@ -20,6 +20,7 @@ from xlstm_jax.components import (
     wang_init,
 )
 from xlstm_jax.config import mLSTMLayerConfig
+from xlstm_jax.sharding import shard_op
 
 # Per-layer recurrent state: {"conv": (B, K-1, I), "cell": (C (B,NH,DH,DH), n (B,NH,DH), m (B,NH))}
 MLSTMLayerState = dict
@@ -88,33 +89,50 @@ class mLSTMLayer(nnx.Module):
         }
 
     def _cell(self, q, k, v, i, f, state):
-        """q, k, v: (B, NH, S, DH); i, f: (B, NH, S) float32."""
+        """q, k, v: (B, NH, S, DH); i, f: (B, NH, S) float32. Returns (h, new state)."""
         c = self.config
         S = q.shape[2]
         if state is None:
             backend = c.backend
             if backend == "auto":
                 backend = "parallel" if c.chunk_size >= S else "chunkwise"
-            if backend == "parallel":
-                return pk.mlstm_parallel(q, k, v, i, f), None
-        elif S == 1:  # decoding: one fused step
-            h, new = pk.mlstm_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], i[..., 0], f[..., 0], state)
-            return h[:, :, None], new
+        elif S == 1:
+            backend = "step"  # decoding: one fused step
         else:
             backend = "recurrent" if c.backend == "recurrent" else "chunkwise"
-        if backend == "recurrent":
-            return pk.mlstm_recurrent(q, k, v, i, f, initial_state=state, return_last_state=True)
-        return pk.mlstm_chunkwise(
-            q,
-            k,
-            v,
-            i,
-            f,
-            chunk_size=c.chunk_size,
-            initial_state=state,
-            return_last_state=True,
-            impl=c.impl,
-        )
+
+        def cell(q, k, v, i, f, *state):
+            state = state or None
+            if backend == "parallel":
+                return pk.mlstm_parallel(q, k, v, i, f), None
+            if backend == "step":
+                h, new = pk.mlstm_step(
+                    q[:, :, 0], k[:, :, 0], v[:, :, 0], i[..., 0], f[..., 0], state
+                )
+                return h[:, :, None], new
+            if backend == "recurrent":
+                return pk.mlstm_recurrent(
+                    q, k, v, i, f, initial_state=state, return_last_state=True
+                )
+            return pk.mlstm_chunkwise(
+                q,
+                k,
+                v,
+                i,
+                f,
+                chunk_size=c.chunk_size,
+                initial_state=state,
+                return_last_state=True,
+                impl=c.impl,
+            )
+
+        # Heads and batch are independent: run the op per shard (no hidden all-gathers).
+        seq, gate = ("batch", "heads", None, None), ("batch", "heads", None)
+        state_axes = (seq, gate, ("batch", "heads"))
+        args = (q, k, v, i, f) + (tuple(state) if state is not None else ())
+        in_axes = (seq, seq, seq, gate, gate) + (state_axes if state is not None else ())
+        out_axes = (seq, None if backend == "parallel" else state_axes)
+        return shard_op(cell, args, in_axes, out_axes)
 
     def __call__(self, x: jax.Array, state: MLSTMLayerState | None = None):
         """Returns y (B, S, E), and the new state when ``state`` is given."""

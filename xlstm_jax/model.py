@@ -12,6 +12,7 @@ from flax import nnx
 from xlstm_jax.components import LayerNorm, small_init
 from xlstm_jax.config import mLSTMBlockConfig, xLSTMBlockStackConfig, xLSTMLMModelConfig
 from xlstm_jax.mlstm import mLSTMBlock
+from xlstm_jax.sharding import constrain
 from xlstm_jax.slstm import sLSTMBlock
 
 
@@ -45,12 +46,14 @@ class xLSTMBlockStack(nnx.Module):
 
     def __call__(self, x: jax.Array, state: tuple | None = None):
         new_state = []
+        x = constrain(x, ("batch", None, None))
         for idx, block in enumerate(self.blocks):
             if state is None:
                 x = nnx.remat(lambda blk, h: blk(h))(block, x) if self.config.remat else block(x)
             else:
                 x, s = block(x, state[idx])
                 new_state.append(s)
+            x = constrain(x, ("batch", None, None))
         if self.post_blocks_norm is not None:
             x = self.post_blocks_norm(x)
         return x if state is None else (x, tuple(new_state))

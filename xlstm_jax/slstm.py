@@ -21,6 +21,7 @@ from xlstm_jax.components import (
     small_init,
 )
 from xlstm_jax.config import sLSTMBlockConfig, sLSTMLayerConfig
+from xlstm_jax.sharding import shard_op
 
 
 def _bias_init(config: sLSTMLayerConfig) -> jax.Array:
@@ -101,16 +102,30 @@ class sLSTMLayer(nnx.Module):
         gates = jnp.stack(
             [self.igate(x_c), self.fgate(x_c), self.zgate(x), self.ogate(x)], axis=2
         ).reshape(B, S, 4, c.num_heads, c.head_dim)
-        out = pk.slstm(
-            gates,
-            self.recurrent_kernel[...],
-            self.bias[...],
-            initial_state=None if state is None else state["cell"],
-            return_last_state=state is not None,
-            function=c.function,
-            impl=c.impl,
-        )
-        y, cell_state = out if state is not None else (out, None)
+
+        def cell(gates, R, b, *state):
+            return pk.slstm(
+                gates,
+                R,
+                b,
+                initial_state=state or None,
+                return_last_state=True,
+                function=c.function,
+                impl=c.impl,
+            )
+
+        # Heads and batch are independent: run the op per shard (no hidden all-gathers).
+        unit = ("batch", "heads", None)
+        args = (gates, self.recurrent_kernel[...], self.bias[...])
+        in_axes = [
+            ("batch", None, None, "heads", None),
+            ("heads", None, None, None),
+            ("heads", None, None),
+        ]
+        if state is not None:
+            args += tuple(state["cell"])
+            in_axes += [unit] * 4
+        y, cell_state = shard_op(cell, args, in_axes, (("batch", None, "heads", None), (unit,) * 4))
         if self.dropout is not None:
             y = self.dropout(y)
         y = self.group_norm(y).reshape(B, S, E)

@@ -1,0 +1,78 @@
+"""Run under XLA_FLAGS=--xla_force_host_platform_device_count=8 (see test_sharding.py).
+
+The model's loss and gradients on several (data, fsdp, tensor) meshes equal the
+unsharded ones; parameters are really sharded. Prints one JSON line of measurements.
+"""
+
+import json
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from xlstm_jax import (
+    mLSTMBlockConfig,
+    mLSTMLayerConfig,
+    sLSTMBlockConfig,
+    sLSTMLayerConfig,
+    xLSTMLMModel,
+    xLSTMLMModelConfig,
+)
+from xlstm_jax.sharding import activate, make_mesh, tree_shardings
+
+assert len(jax.devices()) == 8, jax.devices()
+backend = sys.argv[1] if len(sys.argv) > 1 else "chunkwise"
+cfg = xLSTMLMModelConfig(
+    mlstm_block=mLSTMBlockConfig(
+        mlstm=mLSTMLayerConfig(num_heads=4, chunk_size=8, backend=backend)
+    ),
+    slstm_block=sLSTMBlockConfig(slstm=sLSTMLayerConfig(num_heads=4)),
+    num_blocks=3,
+    slstm_at=(1,),
+    embedding_dim=64,
+    vocab_size=128,
+)
+model = xLSTMLMModel(cfg, rngs=nnx.Rngs(0))
+graphdef, params = nnx.split(model)
+params = jax.tree.map(
+    lambda p, k: p + 0.1 * jax.random.normal(k, p.shape, p.dtype),
+    params,
+    jax.tree.unflatten(
+        jax.tree.structure(params),
+        list(jax.random.split(jax.random.key(1), len(jax.tree.leaves(params)))),
+    ),
+)
+tokens = jnp.asarray(np.random.default_rng(0).integers(0, 128, (8, 20)), jnp.int32)
+
+
+def loss_fn(params, tokens):
+    logits = nnx.merge(graphdef, params)(tokens[:, :-1])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
+
+
+ref_loss, ref_grads = jax.jit(jax.value_and_grad(loss_fn))(params, tokens)
+results = {}
+for sizes in [(8, 1, 1), (1, 8, 1), (2, 2, 2), (1, 2, 4)]:
+    mesh = make_mesh(sizes)
+    with activate(mesh):
+        shardings = tree_shardings(params)
+        p = jax.device_put(params, shardings)
+        x = jax.device_put(tokens, NamedSharding(mesh, P(("data", "fsdp"))))
+        loss, grads = jax.jit(jax.value_and_grad(loss_fn))(p, x)
+    err = max(
+        float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+        for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads), strict=True)
+    )
+    head = p["lm_head"]["kernel"]
+    results[str(sizes)] = {
+        "loss_err": abs(float(loss) - float(ref_loss)),
+        "grad_rel_err": err,
+        "lm_head_spec": str(head.sharding.spec),
+        "lm_head_shard_frac": head.addressable_shards[0].data.size / head.size,
+    }
+print(json.dumps(results))

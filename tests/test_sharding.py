@@ -1,0 +1,70 @@
+"""Sharding on simulated CPU devices (a subprocess, since the device count is fixed when
+JAX starts): losses and gradients on several meshes equal one device's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import pytest
+
+from xlstm_jax.sharding import ShardingError, logical_to_spec, make_mesh, param_logical_axes
+
+SCRIPTS = Path(__file__).parent / "scripts"
+ROOT = Path(__file__).parent.parent
+
+
+def run_script(name: str, *args: str, devices: int = 8) -> dict:
+    env = dict(
+        os.environ,
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        PYTHONPATH=str(ROOT),
+        JAX_PLATFORMS="cpu",
+    )
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / name), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_sharded_model_matches_one_device():
+    # The chunkwise form: the training path, with the recurrent ops inside shard_map.
+    results = run_script("sharded_model.py", "chunkwise")
+    assert set(results) == {"(8, 1, 1)", "(1, 8, 1)", "(2, 2, 2)", "(1, 2, 4)"}
+    for mesh, r in results.items():
+        assert r["loss_err"] < 1e-5, (mesh, r)
+        assert r["grad_rel_err"] < 1e-4, (mesh, r)
+    # FSDP shards the head over fsdp (embed) and tensor parallelism over the vocabulary.
+    assert results["(1, 8, 1)"]["lm_head_shard_frac"] == pytest.approx(1 / 8)
+    assert results["(2, 2, 2)"]["lm_head_shard_frac"] == pytest.approx(1 / 4)
+    assert results["(8, 1, 1)"]["lm_head_shard_frac"] == 1.0  # pure data parallel
+
+
+def test_mesh_errors_name_the_fix():
+    n = len(jax.devices())
+    with pytest.raises(ShardingError, match=f"but {n} are available"):
+        make_mesh((n + 1, 1, 1))
+    with pytest.raises(ShardingError, match="at most one -1"):
+        make_mesh((-1, -1, 1))
+    mesh = make_mesh((-1, 1, 1))
+    assert mesh.shape == {"data": n, "fsdp": 1, "tensor": 1}
+
+
+def test_logical_rules():
+    assert param_logical_axes("a.blocks.0.xlstm.recurrent_kernel", 4) == ("heads", None, None, None)
+    assert param_logical_axes("lm_head.kernel", 2) == ("embed", "vocab")
+    assert param_logical_axes("blocks.1.xlstm_norm.weight", 1) == (None,)
+    mesh = make_mesh((1, 1, -1))
+    rules = {"vocab": "tensor"}
+    assert logical_to_spec(
+        ("embed", "vocab"), mesh=mesh, rules=rules
+    ) == jax.sharding.PartitionSpec(None, "tensor" if mesh.shape["tensor"] > 1 else None)
