@@ -4,14 +4,14 @@ forward and forward+backward timings, written as a markdown table to benchmarks/
     PYTHONPATH=. python benchmarks/gpu_check.py             # on a CUDA GPU (well under 5 min)
     PYTHONPATH=. python benchmarks/gpu_check.py --dry-run   # anywhere: interpret mode, tiny shapes
 
-One section per kernel (``SECTIONS``); each returns its markdown lines. The mLSTM kernels add
-their own section beside ``slstm_section``.
+One section per kernel (``SECTIONS``); each returns its markdown lines.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import statistics
 import subprocess
@@ -235,7 +235,256 @@ def slstm_section(args) -> list[str]:
     return lines + [""]
 
 
-SECTIONS: dict[str, Callable] = {"slstm": slstm_section}
+# ---------------------------------------------------------------------------------------------
+# mLSTM
+# ---------------------------------------------------------------------------------------------
+
+
+def _mlstm_inputs(B, NH, S, DQ, DV, dtype, seed=0):
+    ks = jax.random.split(jax.random.key(seed), 8)
+    q = jax.random.normal(ks[0], (B, NH, S, DQ), jnp.float32).astype(dtype)
+    k = jax.random.normal(ks[1], (B, NH, S, DQ), jnp.float32).astype(dtype)
+    v = jax.random.normal(ks[2], (B, NH, S, DV), jnp.float32).astype(dtype)
+    i = jax.random.normal(ks[3], (B, NH, S))
+    f = jax.random.normal(ks[4], (B, NH, S)) + 3.0
+    state = (
+        jax.random.normal(ks[5], (B, NH, DQ, DV)),
+        jnp.abs(jax.random.normal(ks[6], (B, NH, DQ))),
+        jax.random.normal(ks[7], (B, NH)),
+    )
+    return q, k, v, i, f, state
+
+
+def _mlstm_fn(impl, L, interpret):
+    """(q, k, v, i, f, state) -> (h, last state) for one implementation."""
+
+    def run(q, k, v, i, f, state):
+        return pk.mlstm_chunkwise(
+            q,
+            k,
+            v,
+            i,
+            f,
+            chunk_size=L,
+            initial_state=state,
+            return_last_state=True,
+            impl=impl,
+            interpret=interpret,
+        )
+
+    return run
+
+
+def _mlstm_value_and_grads(run, w):
+    def loss(q, k, v, i, f, state):
+        h, last = run(q, k, v, i, f, state)
+        return jnp.sum(h.astype(jnp.float32) * w) + sum(jnp.sum(s) for s in last), (h, last)
+
+    return jax.jit(jax.grad(loss, argnums=tuple(range(6)), has_aux=True))
+
+
+def mlstm_check(shapes, interpret) -> list[str]:
+    """Pallas vs XLA (fp32 math, full-precision matmuls) in fp32 and bf16: norm-relative errors."""
+    rows = ["| dtype | B, NH, S, DQK, DV, L | h | last C | dq | dk | dv | di | df | dstate0 | ok |"]
+    rows.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for dtype in (jnp.float32, jnp.bfloat16):
+        for B, NH, S, DQ, DV, L in shapes:
+            args = _mlstm_inputs(B, NH, S, DQ, DV, dtype, seed=S + DQ + L)
+            w = jax.random.normal(jax.random.key(1), (B, NH, S, DV))
+            with jax.default_matmul_precision("float32"):
+                g_ref, (h_ref, l_ref) = _mlstm_value_and_grads(_mlstm_fn("xla", L, False), w)(*args)
+            g_pal, (h_pal, l_pal) = _mlstm_value_and_grads(_mlstm_fn("pallas", L, interpret), w)(
+                *args
+            )
+            f32 = lambda x: np.asarray(jnp.asarray(x, jnp.float32))  # noqa: E731
+            errs = [
+                rel_err(f32(h_pal), f32(h_ref)),
+                rel_err(f32(l_pal[0]), f32(l_ref[0])),
+                *(rel_err(f32(a), f32(b)) for a, b in zip(g_pal[:5], g_ref[:5], strict=True)),
+                max(rel_err(f32(a), f32(b)) for a, b in zip(g_pal[5], g_ref[5], strict=True)),
+            ]
+            bound = CHECK_BOUND[jnp.dtype(dtype).name]
+            ok = all(e < bound for e in errs)
+            line = f"| {jnp.dtype(dtype).name} | {B}, {NH}, {S}, {DQ}, {DV}, {L} | "
+            line += " | ".join(f"{e:.1e}" for e in errs) + f" | {'yes' if ok else 'NO'} |"
+            rows.append(line)
+            print(line, flush=True)
+    return rows
+
+
+def mlstm_flops(B, NH, S, DQ, DV, L) -> float:
+    """Forward FLOPs of the chunkwise algorithm (matmuls only, the causal L x L blocks counted
+    in full, as computed): per chunk 2 L^2 (DQK + DV) intra-chunk, 2 L DQK DV for q C and
+    2 L DQK DV for the state update. The backward is counted as 2x the forward."""
+    return B * NH * S * (2.0 * L * (DQ + DV) + 4.0 * DQ * DV)
+
+
+def attention_flops(B, NH, S, D) -> float:
+    """Causal attention forward FLOPs (half of 4 B NH S^2 D); the backward as 2.5x."""
+    return 2.0 * B * NH * S * S * D
+
+
+def matmul_tflops(n: int, reps: int) -> float:
+    """Measured bf16 matmul rate (n x n x n, fp32 accumulation), TFLOP/s."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.bfloat16)
+    mm = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
+    return 2.0 * n**3 / (time_ms(mm, a, a, reps=reps) * 1e-3) / 1e12
+
+
+_TFLA = textwrap.dedent(
+    """
+    import json, sys, time, torch
+    from mlstm_kernels.torch.chunkwise.triton_xl_chunk import mlstm_chunkwise__xl_chunk as tfla
+    reps = int(sys.argv[1])
+    for spec in sys.argv[2:]:
+        B, NH, S, DQ, DV, L = (int(x) for x in spec.split(","))
+        kw = dict(device="cuda", dtype=torch.bfloat16)
+        q, k = (torch.randn(B, NH, S, DQ, requires_grad=True, **kw) for _ in range(2))
+        v = torch.randn(B, NH, S, DV, requires_grad=True, **kw)
+        i, f = (torch.randn(B, NH, S, requires_grad=True, **kw) for _ in range(2))
+        def fwd():
+            return tfla(q, k, v, i, f, chunk_size=L, autocast_kernel_dtype=torch.bfloat16)
+        def fwdbwd():
+            fwd().float().sum().backward()
+        out = {}
+        for name, fn in (("fwd", fwd), ("fwdbwd", fwdbwd)):
+            for _ in range(2):
+                fn()
+            torch.cuda.synchronize()
+            ts = []
+            for _ in range(reps):
+                t0 = time.perf_counter(); fn(); torch.cuda.synchronize()
+                ts.append((time.perf_counter() - t0) * 1e3)
+            out[name] = sorted(ts)[len(ts) // 2]
+        print("RESULT" + spec + "=" + json.dumps(out), flush=True)
+    """
+)
+
+
+def tfla_ms(shapes, reps, timeout_s) -> dict:
+    """The mlstm_kernels TFLA Triton kernels (PyTorch) in a subprocess, all shapes in one run;
+    returns {shape: {"fwd": ms, "fwdbwd": ms} or a reason string}."""
+    specs = [",".join(map(str, s)) for s in shapes]
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _TFLA, str(reps), *specs],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+        stdout, why = proc.stdout, (proc.stderr or proc.stdout).strip().splitlines()
+        why = "unavailable: " + (why[-1][:120] if why else f"exit code {proc.returncode}")
+    except subprocess.TimeoutExpired as err:
+        stdout = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
+        why = f"timed out after {timeout_s}s"
+    found = {}
+    for line in stdout.splitlines():
+        if line.startswith("RESULT"):
+            spec, val = line[len("RESULT") :].split("=", 1)
+            found[spec] = json.loads(val)
+    return {s: found.get(sp, why) for s, sp in zip(shapes, specs, strict=True)}
+
+
+def mlstm_bench(shapes, interpret, reps, peak, tfla_timeout) -> list[str]:
+    """Forward and forward+backward times in bf16: Pallas vs XLA chunkwise vs cuDNN attention
+    (32 heads x 128, causal, same B and S) vs TFLA (mlstm_kernels)."""
+    rows = [
+        "| B, NH, S, DQK, DV, L | implementation | fwd ms | fwd+bwd ms | fwd TFLOP/s | "
+        "fwd+bwd TFLOP/s | Pallas fwd+bwd speed-up |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    tfla = tfla_ms(shapes, reps, tfla_timeout) if tfla_timeout > 0 else {}
+    done_attention = set()
+    for B, NH, S, DQ, DV, L in shapes:
+        args = _mlstm_inputs(B, NH, S, DQ, DV, jnp.bfloat16)
+        w = jax.random.normal(jax.random.key(1), (B, NH, S, DV), jnp.bfloat16)
+        fl = mlstm_flops(B, NH, S, DQ, DV, L)
+        results = []
+        # The XLA baseline once per S (its time hardly depends on L), to keep the script short.
+        impls = [("Pallas", "pallas")] + ([("XLA chunkwise", "xla")] if shapes[0][-1] == L else [])
+        for label, impl in impls:
+            run = _mlstm_fn(impl, L, interpret and impl == "pallas")
+            fwd = jax.jit(lambda *a, run=run: run(*a)[0])
+            fb = _mlstm_value_and_grads(run, w)
+            try:
+                t_f, t_fb = time_ms(fwd, *args, reps=reps), time_ms(fb, *args, reps=reps)
+                results.append((label, t_f, t_fb, fl, 3 * fl))
+            except Exception as err:  # report a path that fails to build or run, keep going
+                results.append((label, f"failed: {type(err).__name__}", None, fl, 3 * fl))
+                print(label, str(err)[:300], flush=True)
+        if S not in done_attention and not interpret:
+            done_attention.add(S)
+            results.append(attention_times(B, S, reps))
+        ref = tfla.get((B, NH, S, DQ, DV, L))
+        if isinstance(ref, dict):
+            results.append(("TFLA (mlstm_kernels)", ref["fwd"], ref["fwdbwd"], fl, 3 * fl))
+        elif ref is not None:
+            results.append(("TFLA (mlstm_kernels)", ref, None, fl, 3 * fl))
+        pallas_fb = results[0][2]
+        for label, t_f, t_fb, fl_f, fl_fb in results:
+            if t_fb is None:
+                line = f"| {B}, {NH}, {S}, {DQ}, {DV}, {L} | {label} | {t_f} | | | | |"
+            else:
+                speed = f"{t_fb / pallas_fb:.2f}x" if isinstance(pallas_fb, float) else ""
+                line = (
+                    f"| {B}, {NH}, {S}, {DQ}, {DV}, {L} | {label} | {t_f:.2f} | {t_fb:.2f} | "
+                    f"{fl_f / t_f / 1e9:.1f} | {fl_fb / t_fb / 1e9:.1f} | {speed} |"
+                )
+            rows.append(line)
+            print(line, flush=True)
+    rows += ["", f"Measured bf16 matmul rate: {peak:.0f} TFLOP/s (the roof for the columns above)."]
+    return rows
+
+
+def attention_times(B, S, reps):
+    """cuDNN flash attention, causal, 32 heads x 128, bf16: (label, fwd ms, fwd+bwd ms, fwd
+    flops, fwd+bwd flops), with the backward counted as 2.5x the forward (FA convention)."""
+    NA, D = 32, 128
+    ks = jax.random.split(jax.random.key(2), 3)
+    q, k, v = (jax.random.normal(kk, (B, S, NA, D), jnp.bfloat16) for kk in ks)
+    att = functools.partial(jax.nn.dot_product_attention, is_causal=True, implementation="cudnn")
+    fwd = jax.jit(att)
+    fb = jax.jit(jax.grad(lambda q, k, v: jnp.sum(att(q, k, v).astype(jnp.float32)), (0, 1, 2)))
+    label = "cuDNN attention (32 x 128)"
+    fl = attention_flops(B, NA, S, D)
+    try:
+        return (
+            label,
+            time_ms(fwd, q, k, v, reps=reps),
+            time_ms(fb, q, k, v, reps=reps),
+            fl,
+            3.5 * fl,
+        )
+    except Exception as err:  # cuDNN missing or shape unsupported: report, keep going
+        return (label, f"failed: {type(err).__name__}: {str(err)[:80]}", None, fl, 3.5 * fl)
+
+
+def mlstm_section(args) -> list[str]:
+    if args.dry_run:
+        check_shapes = [(1, 1, 40, 16, 32, 16)]
+        bench_shapes = [(1, 1, 32, 16, 16, 16)]
+        peak = 0.0
+    else:
+        check_shapes = [(2, 4, 512, 128, 256, 64), (1, 2, 1000, 64, 96, 128)]
+        bench_shapes = [
+            (65536 // S, 16, S, 128, 256, L) for S in (2048, 8192, 32768) for L in (64, 128)
+        ]
+        peak = matmul_tflops(8192, args.reps)
+    lines = ["## mLSTM", "", "Correctness, Pallas vs XLA reference (norm-relative errors):", ""]
+    lines += mlstm_check(check_shapes, args.dry_run)
+    lines += ["", f"Timings, bf16, median of {args.reps} (`block_until_ready`):", ""]
+    tfla_timeout = 0 if args.dry_run or args.skip_tfla else args.tfla_timeout
+    lines += mlstm_bench(bench_shapes, args.dry_run, args.reps, peak, tfla_timeout)
+    lines += [
+        "",
+        "TFLOP/s: mLSTM counts the chunkwise matmuls (`mlstm_flops`, backward = 2x forward); "
+        "attention counts the causal half of 4 B NH S^2 D, backward = 2.5x forward. "
+        "Speed-up column: that row's fwd+bwd time over the Pallas one (> 1: Pallas is faster).",
+    ]
+    return lines + [""]
+
+
+SECTIONS: dict[str, Callable] = {"slstm": slstm_section, "mlstm": mlstm_section}
 
 
 def main(argv=None) -> int:
@@ -246,6 +495,8 @@ def main(argv=None) -> int:
     p.add_argument("--tune", action="store_true", help="also time a few block-size variants")
     p.add_argument("--skip-xlstm-cuda", action="store_true", help="skip the torch reference")
     p.add_argument("--xlstm-timeout", type=int, default=150, help="seconds for its build+run")
+    p.add_argument("--skip-tfla", action="store_true", help="skip the mlstm_kernels TFLA kernels")
+    p.add_argument("--tfla-timeout", type=int, default=100, help="seconds for all TFLA shapes")
     p.add_argument("--out", default=None, help="markdown file (default: benchmarks/results/)")
     args = p.parse_args(argv)
     args.reps = args.reps or (2 if args.dry_run else 20)

@@ -5,6 +5,7 @@ the CPU path) behind one dispatch point that later routes to Pallas GPU kernels.
     h = pk.mlstm_chunkwise(q, k, v, i, f, chunk_size=64)
 """
 
+from pallas_kernels import mlstm_pallas as _mlstm_pallas  # noqa: F401 (registers the kernels)
 from pallas_kernels import slstm_pallas as _slstm_pallas  # noqa: F401 (registers the kernel)
 from pallas_kernels.dispatch import resolve_impl
 from pallas_kernels.mlstm import (

@@ -108,7 +108,18 @@ def _step(q, k, v, i, f, state: MLSTMState, eps: float):
     return num / den[..., None], (C_new, n_new, m_new)
 
 
-def mlstm_step(q, k, v, i, f, state: MLSTMState, *, eps: float = 1e-6):
+def mlstm_step(
+    q,
+    k,
+    v,
+    i,
+    f,
+    state: MLSTMState,
+    *,
+    eps: float = 1e-6,
+    impl: str = "auto",
+    interpret: bool = False,
+):
     """One recurrent step (decoding).
 
     ``m' = max(log f + m, i)``, ``C' = e^{log f + m - m'} C + e^{i - m'} k v^T``,
@@ -117,12 +128,18 @@ def mlstm_step(q, k, v, i, f, state: MLSTMState, *, eps: float = 1e-6):
     Args:
       q, k: (B, NH, DHQK). v: (B, NH, DHV). i, f: (B, NH). state: (C, n, m) as in the
         module docstring (``zero_state`` for a fresh sequence).
+      impl: "auto" | "xla" | "pallas" (see ``pallas_kernels.dispatch``).
+      interpret: run a Pallas kernel in interpret mode (CPU testing).
 
     Returns:
       (h (B, NH, DHV) in v's dtype, new state in float32).
     """
     _check_qkvif(q, k, v, i, f, seq_axis=False)
     _check_state(state, q, v, name="state")
+    if resolve_impl("mlstm_step", impl, interpret) == "pallas":
+        from pallas_kernels.dispatch import PALLAS_OPS
+
+        return PALLAS_OPS["mlstm_step"](q, k, v, i, f, state, eps, interpret)
     acc = state_dtype(q.dtype)
     args = (x.astype(acc) for x in (q, k, v, i, f))
     h, new = _step(*args, tuple(s.astype(acc) for s in state), eps)

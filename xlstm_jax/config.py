@@ -63,6 +63,8 @@ class mLSTMLayerConfig:
     backend: Literal["auto", "parallel", "chunkwise", "recurrent"] = "auto"
     chunk_size: int = 64
     impl: Literal["auto", "xla", "pallas"] = "auto"
+    # Run the Pallas kernels in interpret mode (CPU testing of impl="pallas"; slow).
+    interpret: bool = False
     _num_blocks: int = 1
     _block_idx: int = 0
 
@@ -128,6 +130,7 @@ class sLSTMLayerConfig:
     # The reference's kernel choice; here it only names the layout of converted checkpoints.
     backend: Literal["vanilla", "cuda"] = "cuda"
     impl: Literal["auto", "xla", "pallas"] = "auto"
+    interpret: bool = False
     _num_blocks: int = 1
     _block_idx: int = 0
 

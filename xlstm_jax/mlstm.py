@@ -107,7 +107,14 @@ class mLSTMLayer(nnx.Module):
                 return pk.mlstm_parallel(q, k, v, i, f), None
             if backend == "step":
                 h, new = pk.mlstm_step(
-                    q[:, :, 0], k[:, :, 0], v[:, :, 0], i[..., 0], f[..., 0], state
+                    q[:, :, 0],
+                    k[:, :, 0],
+                    v[:, :, 0],
+                    i[..., 0],
+                    f[..., 0],
+                    state,
+                    impl=c.impl,
+                    interpret=c.interpret,
                 )
                 return h[:, :, None], new
             if backend == "recurrent":
@@ -124,6 +131,7 @@ class mLSTMLayer(nnx.Module):
                 initial_state=state,
                 return_last_state=True,
                 impl=c.impl,
+                interpret=c.interpret,
             )
 
         # Heads and batch are independent: run the op per shard (no hidden all-gathers).

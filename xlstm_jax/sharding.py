@@ -154,7 +154,7 @@ def param_logical_axes(path: str, ndim: int) -> tuple[str | None, ...]:
     return (None,) * ndim
 
 
-def _path_str(path) -> str:
+def path_str(path) -> str:
     """Dotted path of a pytree leaf, without the ``.value`` of NNX variables."""
     parts = []
     for k in path:
@@ -179,7 +179,7 @@ def tree_shardings(tree: Any, mesh: Mesh | None = None, rules: Rules | None = No
 
     def one(path, leaf):
         shape = getattr(leaf, "shape", ())
-        p = _path_str(path)
+        p = path_str(path)
         logical = param_logical_axes(p, len(shape))
         return NamedSharding(
             mesh, logical_to_spec(logical, shape, mesh=mesh, rules=rules_d, what=f"parameter {p}")

@@ -112,6 +112,7 @@ class sLSTMLayer(nnx.Module):
                 return_last_state=True,
                 function=c.function,
                 impl=c.impl,
+                interpret=c.interpret,
             )
 
         # Heads and batch are independent: run the op per shard (no hidden all-gathers).

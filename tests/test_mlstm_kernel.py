@@ -1,0 +1,426 @@
+"""The Pallas mLSTM kernels (pallas_kernels/mlstm_pallas.py) against the XLA reference.
+
+On CPU the kernels run in interpret mode at tiny shapes (outputs, final states and the
+gradients of all of them, initial states included), and are cross-lowered to CUDA (the real
+Pallas -> Triton lowering, plus an MLIR verification of the Triton IR) at the benchmark
+shapes. On a CUDA GPU the same checks also run compiled.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import TOL, rel_err
+from test_slstm_kernel import MODES, _on_cuda, _triton_calls
+
+import pallas_kernels as pk
+from pallas_kernels import mlstm_pallas as mp
+
+
+def _inputs(seed, B, NH, S, DQ, DV, dtype=jnp.float32, with_state=True):
+    """Fresh random inputs: forget gates mostly open, random initial C, n >= 0 and m."""
+    ks = jax.random.split(jax.random.key(seed), 8)
+    normal = functools.partial(jax.random.normal, dtype=jnp.float32)
+    q = normal(ks[0], (B, NH, S, DQ)).astype(dtype)
+    k = normal(ks[1], (B, NH, S, DQ)).astype(dtype)
+    v = normal(ks[2], (B, NH, S, DV)).astype(dtype)
+    i = normal(ks[3], (B, NH, S))
+    f = normal(ks[4], (B, NH, S)) + 2.0
+    state = None
+    if with_state:
+        state = (
+            normal(ks[5], (B, NH, DQ, DV)),
+            jnp.abs(normal(ks[6], (B, NH, DQ))),
+            normal(ks[7], (B, NH)),
+        )
+    return q, k, v, i, f, state
+
+
+def _chunkwise(impl, L, interpret=True, block_sizes=None):
+    """(q, k, v, i, f, state) -> (h, last state) for one implementation."""
+
+    def run(q, k, v, i, f, state):
+        if block_sizes is not None:
+            return mp.mlstm_chunkwise_pallas(q, k, v, i, f, L, state, 1e-6, interpret, block_sizes)
+        return pk.mlstm_chunkwise(
+            q,
+            k,
+            v,
+            i,
+            f,
+            chunk_size=L,
+            initial_state=state,
+            return_last_state=True,
+            impl=impl,
+            interpret=interpret,
+        )
+
+    return run
+
+
+def _forward_and_grads(run, q, k, v, i, f, state, seed):
+    """Outputs (h, last state) and the gradients of a random linear loss of all of them
+    w.r.t. q, k, v, i, f and the initial state."""
+    B, NH, S, DQ = q.shape
+    DV = v.shape[-1]
+    s0 = pk.mlstm_zero_state(B, NH, DQ, DV) if state is None else state
+    ks = jax.random.split(jax.random.key(seed + 1000), 4)
+    w_h = jax.random.normal(ks[0], (B, NH, S, DV))
+    w_last = [jax.random.normal(kk, x.shape) for kk, x in zip(ks[1:], s0, strict=True)]
+
+    def loss(q, k, v, i, f, s0):
+        h, last = run(q, k, v, i, f, s0)
+        val = jnp.sum(h.astype(jnp.float32) * w_h)
+        val += sum(jnp.sum(s * w) for s, w in zip(last, w_last, strict=True))
+        return val, (h, last)
+
+    with jax.default_matmul_precision("float32"):  # a full-precision reference on GPU, too
+        grads, out = jax.jit(jax.grad(loss, argnums=tuple(range(6)), has_aux=True))(
+            q, k, v, i, f, s0
+        )
+    return out, grads
+
+
+NAMES = ["h", "C_last", "n_last", "m_last", "dq", "dk", "dv", "di", "df", "dC0", "dn0", "dm0"]
+
+
+def _assert_close(actual, desired, dtype, names=NAMES):
+    atol, rtol = TOL[jnp.dtype(dtype).name]
+    leaves_a, leaves_d = jax.tree.leaves(actual), jax.tree.leaves(desired)
+    assert len(leaves_a) == len(leaves_d) == len(names)
+    for name, a, d in zip(names, leaves_a, leaves_d, strict=True):
+        a, d = np.asarray(a, np.float64), np.asarray(d, np.float64)
+        assert a.shape == d.shape, name
+        if dtype in (jnp.float32, jnp.float64):
+            np.testing.assert_allclose(a, d, atol=atol, rtol=rtol, err_msg=name)
+        else:  # 16-bit matmul operands: compare norm-relative errors
+            assert rel_err(a, d) < rtol, (name, rel_err(a, d))
+
+
+SMALL_TILES = mp.BlockSizes(
+    state_tile_qk=16, state_tile_v=16, out_tile_v=16, bwd_tile_v=16, step_tile_v=16
+)
+# (B, NH, S, DHQK, DHV, chunk, with initial state, block sizes); None = defaults via pk.
+CASES = [
+    (1, 1, 16, 16, 16, 16, False, None),
+    (2, 2, 40, 16, 32, 16, True, None),  # S not a multiple of the chunk, DHV > DHQK
+    (1, 2, 64, 32, 16, 32, True, None),  # DHQK > DHV, two chunks of 32
+    (2, 1, 37, 24, 40, 16, True, SMALL_TILES),  # padded dims 24 -> 32, 40 -> 64; 2 x 4 tiles
+]
+
+
+# fp32 element-wise at TOL needs gradients of moderate size: in CASES[2] they reach ~170
+# (small normalisers), where fp32 rounding alone is ~1e-5 absolute. There the XLA fp32 path
+# itself misses TOL against float64 (one element of di), as does the kernel (one of dk); its
+# math is checked exactly by the float64 test, which runs every case.
+FP32_CASES = [c for n, c in enumerate(CASES) if n != 2]
+
+
+@pytest.mark.parametrize("interpret", MODES)
+@pytest.mark.parametrize(
+    "case",
+    FP32_CASES,
+    ids=[f"B{c[0]}-NH{c[1]}-S{c[2]}-DQ{c[3]}-DV{c[4]}-L{c[5]}" for c in FP32_CASES],
+)
+def test_matches_reference_fp32(case, interpret):
+    B, NH, S, DQ, DV, L, with_state, bs = case
+    seed = CASES.index(case)
+    args = _inputs(seed, B, NH, S, DQ, DV, with_state=with_state)
+    want = _forward_and_grads(_chunkwise("xla", L), *args, seed)
+    got = _forward_and_grads(_chunkwise("pallas", L, interpret, bs), *args, seed)
+    _assert_close(got, want, jnp.float32)
+
+
+@pytest.mark.parametrize(
+    "case", CASES, ids=[f"B{c[0]}-NH{c[1]}-S{c[2]}-DQ{c[3]}-DV{c[4]}-L{c[5]}" for c in CASES]
+)
+def test_matches_reference_exactly_in_fp64(case):
+    """The kernels' math (interpret mode, float64 throughout) equals the reference's to 1e-10:
+    forward and the full backward, stabilisers included, are the same function and the exact
+    derivative of it, apart from rounding."""
+    B, NH, S, DQ, DV, L, with_state, bs = case
+    seed = CASES.index(case)
+    args = _inputs(seed, B, NH, S, DQ, DV, with_state=with_state)
+    with jax.enable_x64(True):
+        args = jax.tree.map(lambda x: x.astype(jnp.float64), args)
+        want = _forward_and_grads(_chunkwise("xla", L), *args, seed)
+        got = _forward_and_grads(_chunkwise("pallas", L, True, bs), *args, seed)
+        _assert_close(got, want, jnp.float64)
+
+
+@pytest.mark.parametrize("interpret", MODES)
+def test_matches_reference_bf16(interpret):
+    args = _inputs(7, 1, 2, 40, 32, 32, jnp.bfloat16)
+    want = _forward_and_grads(_chunkwise("xla", 16), *args, 7)
+    got = _forward_and_grads(_chunkwise("pallas", 16, interpret), *args, 7)
+    _assert_close(got, want, jnp.bfloat16)
+
+
+def test_kernel_outputs_fully_written():
+    """Every element of every kernel output, padding included, is written: interpret mode
+    fills outputs with NaN first (test_slstm_kernel guards that), and no NaN survives."""
+    B, NH, S, DQ, DV, L = 2, 1, 37, 24, 40, 16
+    q, k, v, i, f, state = _inputs(3, B, NH, S, DQ, DV)
+    bs = SMALL_TILES
+    # The wrapper's padding, as mlstm_chunkwise_pallas does it.
+    BH, Sp, DQp, DVp, z = B * NH, 48, 32, 64, (0, 0)
+    ps, pq, pv = (0, Sp - S), (0, DQp - DQ), (0, DVp - DV)
+    qp = jnp.pad(q, (z, z, ps, pq)).reshape(BH, Sp, DQp)
+    kp = jnp.pad(k, (z, z, ps, pq)).reshape(BH, Sp, DQp)
+    vp = jnp.pad(v, (z, z, ps, pv)).reshape(BH, Sp, DVp)
+    ip = jnp.pad(i, (z, z, ps), constant_values=mp._PAD_I).reshape(BH, Sp)
+    b = jnp.cumsum(
+        jax.nn.log_sigmoid(jnp.pad(f, (z, z, ps), constant_values=30.0)).reshape(BH, -1, L), -1
+    ).reshape(BH, Sp)
+    s0 = (
+        jnp.pad(state[0], (z, z, pq, pv)).reshape(BH, DQp, DVp),
+        jnp.pad(state[1], (z, z, pq)).reshape(BH, DQp),
+        state[2].reshape(BH, 1),
+    )
+    scale = DQ**-0.5
+    (h, last), res = mp._mlstm_core_fwd(qp, kp, vp, ip, b, s0, L, scale, 1e-6, bs, True)
+    starts, last_a = mp._chunk_states(kp, vp, ip, b, s0, L, bs, True)
+    dlast = (jnp.ones((BH, DQp, DVp)), jnp.ones((BH, DQp)), jnp.ones((BH, 1)))
+    grads = mp._mlstm_core_bwd(L, scale, 1e-6, bs, True, res, (jnp.ones_like(h), dlast))
+    step = mp._step_call(
+        qp[:, 0], kp[:, 0], vp[:, 0], ip[:, :1], b[:, :1], s0, 1e-6, scale, bs, True
+    )
+    # The backward kernels' outputs feed the gradients: a NaN left in them shows up there.
+    for leaf in jax.tree.leaves((h, last, res, starts, last_a, grads, step)):
+        assert np.isfinite(np.asarray(leaf)).all()
+
+
+# (B, NH, DHQK, DHV, block sizes): decode step.
+STEP_CASES = [(2, 3, 16, 32, None), (1, 2, 24, 40, SMALL_TILES)]
+
+
+@pytest.mark.parametrize("interpret", MODES)
+@pytest.mark.parametrize("case", STEP_CASES, ids=["default", "padded-tiled"])
+def test_step_matches_reference(case, interpret):
+    B, NH, DQ, DV, bs = case
+    q, k, v, i, f, state = _inputs(11, B, NH, 3, DQ, DV)
+    q, k, v, i, f = q[:, :, 0], k[:, :, 0], v[:, :, 0], i[..., 0], f[..., 0]
+
+    def run(impl):
+        if impl == "pallas" and bs is not None:
+            return lambda *a: mp.mlstm_step_pallas(*a, 1e-6, interpret, bs)
+        return lambda *a: pk.mlstm_step(*a, impl=impl, interpret=interpret)
+
+    def loss(run, q, k, v, i, f, state):
+        h, new = run(q, k, v, i, f, state)
+        return jnp.sum(h * jnp.arange(DV)) + sum(jnp.sum(x) for x in new), (h, new)
+
+    want = jax.jit(
+        jax.grad(functools.partial(loss, run("xla")), argnums=tuple(range(6)), has_aux=True)
+    )
+    got = jax.jit(
+        jax.grad(functools.partial(loss, run("pallas")), argnums=tuple(range(6)), has_aux=True)
+    )
+    names = ["h", "C", "n", "m"] + ["dq", "dk", "dv", "di", "df", "dC", "dn", "dm"]
+    (g_w, o_w), (g_g, o_g) = want(q, k, v, i, f, state), got(q, k, v, i, f, state)
+    _assert_close((o_g, g_g), (o_w, g_w), jnp.float32, names)
+
+
+def test_step_continues_chunkwise():
+    """Prefill with the chunkwise kernel, then one decode step with the step kernel, equals
+    the recurrent reference over the whole sequence."""
+    q, k, v, i, f, _ = _inputs(5, 1, 2, 33, 16, 16)
+    h_all = pk.mlstm_recurrent(q, k, v, i, f)
+    _, state = pk.mlstm_chunkwise(
+        q[:, :, :-1],
+        k[:, :, :-1],
+        v[:, :, :-1],
+        i[..., :-1],
+        f[..., :-1],
+        chunk_size=16,
+        return_last_state=True,
+        impl="pallas",
+        interpret=True,
+    )
+    h_last, _ = pk.mlstm_step(
+        q[:, :, -1],
+        k[:, :, -1],
+        v[:, :, -1],
+        i[..., -1],
+        f[..., -1],
+        state,
+        impl="pallas",
+        interpret=True,
+    )
+    np.testing.assert_allclose(h_last, h_all[:, :, -1], atol=1e-5, rtol=1e-5)
+
+
+def test_transformations_jit_grad_checkpoint_vmap():
+    """The op under jit + grad + checkpoint, and vmapped over an extra leading axis."""
+    q, k, v, i, f, state = _inputs(9, 1, 1, 24, 16, 16)
+
+    def loss(impl, q, k, v, i, f):
+        h = _chunkwise(impl, 16)(q, k, v, i, f, state)[0]
+        return jnp.sum(h**2)
+
+    grad = {
+        impl: jax.jit(jax.grad(jax.checkpoint(functools.partial(loss, impl)), argnums=(0, 3, 4)))
+        for impl in ("xla", "pallas")
+    }
+    _assert_close(grad["pallas"](q, k, v, i, f), grad["xla"](q, k, v, i, f), jnp.float32, NAMES[:3])
+
+    stack = [jnp.stack([x, 0.5 * x]) for x in (q, k, v, i, f)]
+    vm = {
+        impl: jax.vmap(lambda *a, impl=impl: _chunkwise(impl, 16)(*a, state)[0])
+        for impl in ("xla", "pallas")
+    }
+    _assert_close(vm["pallas"](*stack), vm["xla"](*stack), jnp.float32, ["h"])
+
+
+def test_model_with_pallas_kernels_matches_xla():
+    """An xLSTM LM whose mLSTM and sLSTM layers run the Pallas kernels (interpret mode,
+    selected through the config) gives the impl="xla" logits and gradients, and its
+    prefill + decode step equals the full forward."""
+    from flax import nnx
+
+    from xlstm_jax import (
+        mLSTMBlockConfig,
+        mLSTMLayerConfig,
+        sLSTMBlockConfig,
+        sLSTMLayerConfig,
+        xLSTMLMModel,
+        xLSTMLMModelConfig,
+    )
+
+    def model(impl):
+        interpret = impl == "pallas"
+        layer = mLSTMLayerConfig(
+            num_heads=2, chunk_size=16, backend="chunkwise", impl=impl, interpret=interpret
+        )
+        slstm = sLSTMLayerConfig(num_heads=2, impl=impl, interpret=interpret)
+        cfg = xLSTMLMModelConfig(
+            mlstm_block=mLSTMBlockConfig(mlstm=layer),
+            slstm_block=sLSTMBlockConfig(slstm=slstm),
+            num_blocks=2,
+            slstm_at=(1,),
+            embedding_dim=32,
+            vocab_size=29,
+        )
+        return xLSTMLMModel(cfg, rngs=nnx.Rngs(0))
+
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, 29, (2, 20)), jnp.int32)
+
+    def loss(m):
+        return jnp.mean(m(tokens).astype(jnp.float32) ** 2)
+
+    want = nnx.value_and_grad(loss)(model("xla"))
+    pallas = model("pallas")
+    got = nnx.value_and_grad(loss)(pallas)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+    for a, d in zip(jax.tree.leaves(got[1]), jax.tree.leaves(want[1]), strict=True):
+        np.testing.assert_allclose(a, d, atol=1e-5, rtol=1e-5)
+    full = pallas(tokens)
+    logits, state = pallas(tokens[:, :19], state=pallas.init_state(2), return_state=True)
+    last, _ = pallas(tokens[:, 19:], state=state, return_state=True)
+    np.testing.assert_allclose(jnp.concatenate([logits, last], 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_pallas_without_gpu_or_interpret_raises():
+    if _on_cuda():
+        pytest.skip("this machine has a CUDA GPU")
+    q, k, v, i, f, state = _inputs(0, 1, 1, 4, 16, 16)
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):
+        pk.mlstm_chunkwise(q, k, v, i, f, chunk_size=16, impl="pallas")
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):
+        pk.mlstm_step(
+            q[:, :, 0], k[:, :, 0], v[:, :, 0], i[..., 0], f[..., 0], state, impl="pallas"
+        )
+
+
+def test_auto_on_cpu_takes_the_xla_path():
+    if _on_cuda():
+        pytest.skip("this machine has a CUDA GPU")
+    assert pk.resolve_impl("mlstm_chunkwise", "auto", False) == "xla"
+    assert pk.resolve_impl("mlstm_step", "auto", False) == "xla"
+
+
+def test_unsupported_arguments_raise():
+    q, k, v, i, f, _ = _inputs(0, 1, 1, 4, 16, 16)
+    with pytest.raises(ValueError, match="power of two >= 16"):
+        pk.mlstm_chunkwise(q, k, v, i, f, chunk_size=8, impl="pallas", interpret=True)
+    with pytest.raises(ValueError, match="out_tile_v"):
+        mp.BlockSizes(out_tile_v=48).validate()
+
+
+# --- Cross-lowering to CUDA (the Pallas -> Triton lowering GPUs run), benchmark shapes. ---
+
+FWD = ["mlstm_chunk_states", "mlstm_chunk_outputs"]
+BWD = FWD + ["mlstm_chunk_states", "mlstm_state_grads", "mlstm_chunk_grads"]
+
+
+@pytest.mark.parametrize(
+    "S,L,dtype",
+    [
+        (2048, 64, jnp.bfloat16),
+        (2048, 128, jnp.bfloat16),
+        (8192, 64, jnp.bfloat16),
+        (8192, 128, jnp.bfloat16),
+        (2048, 64, jnp.float32),
+    ],
+    ids=[
+        "S2048-L64-bf16",
+        "S2048-L128-bf16",
+        "S8192-L64-bf16",
+        "S8192-L128-bf16",
+        "S2048-L64-fp32",
+    ],
+)
+def test_cross_lowers_to_cuda(S, L, dtype):
+    B, NH, DQ, DV = 65536 // S, 16, 128, 256
+    spec = jax.ShapeDtypeStruct
+    args = (
+        spec((B, NH, S, DQ), dtype),
+        spec((B, NH, S, DQ), dtype),
+        spec((B, NH, S, DV), dtype),
+        spec((B, NH, S), jnp.float32),
+        spec((B, NH, S), jnp.float32),
+        (
+            spec((B, NH, DQ, DV), jnp.float32),
+            spec((B, NH, DQ), jnp.float32),
+            spec((B, NH), jnp.float32),
+        ),
+    )
+
+    def forward(q, k, v, i, f, s0):
+        return mp.mlstm_chunkwise_pallas(q, k, v, i, f, L, s0)
+
+    def loss(q, k, v, i, f, s0):
+        h, last = forward(q, k, v, i, f, s0)
+        return jnp.sum(h.astype(jnp.float32)) + sum(jnp.sum(s) for s in last)
+
+    cuda = ("cuda",)
+    fwd = jax.jit(forward).trace(*args).lower(lowering_platforms=cuda)
+    bwd = (
+        jax.jit(jax.grad(loss, argnums=tuple(range(6)))).trace(*args).lower(lowering_platforms=cuda)
+    )
+    assert _triton_calls(fwd) == FWD
+    assert _triton_calls(bwd) == BWD
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32], ids=["bf16", "fp32"])
+def test_step_cross_lowers_to_cuda(dtype):
+    B, NH, DQ, DV = 8, 16, 128, 256
+    spec = jax.ShapeDtypeStruct
+    args = (
+        spec((B, NH, DQ), dtype),
+        spec((B, NH, DQ), dtype),
+        spec((B, NH, DV), dtype),
+        spec((B, NH), jnp.float32),
+        spec((B, NH), jnp.float32),
+        (
+            spec((B, NH, DQ, DV), jnp.float32),
+            spec((B, NH, DQ), jnp.float32),
+            spec((B, NH), jnp.float32),
+        ),
+    )
+    low = jax.jit(mp.mlstm_step_pallas).trace(*args).lower(lowering_platforms=("cuda",))
+    assert _triton_calls(low) == ["mlstm_step"]

@@ -1,0 +1,216 @@
+"""The real ``python -m train.main`` entry point on a shrunken ``xlstm_tiny``.
+
+Each run is a subprocess, as a user would start it. The runs share a JAX compilation
+cache so that only the first one pays for compiling the train step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Small enough for ~0.1 s per step on a 2-core CPU, big enough for the loss to fall.
+TINY = [
+    "model.embedding_dim=64",
+    "model.num_blocks=2",
+    "model.slstm_at=[1]",
+    "data.seq_len=32",
+    "train.batch_size=8",
+    "train.steps=30",
+    "train.eval_every=15",
+    "train.eval_batches=2",
+    "schedule.warmup_steps=5",
+    "logging.every=1",
+    "checkpoint.every=10",
+]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("jax_cache")
+    return {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "JAX_COMPILATION_CACHE_DIR": str(cache),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+        "HF_HUB_OFFLINE": "1",
+    }
+
+
+def _cmd(workdir: Path, *overrides: str, config: str = "xlstm_tiny") -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "train.main",
+        "--config",
+        config,
+        "--workdir",
+        str(workdir),
+        "--set",
+        *TINY,
+        *overrides,
+    ]
+
+
+def _run(env, workdir: Path, *overrides: str, config: str = "xlstm_tiny"):
+    return subprocess.run(
+        _cmd(workdir, *overrides, config=config),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _metrics(workdir: Path) -> list[dict]:
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _checkpoints(workdir: Path) -> list[int]:
+    return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+@pytest.fixture(scope="module")
+def full_run(env, tmp_path_factory):
+    """One uninterrupted 30-step run; the other tests compare against it."""
+    workdir = tmp_path_factory.mktemp("full")
+    proc = _run(env, workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir, proc
+
+
+def test_trains_with_falling_loss_and_writes_outputs(full_run):
+    workdir, proc = full_run
+    records = _metrics(workdir)
+    assert [r["step"] for r in records] == list(range(1, 31))
+    losses = [r["loss"] for r in records]
+    assert all(math.isfinite(x) for x in losses)
+    # A falling loss: the last five steps average well below the first five.
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5, losses
+    for r in records:
+        assert {"step", "loss", "lr", "tokens_per_s"} <= set(r)
+    evals = [r for r in records if "val_loss" in r]
+    assert [r["step"] for r in evals] == [15, 30]
+    assert all(r["val_ppl"] == pytest.approx(math.exp(r["val_loss"])) for r in evals)
+    assert _checkpoints(workdir) == [20, 30]  # every 10 steps, keep the last 2
+    assert (workdir / "loss_curve.png").stat().st_size > 0
+    assert list(workdir.glob("events.out.tfevents.*"))
+    cfg = json.loads((workdir / "config.json").read_text())
+    assert cfg["train"]["steps"] == 30 and cfg["model"]["embedding_dim"] == 64
+    # The start-up report.
+    for text in ("parameters", "estimated memory/device", "devices:", "tokens/step: 256"):
+        assert text in proc.stdout, proc.stdout
+    assert proc.stdout.strip().splitlines()[-1].startswith("done: step 30")
+
+
+def test_sigterm_saves_and_rerun_resumes_to_identical_losses(env, full_run, tmp_path):
+    workdir = tmp_path / "run"
+    proc = subprocess.Popen(
+        _cmd(workdir), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+            proc.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.02)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 128 + signal.SIGTERM, err.decode()[-3000:]
+    stopped_at = _checkpoints(workdir)[-1]
+    assert 3 <= stopped_at < 30
+    assert max(r["step"] for r in _metrics(workdir)) == stopped_at
+
+    resumed = _run(env, workdir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout and f"(step {stopped_at})" in resumed.stdout
+    expected = [(r["step"], r["loss"]) for r in _metrics(full_run[0])]
+    assert [(r["step"], r["loss"]) for r in _metrics(workdir)] == expected
+
+    again = _run(env, workdir)
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+def test_resume_from_a_checkpoint_saved_while_training_went_on(env, full_run, tmp_path):
+    # Checkpoint 20 was saved asynchronously while steps 21-30 kept donating the state's
+    # buffers; resuming from it (in two legs, via train.stop_after) must still reproduce
+    # those steps exactly.
+    workdir = tmp_path / "copy"
+    shutil.copytree(full_run[0], workdir)
+    shutil.rmtree(workdir / "checkpoints" / "30")
+    proc = _run(env, workdir, "train.stop_after=25")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(step 20)" in proc.stdout and "stopped: step 25" in proc.stdout
+    assert _checkpoints(workdir)[-1] == 25
+    proc = _run(env, workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(step 25)" in proc.stdout
+    expected = [(r["step"], r["loss"]) for r in _metrics(full_run[0])]
+    assert [(r["step"], r["loss"]) for r in _metrics(workdir)] == expected
+
+
+def test_incompatible_or_corrupt_checkpoint_fails_and_deletes_nothing(env, full_run, tmp_path):
+    workdir = tmp_path / "copy"
+    shutil.copytree(full_run[0], workdir)
+    before = sorted(str(p) for p in workdir.rglob("*"))
+
+    proc = _run(env, workdir, "train.steps=40", "model.embedding_dim=128")
+    assert proc.returncode == 1
+    assert "written for a different model" in proc.stderr
+    assert "model.embedding_dim: 64 -> 128" in proc.stderr
+
+    for f in (workdir / "checkpoints" / "30" / "state").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"garbage")
+    proc = _run(env, workdir, "train.steps=40")
+    assert proc.returncode == 1
+    assert "checkpoint" in proc.stderr and "Nothing was deleted" in proc.stderr
+    assert sorted(str(p) for p in workdir.rglob("*")) == before
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(env, tmp_path):
+    proc = _run(env, tmp_path, "optimizer.lr=1e30", "optimizer.grad_clip=0", "checkpoint.every=1")
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "loss became" in proc.stderr and "is kept" in proc.stderr
+    steps = _checkpoints(tmp_path)
+    bad_step = int(proc.stderr.split(" at step ")[1].split()[0])
+    assert steps and steps[-1] == bad_step - 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--config", "no_such_config"], "available configs: "),
+        (["--config", "xlstm_tiny", "--set", "train.stepz=3"], "valid keys under 'train': "),
+        (["--config", "xlstm_tiny", "--set", "data.path=/no/such/path"], "does not exist"),
+        (["--config", "xlstm_tiny", "--set", "data.tokenizer=not-a-cached-tok"], "bytes"),
+    ],
+)
+def test_bad_command_lines_fail_fast_with_a_clear_message(env, tmp_path, args, message):
+    t0 = time.time()
+    proc = subprocess.run(
+        [sys.executable, "-m", "train.main", "--workdir", str(tmp_path / "w"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    # Nothing was computed: no checkpoint, no metrics.
+    assert not (tmp_path / "w" / "checkpoints").exists()
+    assert time.time() - t0 < 60

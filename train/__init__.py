@@ -1,0 +1,1 @@
+"""Training: configs, data, optimizer, loop and checkpoints (``python -m train.main``)."""

@@ -1,0 +1,73 @@
+"""Command line: ``python -m train.main --config NAME [--workdir DIR] [--set key=value ...]``.
+
+Exit codes: 0 done (or stopped at ``train.stop_after``), 1 a run-time failure (bad
+checkpoint, non-finite loss), 2 a bad command line, config or data source (found before
+any compute), 130/143 interrupted by SIGINT/SIGTERM after saving a checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m train.main",
+        description="Train an xLSTM language model (rerun the same command to resume).",
+    )
+    p.add_argument("--config", required=True, help="a config name from configs/, e.g. xlstm_tiny")
+    p.add_argument("--workdir", help="output folder (default: runs/CONFIG)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config fields, e.g. --set train.steps=100 data.seq_len=256",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the CLI; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    # Imports after parsing so --help is instant; the config errors below need no JAX work.
+    import configs
+    from train.checkpoint import CheckpointError
+    from train.config import ConfigError, apply_overrides
+    from train.loop import NonFiniteLossError, train
+
+    try:
+        cfg = apply_overrides(configs.load(args.config), args.overrides)
+        workdir = Path(args.workdir or Path("runs") / args.config)
+        summary = train(cfg, workdir)
+    except ConfigError as e:  # includes DataError (bad data path or tokenizer)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (CheckpointError, NonFiniteLossError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        # A second Ctrl-C: the step still running on the device would keep a normal exit
+        # waiting for it, so leave at once (the loop has already closed its files).
+        print("aborted without saving.", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(130)
+    if summary["status"] == "interrupted":
+        return 128 + summary["signal"]
+    losses = "".join(f", {k} {summary[k]:.4f}" for k in ("loss", "val_loss") if k in summary)
+    print(
+        f"{summary['status']}: step {summary['step']}{losses}, {summary['seconds']:.0f} s; "
+        f"outputs in {workdir}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Tokenize a corpus once into memory-mapped token files for ``train.main``.
+
+    python -m train.prepare_data --data PATH --tokenizer gpt2 --out DIR [--val-fraction 0.005]
+
+``PATH`` is anything ``data.path`` accepts (``builtin:stdlib``, text/JSONL/Parquet files or
+folders, ``hf:NAME``). ``DIR`` receives ``train.bin`` and ``val.bin`` (raw uint16/uint32
+token ids, each document followed by the end-of-document id) and ``meta.json``. Documents
+are streamed, so memory stays flat for corpora of any size. Train with
+``--set data.path=DIR data.tokenizer=<the same tokenizer>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from train.config import ConfigError, DataConfig
+from train.data import PREPARED_FORMAT, iter_documents, token_dtype, tokenize_documents
+from train.tokenizer import load_tokenizer
+
+__all__ = ["main", "prepare"]
+
+
+def prepare(data: DataConfig, out: Path) -> dict:
+    """Writes ``out/{train,val}.bin`` and ``out/meta.json``; returns the metadata."""
+    tokenizer = load_tokenizer(data.tokenizer)
+    out.mkdir(parents=True, exist_ok=True)
+    dtype = token_dtype(tokenizer.vocab_size)
+    counts = {"train": 0, "val": 0}
+    files = {split: (out / f"{split}.bin").open("wb") for split in counts}
+    bar = tqdm(unit=" tok", unit_scale=True, desc="tokenizing", file=sys.stderr)
+    try:
+        for split, toks in tokenize_documents(iter_documents(data), tokenizer, data.val_fraction):
+            files[split].write(toks.astype(dtype, copy=False).tobytes())
+            counts[split] += len(toks)
+            bar.update(len(toks))
+    finally:
+        bar.close()
+        for f in files.values():
+            f.close()
+    meta = {
+        "format": PREPARED_FORMAT,
+        "source": data.path,
+        "tokenizer": tokenizer.spec,
+        "vocab_size": tokenizer.vocab_size,
+        "eos_id": tokenizer.eos_id,
+        "dtype": dtype.name,
+        "val_fraction": data.val_fraction,
+        "tokens": counts,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    # meta.json last: its presence marks a complete folder.
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit code."""
+    p = argparse.ArgumentParser(prog="python -m train.prepare_data", description=__doc__)
+    p.add_argument("--data", required=True, help="builtin:stdlib, a file/folder, or hf:NAME")
+    p.add_argument("--tokenizer", default="bytes", help="bytes, a tokenizer.json path, or gpt2")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--val-fraction", type=float, default=DataConfig.val_fraction)
+    p.add_argument("--text-field", default=DataConfig.text_field)
+    p.add_argument("--hf-split", default=DataConfig.hf_split)
+    args = p.parse_args(argv)
+    try:
+        data = DataConfig(
+            path=args.data,
+            tokenizer=args.tokenizer,
+            val_fraction=args.val_fraction,
+            text_field=args.text_field,
+            hf_split=args.hf_split,
+        )
+        meta = prepare(data, Path(args.out))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(
+        f"wrote {args.out}: {meta['tokens']['train']:,} train and {meta['tokens']['val']:,} "
+        f"validation tokens ({meta['dtype']}, tokenizer {meta['tokenizer']}); train with "
+        f"--set data.path={args.out} data.tokenizer={meta['tokenizer']}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
