@@ -47,6 +47,16 @@ def test_sharded_model_matches_one_device():
     assert results["(1, 8, 1)"]["lm_head_shard_frac"] == pytest.approx(1 / 8)
     assert results["(2, 2, 2)"]["lm_head_shard_frac"] == pytest.approx(1 / 4)
     assert results["(8, 1, 1)"]["lm_head_shard_frac"] == 1.0  # pure data parallel
+    # FSDP really shards: every parameter of FSDP_MIN_SIZE elements or more holds 1/8 per
+    # device (the small norm scales, biases and gates stay replicated), and the compiled
+    # step's per-device arguments shrink to match; pure data parallelism holds everything.
+    dp, fsdp = results["(8, 1, 1)"], results["(1, 8, 1)"]
+    assert fsdp["big_param_shard_fracs"] == [1 / 8]
+    assert dp["big_param_shard_fracs"] == [1.0]
+    assert dp["param_bytes_device0_frac"] == pytest.approx(1.0)
+    assert fsdp["param_bytes_device0_frac"] < 0.25
+    assert fsdp["arg_bytes_frac"] == pytest.approx(fsdp["param_bytes_device0_frac"], abs=0.02)
+    assert dp["arg_bytes_frac"] == pytest.approx(1.0, abs=0.02)
 
 
 def test_mesh_errors_name_the_fix():

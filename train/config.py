@@ -29,6 +29,8 @@ from xlstm_jax.config import (
     sLSTMLayerConfig,
     xLSTMLMModelConfig,
 )
+from xlstm_jax.sharding import DEFAULT_RULES
+from xlstm_jax.transformer import TransformerConfig
 
 __all__ = [
     "CheckpointConfig",
@@ -61,6 +63,11 @@ class DataConfig:
     ``python -m train.prepare_data`` (memory-mapped tokens), or ``hf:NAME_OR_PATH`` for a
     Hugging Face ``datasets`` dataset. ``tokenizer`` is ``bytes`` (built in), a path to a
     ``tokenizer.json`` (or its folder), or a Hugging Face hub name such as ``gpt2``.
+
+    ``synthetic:TASK`` generates one of the paper's synthetic tasks on the fly (formal
+    languages such as ``synthetic:parity``, or ``synthetic:mqar``; see ``train.synthetic``):
+    the tokenizer is then unused, ``seq_len + 1`` is the training width, and
+    ``train_lengths``, ``eval_buckets`` and ``num_kv_pairs`` apply.
     """
 
     path: str = "builtin:stdlib"
@@ -71,9 +78,33 @@ class DataConfig:
     # Column / JSON field holding the text in JSONL, Parquet and HF datasets.
     text_field: str = "text"
     hf_split: str = "train"
+    # Synthetic formal languages: input lengths (min, max) of training examples, and the
+    # edges of the evaluation length buckets (40-63, 64-127, 128-256 by default).
+    train_lengths: tuple[int, ...] = (3, 40)
+    eval_buckets: tuple[int, ...] = (40, 64, 128, 256)
+    # Synthetic MQAR: key-value pairs per sequence (the context is seq_len + 1 tokens).
+    num_kv_pairs: int = 8
 
     def __post_init__(self):
         _require(self.seq_len >= 1, f"data.seq_len must be >= 1; got {self.seq_len}.")
+        lo_hi, edges = self.train_lengths, self.eval_buckets
+        _require(
+            len(lo_hi) == 2 and 1 <= lo_hi[0] <= lo_hi[1],
+            f"data.train_lengths must be (min, max) with 1 <= min <= max; got {lo_hi}.",
+        )
+        _require(
+            len(edges) >= 2 and edges[0] >= 1 and list(edges) == sorted(set(edges)),
+            f"data.eval_buckets must be >= 2 increasing lengths, e.g. [40, 64, 128, 256]; "
+            f"got {edges}.",
+        )
+        _require(self.num_kv_pairs >= 1, "data.num_kv_pairs must be >= 1.")
+        if self.path.startswith("synthetic:"):
+            from train.synthetic import check_setup  # lazy: keeps this module light
+
+            try:
+                check_setup(self)
+            except ValueError as e:
+                raise ConfigError(str(e)) from e
         _require(
             0.0 <= self.val_fraction < 1.0,
             f"data.val_fraction must be in [0, 1); got {self.val_fraction}.",
@@ -198,13 +229,17 @@ class LoggingConfig:
 class MeshConfig:
     """Device mesh axis sizes; -1 takes the devices the other axes leave.
 
-    Only a one-device mesh is implemented so far: the section exists so that commands
-    and configs stay valid when sharding lands.
+    Parameters and optimizer state are sharded over ``fsdp`` (and ``tensor`` for heads,
+    the mLSTM inner dim, the FFN hidden dim and the vocabulary); the batch over
+    ``data`` x ``fsdp``. The default is one device, unsharded.
     """
 
     data: int = 1
     fsdp: int = 1
     tensor: int = 1
+    # Logical axis name -> mesh axes (xlstm_jax.sharding): the one place that decides what
+    # is sharded how. The batch is split over data x fsdp.
+    rules: tuple = DEFAULT_RULES
 
     def __post_init__(self):
         sizes = (self.data, self.fsdp, self.tensor)
@@ -228,9 +263,13 @@ class MeshConfig:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """Everything a training run needs; ``configs/NAME.py`` builds one."""
+    """Everything a training run needs; ``configs/NAME.py`` builds one.
 
-    model: xLSTMLMModelConfig
+    ``model`` is an xLSTM (``xLSTMLMModelConfig``) or the Transformer baseline
+    (``TransformerConfig``, the ``llama_*`` configs).
+    """
+
+    model: xLSTMLMModelConfig | TransformerConfig
     data: DataConfig = field(default_factory=DataConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)

@@ -26,15 +26,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
+from train import synthetic
 from train.checkpoint import Checkpointer
 from train.config import ConfigError, ExperimentConfig, config_diff, to_dict
 from train.data import PackedWindows, check_source, eval_batches, load_corpus, train_batches
+from train.eval_synthetic import SyntheticEvaluator, plot_accuracy_vs_length
 from train.metrics import MetricsWriter, plot_loss_curve, read_metrics
 from train.optimizer import decay_mask, make_optimizer, make_schedule
 from train.tokenizer import load_tokenizer, padded_vocab_size
 from xlstm_jax import xLSTMLMModel
+from xlstm_jax.sharding import ShardingError, activate, make_mesh, tree_shardings
+from xlstm_jax.transformer import TransformerConfig, TransformerLM
 
 __all__ = ["NonFiniteLossError", "estimate_memory", "make_train_step", "train"]
 
@@ -74,7 +79,12 @@ def estimate_memory(cfg: ExperimentConfig, num_params: int) -> dict[str, int]:
     c_bytes = jnp.dtype(m.dtype).itemsize
     B, S, E = cfg.train.micro, cfg.data.seq_len, m.embedding_dim
     per_block = []
-    for kind in m.block_map:
+    if isinstance(m, TransformerConfig):
+        # q, k, v, attention output, residuals and the SwiGLU's (B, S, F) tensors, plus the
+        # fp32 (S x S) attention weights per head.
+        act = B * S * (8 * E + 4 * m.ffn_dim) * c_bytes + B * m.num_heads * S * S * 4
+        per_block = [act] * m.num_blocks
+    for kind in () if isinstance(m, TransformerConfig) else m.block_map:
         if kind == 0:
             layer = m.mlstm_block.mlstm
             inner, nh = layer.inner_embedding_dim, layer.num_heads
@@ -98,11 +108,23 @@ def estimate_memory(cfg: ExperimentConfig, num_params: int) -> dict[str, int]:
     return out
 
 
+def _build_model(model_cfg, rngs: nnx.Rngs) -> nnx.Module:
+    """The xLSTM LM, or the Transformer baseline for a ``TransformerConfig``."""
+    if isinstance(model_cfg, TransformerConfig):
+        return TransformerLM(model_cfg, rngs=rngs)
+    return xLSTMLMModel(model_cfg, rngs=rngs)
+
+
 def _loss_fn(graphdef, rest):
     def loss(params, tokens):
         model = nnx.merge(graphdef, params, rest)
-        logits = model(tokens[:, :-1])
-        return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
+        # Synthetic tasks score only their answer tokens; the mask rides in the ids' sign
+        # (see train.synthetic). Text batches are all non-negative: every token counts.
+        ids, scored = synthetic.decode(tokens)
+        logits = model(ids[:, :-1])
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, ids[:, 1:])
+        mask = scored[:, 1:]
+        return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1)
 
     return loss
 
@@ -152,29 +174,59 @@ def _wait_interruptibly(x: jax.Array) -> None:
         delay = min(2 * delay, 0.02)
 
 
+def _put_global(tree, shardings):
+    """Places values (identical on every process) as global arrays with ``shardings``."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, shardings)
+    host = jax.device_get(tree)  # each process then hands its devices their slices
+    return jax.tree.map(
+        lambda x, sh: jax.make_array_from_callback(x.shape, sh, lambda idx: x[idx]),
+        host,
+        shardings,
+    )
+
+
+def _global_batch(local: np.ndarray, sharding: NamedSharding, global_shape=None) -> jax.Array:
+    """The global batch from each process's rows (the batch axis is split across hosts)."""
+    return jax.make_array_from_process_local_data(sharding, local, global_shape)
+
+
 def _make_eval_step(graphdef, rest) -> Callable:
     return jax.jit(_loss_fn(graphdef, rest))
 
 
-def _check_setup(cfg: ExperimentConfig) -> None:
-    """Config checks that need the runtime (devices, hosts) or that the loop relies on."""
-    mesh = cfg.mesh.resolve(jax.device_count())
-    if math.prod(mesh) != 1:
+def _check_setup(cfg: ExperimentConfig) -> Mesh:
+    """Config checks that need the runtime (devices, hosts) or that the loop relies on.
+
+    Returns the device mesh of the run.
+    """
+    try:
+        mesh = make_mesh(cfg.mesh.resolve(jax.device_count()))
+    except ShardingError as e:
+        raise ConfigError(f"{e} (--set mesh.data=... mesh.fsdp=... mesh.tensor=...)") from e
+    sizes = dict(mesh.shape)
+    batch_split = sizes["data"] * sizes["fsdp"]
+    if cfg.train.micro % batch_split:
         raise ConfigError(
-            f"mesh (data, fsdp, tensor) = {mesh} asks for {math.prod(mesh)} devices; only a "
-            f"one-device mesh is implemented so far: set mesh.data=1 mesh.fsdp=1 mesh.tensor=1."
+            f"the micro-batch ({cfg.train.micro}) must be divisible by mesh.data x mesh.fsdp "
+            f"= {batch_split}: change train.micro_batch_size / train.batch_size or the mesh."
         )
-    if jax.process_count() > 1:
-        raise ConfigError("multi-host training is not implemented yet; run on one host.")
+    if cfg.train.batch_size % jax.process_count():
+        raise ConfigError(
+            f"train.batch_size={cfg.train.batch_size} must be a multiple of the "
+            f"{jax.process_count()} processes."
+        )
     # The step closes over the model's non-parameter state, so a dropout RNG would repeat
     # its masks every step; refuse rather than train silently wrong.
     m = cfg.model
-    ff = m.slstm_block.feedforward if m.slstm_block is not None else None
+    slstm = getattr(m, "slstm_block", None)  # the Transformer baseline has none
+    ff = slstm.feedforward if slstm is not None else None
     if m.dropout > 0 or (ff is not None and ff.dropout > 0):
         raise ConfigError(
             "dropout is not supported by the trainer yet (the paper's recipes use none): "
             "set model.dropout=0 and model.slstm_block.feedforward.dropout=0."
         )
+    return mesh
 
 
 def _write_config(cfg: ExperimentConfig, workdir: Path, say: Callable[[str], None]) -> None:
@@ -187,6 +239,12 @@ def _write_config(cfg: ExperimentConfig, workdir: Path, say: Callable[[str], Non
     path.write_text(json.dumps(new, indent=2) + "\n")
 
 
+def _block_kinds(m) -> str:
+    if isinstance(m, TransformerConfig):
+        return f"Transformer, {m.num_heads} heads"
+    return f"{m.block_map.count(0)} mLSTM, {m.block_map.count(1)} sLSTM"
+
+
 def _report_setup(cfg: ExperimentConfig, num_params: int, say: Callable[[str], None]) -> None:
     """The start-up lines: model size, devices, tokens per step, memory estimate."""
     tc, S = cfg.train, cfg.data.seq_len
@@ -194,13 +252,14 @@ def _report_setup(cfg: ExperimentConfig, num_params: int, say: Callable[[str], N
     dev = jax.devices()[0]
     say(
         f"model: {_fmt_count(num_params)} parameters ({num_params:,}), {cfg.model.num_blocks} "
-        f"blocks ({cfg.model.block_map.count(0)} mLSTM, {cfg.model.block_map.count(1)} sLSTM), "
+        f"blocks ({_block_kinds(cfg.model)}), "
         f"E {cfg.model.embedding_dim}, vocab {cfg.model.vocab_size}, compute "
         f"{cfg.model.dtype}, params {cfg.model.param_dtype}, remat {cfg.model.remat}"
     )
     say(
-        f"devices: {jax.device_count()} x {dev.device_kind} ({dev.platform}); using 1 "
-        f"(mesh data/fsdp/tensor = 1/1/1)"
+        f"devices: {jax.device_count()} x {dev.device_kind} ({dev.platform}) in "
+        f"{jax.process_count()} process(es); mesh data/fsdp/tensor = "
+        f"{'/'.join(map(str, cfg.mesh.resolve(jax.device_count())))}"
     )
     say(
         f"tokens/step: {tc.batch_size * S:,} = batch {tc.batch_size} x seq {S} "
@@ -229,42 +288,60 @@ def train(cfg: ExperimentConfig, workdir: str | Path) -> dict:
         CheckpointError: the latest checkpoint cannot be restored (nothing is deleted).
         NonFiniteLossError: the loss became NaN or infinite.
     """
+    # Everything that can fail cheaply fails here, before data or model are touched.
+    mesh = _check_setup(cfg)
+    # The mesh is active while the step is traced: the layers run their recurrent ops
+    # inside shard_map over it and constrain activations by logical axis names.
+    with activate(mesh, cfg.mesh.rules):
+        return _train(cfg, workdir, mesh)
+
+
+def _train(cfg: ExperimentConfig, workdir: str | Path, mesh: Mesh) -> dict:
     t_start = time.time()
     workdir = Path(workdir).absolute()
+    # Several processes (hosts) run this same function; only the first one talks.
+    lead = jax.process_index() == 0
+    n_proc, proc = jax.process_count(), jax.process_index()
 
     def say(msg: str) -> None:
-        tqdm.write(msg, file=sys.stdout)
+        if lead:
+            tqdm.write(msg, file=sys.stdout)
 
-    # Everything that can fail cheaply fails here, before data or model are touched.
-    _check_setup(cfg)
-    tokenizer = load_tokenizer(cfg.data.tokenizer)
-    check_source(cfg.data)
-    vocab = padded_vocab_size(tokenizer.vocab_size)
+    # A synthetic task (data.path=synthetic:TASK) generates its own ids: no tokenizer.
+    task = synthetic.get_task(cfg.data.path) if synthetic.task_name(cfg.data.path) else None
+    if task is None:
+        tokenizer = load_tokenizer(cfg.data.tokenizer)
+        check_source(cfg.data)
+        vocab = padded_vocab_size(tokenizer.vocab_size)
+        fits = f"the tokenizer {cfg.data.tokenizer!r} ({tokenizer.vocab_size} ids, padded to 64)"
+    else:
+        vocab, fits = task.vocab_size, f"synthetic:{task.name}'s {task.vocab_size} ids"
     if cfg.model.vocab_size < vocab:
-        say(
-            f"model.vocab_size {cfg.model.vocab_size} -> {vocab} to fit the tokenizer "
-            f"{cfg.data.tokenizer!r} ({tokenizer.vocab_size} ids, padded to a multiple of 64)."
-        )
+        say(f"model.vocab_size {cfg.model.vocab_size} -> {vocab} to fit {fits}.")
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=vocab))
     workdir.mkdir(parents=True, exist_ok=True)
-    _write_config(cfg, workdir, say)
+    if lead:
+        _write_config(cfg, workdir, say)
 
     tc, S = cfg.train, cfg.data.seq_len
-    abstract = nnx.eval_shape(lambda: xLSTMLMModel(cfg.model, rngs=nnx.Rngs(tc.seed)))
+    abstract = nnx.eval_shape(lambda: _build_model(cfg.model, nnx.Rngs(tc.seed)))
     num_params = sum(x.size for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
     say(f"run {cfg.name} in {workdir}")
     _report_setup(cfg, num_params, say)
 
-    corpus = load_corpus(cfg.data, tokenizer)
-    train_windows = PackedWindows(corpus.train, S)
-    val_windows = PackedWindows(corpus.val, S)
-    say(
-        f"data: {corpus.description}; tokenizer {cfg.data.tokenizer}; "
-        f"{len(corpus.train):,} train tokens ({len(train_windows):,} windows), "
-        f"{len(corpus.val):,} validation tokens"
-    )
+    if task is None:
+        corpus = load_corpus(cfg.data, tokenizer)
+        train_windows = PackedWindows(corpus.train, S)
+        val_windows = PackedWindows(corpus.val, S)
+        say(
+            f"data: {corpus.description}; tokenizer {cfg.data.tokenizer}; "
+            f"{len(corpus.train):,} train tokens ({len(train_windows):,} windows), "
+            f"{len(corpus.val):,} validation tokens"
+        )
+    else:
+        say(f"data: {synthetic.describe(cfg.data)}")
 
-    model = xLSTMLMModel(cfg.model, rngs=nnx.Rngs(tc.seed))
+    model = _build_model(cfg.model, nnx.Rngs(tc.seed))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     params = nnx.to_pure_dict(params)
     del model
@@ -273,6 +350,13 @@ def train(cfg: ExperimentConfig, workdir: str | Path) -> dict:
         cfg.optimizer, schedule, decay_mask(params, cfg.model.weight_decay_on_embedding)
     )
     state = {"params": params, "opt_state": tx.init(params)}
+    # Parameters and optimizer state sharded by their logical axes (FSDP over `fsdp`,
+    # tensor parallel over `tensor`); the batch split over data x fsdp.
+    shardings = tree_shardings(state)
+    state = _put_global(state, shardings)
+    batch_sharding = NamedSharding(mesh, PartitionSpec(None, ("data", "fsdp")))
+    eval_sharding = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+    replicated = NamedSharding(mesh, PartitionSpec())
 
     ckpt = Checkpointer(
         workdir / "checkpoints",
@@ -283,7 +367,10 @@ def train(cfg: ExperimentConfig, workdir: str | Path) -> dict:
     latest = ckpt.latest_step()
     model_cfg = to_dict(cfg.model)
     if latest is not None:
-        abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+        # Restoring onto this run's shardings: a checkpoint from any mesh fits any other.
+        abstract_state = jax.tree.map(
+            lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), state, shardings
+        )
         state, meta = ckpt.restore(latest, abstract_state, model_cfg)
         start = int(meta["data_position"])
         say(f"resumed from {ckpt.directory / str(latest)} (step {start})")
@@ -295,7 +382,12 @@ def train(cfg: ExperimentConfig, workdir: str | Path) -> dict:
         summary["seconds"] = time.time() - t_start
         return summary
 
-    step_fn = jax.jit(make_train_step(graphdef, rest, tx), donate_argnums=0)
+    step_fn = jax.jit(
+        make_train_step(graphdef, rest, tx),
+        in_shardings=(shardings, batch_sharding),
+        out_shardings=(shardings, replicated),
+        donate_argnums=0,
+    )
     batch_shape = (tc.accum_steps, tc.micro, S + 1)
     t0 = time.time()
     compiled = step_fn.lower(state, jax.ShapeDtypeStruct(batch_shape, jnp.int32)).compile()
@@ -307,7 +399,12 @@ def train(cfg: ExperimentConfig, workdir: str | Path) -> dict:
     )
     say(f"compiled the train step in {time.time() - t0:.1f} s{xla_mem}")
     eval_step = _make_eval_step(graphdef, rest)
-    val_data = eval_batches(val_windows, tc.micro, tc.eval_batches)
+    evaluator = None
+    if task is not None:
+        evaluator = SyntheticEvaluator(cfg.data, graphdef, rest, tc.micro, tc.eval_batches, tc.seed)
+        val_data = evaluator.batches
+    else:
+        val_data = eval_batches(val_windows, tc.micro, tc.eval_batches, proc, n_proc)
     if tc.eval_every and len(val_data) == 0:
         say(
             f"note: {len(corpus.val)} validation tokens make no batch of {tc.micro} x {S + 1}; "
@@ -315,13 +412,18 @@ def train(cfg: ExperimentConfig, workdir: str | Path) -> dict:
         )
 
     def evaluate(params) -> float:
-        return float(np.mean([float(eval_step(params, b)) for b in val_data]))
-
-    metrics = MetricsWriter(workdir, start, cfg.logging.tensorboard)
-    data = iter(
-        train_batches(train_windows, tc.batch_size, tc.seed)[start:].to_iter_dataset(
-            grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
+        return float(
+            np.mean([float(eval_step(params, _global_batch(b, eval_sharding))) for b in val_data])
         )
+
+    metrics = MetricsWriter(workdir, start, cfg.logging.tensorboard) if lead else None
+    source = (
+        train_batches(train_windows, tc.batch_size, tc.seed, proc, n_proc)
+        if task is None
+        else synthetic.train_batches(cfg.data, tc.batch_size, tc.seed, proc, n_proc)
+    )
+    data = iter(
+        source[start:].to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
     )
 
     caught: list[int] = []
@@ -341,7 +443,7 @@ def train(cfg: ExperimentConfig, workdir: str | Path) -> dict:
     bar = tqdm(
         total=tc.steps,
         initial=start,
-        disable=not cfg.logging.progress_bar,
+        disable=not (cfg.logging.progress_bar and lead),
         dynamic_ncols=True,
         desc=cfg.name,
         file=sys.stderr,
@@ -358,7 +460,10 @@ def train(cfg: ExperimentConfig, workdir: str | Path) -> dict:
 
     try:
         while step < end and not caught:
-            batch = np.asarray(next(data)).reshape(batch_shape)
+            local = np.asarray(next(data)).reshape(
+                tc.accum_steps, tc.micro // n_proc, S + 1
+            )  # this host's rows of every micro-batch
+            batch = _global_batch(local, batch_sharding, batch_shape)
             state, out = compiled(state, batch)
             _wait_interruptibly(out["loss"])
             loss = float(out["loss"])
@@ -382,16 +487,21 @@ def train(cfg: ExperimentConfig, workdir: str | Path) -> dict:
                 record = {"step": step, "loss": loss, "lr": lr, "tokens_per_s": tps}
                 record["grad_norm"] = float(out["grad_norm"])
             if tc.eval_every and len(val_data) and (step % tc.eval_every == 0 or step == tc.steps):
-                val_loss = evaluate(state["params"])
                 record = record or {"step": step, "loss": loss, "lr": lr, "tokens_per_s": tps}
-                record.update(val_loss=val_loss, val_ppl=math.exp(min(val_loss, 700.0)))
-                say(
-                    f"step {step}: loss {loss:.4f}, val_loss {val_loss:.4f}, "
-                    f"val_ppl {record['val_ppl']:.2f}"
-                )
+                if evaluator is not None:
+                    record.update(evaluator(state["params"]))
+                    val_loss = record["val_loss"]
+                    say(f"step {step}: loss {loss:.4f}, " + synthetic.format_eval(record))
+                else:
+                    val_loss = evaluate(state["params"])
+                    record.update(val_loss=val_loss, val_ppl=math.exp(min(val_loss, 700.0)))
+                    say(
+                        f"step {step}: loss {loss:.4f}, val_loss {val_loss:.4f}, "
+                        f"val_ppl {record['val_ppl']:.2f}"
+                    )
                 # Evaluation time is not training throughput.
                 t_log = time.time()
-            if record is not None:
+            if record is not None and metrics is not None:
                 metrics.write(record)
             speed = f"{tps:,.0f}" if tps else "-"  # measured from the first logging step
             bar.set_postfix_str(f"loss {loss:.4f} lr {lr:.2e} tok/s {speed}", refresh=False)
@@ -410,10 +520,21 @@ def train(cfg: ExperimentConfig, workdir: str | Path) -> dict:
         for s, h in old_handlers.items():
             signal.signal(s, h)
         ckpt.close()
-        metrics.close()
+        if metrics is not None:
+            metrics.close()
     summary.update(step=step, loss=loss, seconds=time.time() - t_start)
     if val_loss is not None:
         summary["val_loss"] = val_loss
-    if cfg.logging.plot and read_metrics(metrics.path):
+    if metrics is not None and cfg.logging.plot and read_metrics(metrics.path):
         plot_loss_curve(metrics.path, workdir / "loss_curve.png", f"{cfg.name} ({workdir.name})")
+        if evaluator is not None and evaluator.last is not None:
+            plot_accuracy_vs_length(
+                evaluator,
+                read_metrics(metrics.path),
+                workdir / "accuracy_vs_length.png",
+                f"{cfg.name} ({workdir.name})",
+                train_max_len=cfg.data.train_lengths[1],
+            )
+    if evaluator is not None and evaluator.latest is not None:
+        summary["val_scaled_acc"] = evaluator.latest["val_scaled_acc"]
     return summary

@@ -31,12 +31,46 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override config fields, e.g. --set train.steps=100 data.seq_len=256",
     )
+    dist = p.add_argument_group(
+        "multi-process (multi-host) training",
+        "Under SLURM with more than one task, jax.distributed is initialised from the job's "
+        "environment; elsewhere give all three flags to every process.",
+    )
+    dist.add_argument("--coordinator-address", help="HOST:PORT of process 0's coordinator")
+    dist.add_argument("--num-processes", type=int, help="total number of processes")
+    dist.add_argument("--process-id", type=int, help="this process's index, 0-based")
     return p
+
+
+def _init_distributed(args: argparse.Namespace) -> None:
+    """Starts JAX's distributed runtime when launched as several processes."""
+    given = [args.coordinator_address, args.num_processes, args.process_id]
+    slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    if not any(x is not None for x in given) and not slurm:
+        return
+    import jax
+
+    # CPU processes talk over Gloo (GPUs use NCCL regardless of this setting).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if any(x is None for x in given) and not slurm:
+        raise SystemExit(
+            "error: multi-process training needs --coordinator-address, --num-processes and "
+            "--process-id together (or a SLURM job, whose environment provides them)."
+        )
+    if all(x is not None for x in given):
+        jax.distributed.initialize(
+            coordinator_address=args.coordinator_address,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+        )
+    else:
+        jax.distributed.initialize()  # reads the SLURM environment
 
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI; returns the process exit code."""
     args = _parser().parse_args(argv)
+    _init_distributed(args)
     # Imports after parsing so --help is instant; the config errors below need no JAX work.
     import configs
     from train.checkpoint import CheckpointError

@@ -61,6 +61,8 @@ PARAM_AXES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
 )
 
 Rules = Sequence[tuple[str, str | tuple[str, ...] | None]]
+# Parameters smaller than this stay replicated under FSDP (norm scales, biases, gates).
+FSDP_MIN_SIZE = 1024
 _ACTIVE: contextvars.ContextVar[tuple[Mesh, dict] | None] = contextvars.ContextVar(
     "xlstm_jax_mesh", default=None
 )
@@ -181,11 +183,25 @@ def tree_shardings(tree: Any, mesh: Mesh | None = None, rules: Rules | None = No
         shape = getattr(leaf, "shape", ())
         p = path_str(path)
         logical = param_logical_axes(p, len(shape))
-        return NamedSharding(
-            mesh, logical_to_spec(logical, shape, mesh=mesh, rules=rules_d, what=f"parameter {p}")
-        )
+        spec = logical_to_spec(logical, shape, mesh=mesh, rules=rules_d, what=f"parameter {p}")
+        return NamedSharding(mesh, _fsdp_fallback(spec, shape, mesh))
 
     return jax.tree_util.tree_map_with_path(one, tree)
+
+
+def _fsdp_fallback(spec: PartitionSpec, shape, mesh: Mesh) -> PartitionSpec:
+    """FSDP shards every sizeable parameter: one whose logical axes put nothing on ``fsdp``
+    (headwise weights, conv kernels, gates) is split over ``fsdp`` along its largest free,
+    divisible dim. Small ones (under ``FSDP_MIN_SIZE`` elements) stay replicated."""
+    n = mesh.shape.get("fsdp", 1)
+    used = {a for axes in spec for a in ((axes,) if isinstance(axes, str) else (axes or ()))}
+    if n == 1 or "fsdp" in used or int(np.prod(shape, dtype=np.int64)) < FSDP_MIN_SIZE:
+        return spec
+    entries = list(spec) + [None] * (len(shape) - len(spec))
+    free = [d for d in range(len(shape)) if entries[d] is None and shape[d] % n == 0]
+    if free:
+        entries[max(free, key=lambda d: shape[d])] = "fsdp"
+    return PartitionSpec(*entries)
 
 
 def constrain(x: jax.Array, logical: Sequence[str | None]) -> jax.Array:

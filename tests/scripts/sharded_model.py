@@ -23,7 +23,7 @@ from xlstm_jax import (
     xLSTMLMModel,
     xLSTMLMModelConfig,
 )
-from xlstm_jax.sharding import activate, make_mesh, tree_shardings
+from xlstm_jax.sharding import FSDP_MIN_SIZE, activate, make_mesh, tree_shardings
 
 assert len(jax.devices()) == 8, jax.devices()
 backend = sys.argv[1] if len(sys.argv) > 1 else "chunkwise"
@@ -69,7 +69,15 @@ for sizes in [(8, 1, 1), (1, 8, 1), (2, 2, 2), (1, 2, 4)]:
         for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads), strict=True)
     )
     head = p["lm_head"]["kernel"]
+    with activate(mesh):
+        compiled = jax.jit(jax.value_and_grad(loss_fn)).lower(p, x).compile()
+    param_bytes = sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(params))
+    device0 = sum(a.addressable_shards[0].data.nbytes for a in jax.tree.leaves(p))
+    big = [a for a in jax.tree.leaves(p) if a.size >= FSDP_MIN_SIZE]
     results[str(sizes)] = {
+        "param_bytes_device0_frac": device0 / param_bytes,
+        "big_param_shard_fracs": sorted({a.addressable_shards[0].data.size / a.size for a in big}),
+        "arg_bytes_frac": compiled.memory_analysis().argument_size_in_bytes / param_bytes,
         "loss_err": abs(float(loss) - float(ref_loss)),
         "grad_rel_err": err,
         "lm_head_spec": str(head.sharding.spec),

@@ -1,0 +1,118 @@
+"""Training on device meshes and across processes (simulated CPU devices in subprocesses):
+the same losses as one device, checkpoints that move between meshes, two real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).parent.parent
+STEPS = 4
+OVERRIDES = [
+    f"train.steps={STEPS}",
+    "train.batch_size=8",
+    "data.seq_len=32",
+    "model.embedding_dim=64",
+    "model.num_blocks=2",
+    "train.eval_every=0",
+    "logging.every=1",
+    "checkpoint.every=100",
+    "logging.plot=false",
+    "logging.tensorboard=false",
+    "logging.progress_bar=false",
+]
+
+
+def env(devices: int) -> dict:
+    return dict(
+        os.environ,
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=str(ROOT),
+    )
+
+
+def cli(workdir: Path, *sets: str, devices: int = 1, extra: tuple = ()) -> subprocess.Popen:
+    cmd = [
+        sys.executable,
+        "-m",
+        "train.main",
+        "--config",
+        "xlstm_tiny",
+        "--workdir",
+        str(workdir),
+        *extra,
+        "--set",
+        *OVERRIDES,
+        *sets,
+    ]
+    return subprocess.Popen(
+        cmd, env=env(devices), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def finish(proc: subprocess.Popen) -> None:
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+
+
+def losses(workdir: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_meshes_checkpoints_and_processes_match_one_device(tmp_path):
+    # One device: the reference run.
+    finish(cli(tmp_path / "one"))
+    ref = losses(tmp_path / "one")
+    assert len(ref) == STEPS and all(np.isfinite(ref))
+
+    # Eight simulated devices, several meshes, a checkpoint moved from (2,2,2) to (4,2,1).
+    script = ROOT / "tests" / "scripts" / "train_meshes.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "eight"), *OVERRIDES],
+        env=env(8),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = json.loads(proc.stdout.strip().splitlines()[-1])
+    for mesh in ["(8, 1, 1)", "(1, 8, 1)", "(2, 2, 2)", "(1, 4, 2)"]:
+        np.testing.assert_allclose(runs[mesh], ref, rtol=1e-5, err_msg=mesh)
+    # Resumed on another mesh: steps 3 and 4 equal the uninterrupted run's.
+    np.testing.assert_allclose(runs["resumed_421"][2:], ref[2:], rtol=1e-5)
+
+    # The (2,2,2) checkpoint resumed on one device.
+    finish(cli(tmp_path / "eight" / "ckpt_for_1"))
+    np.testing.assert_allclose(losses(tmp_path / "eight" / "ckpt_for_1")[2:], ref[2:], rtol=1e-5)
+
+    # Two real processes x 2 devices (jax.distributed over localhost, Gloo collectives).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [
+        cli(
+            tmp_path / "two",
+            "mesh.data=-1",
+            devices=2,
+            extra=(
+                "--coordinator-address",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ),
+        )
+        for i in range(2)
+    ]
+    for p in procs:
+        finish(p)
+    np.testing.assert_allclose(losses(tmp_path / "two"), ref, rtol=1e-5)
