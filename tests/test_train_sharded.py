@@ -63,7 +63,8 @@ def finish(proc: subprocess.Popen) -> None:
 
 
 def losses(workdir: Path) -> list[float]:
-    return [json.loads(line)["loss"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["loss"] for line in lines]
 
 
 def test_meshes_checkpoints_and_processes_match_one_device(tmp_path):
