@@ -454,3 +454,21 @@ def config_diff(old: dict, new: dict) -> list[str]:
         for k in sorted(set(a) | set(b))
         if a.get(k) != b.get(k)
     ]
+
+
+def _tuplify(value):
+    return tuple(_tuplify(v) for v in value) if isinstance(value, list) else value
+
+
+def from_dict(cls, data: dict):
+    """The inverse of ``to_dict``: rebuilds the frozen config ``cls`` (e.g. the
+    ``config.json`` of a run: ``from_dict(ExperimentConfig, json.load(f))``)."""
+    hints = _hints(cls)
+    kw = {}
+    for f in _public_fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        sub = _dataclass_in(hints[f.name])
+        kw[f.name] = from_dict(sub, value) if sub and isinstance(value, dict) else _tuplify(value)
+    return cls(**kw)

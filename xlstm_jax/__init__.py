@@ -24,7 +24,7 @@ from xlstm_jax.config import (
     xLSTMBlockStackConfig,
     xLSTMLMModelConfig,
 )
-from xlstm_jax.generate import generate, sample_logits
+from xlstm_jax.generation import generate, sample_logits
 from xlstm_jax.mlstm import mLSTMBlock, mLSTMLayer
 from xlstm_jax.model import xLSTMBlockStack, xLSTMLMModel
 from xlstm_jax.slstm import sLSTMBlock, sLSTMLayer

@@ -1,192 +1,171 @@
-"""Stateful generation: chunkwise prefill, then a jitted constant-cost decode loop.
+"""``python -m xlstm_jax.generate``: continue a prompt with a training run's model.
 
-    from xlstm_jax import generate
-    out = generate(model, [[1, 2, 3], [4, 5]], max_new_tokens=20, temperature=0.0)
+    python -m xlstm_jax.generate --workdir runs/xlstm_tiny --prompt "def main(" \
+        --max-new-tokens 200 --temperature 0.8 --top-k 40
 
-The decode loop is one ``lax.scan`` (no Python loop per token). Prompts of different
-lengths are handled without padding the recurrence: the shared prefix is prefilled in one
-call, then each step feeds the sequence's own next prompt token while it has one and the
-sampled token afterwards, so every sequence sees exactly its own tokens.
+Loads the run's config, tokenizer and latest checkpoint, prefills the prompt (chunkwise)
+and decodes token by token with constant cost per token, streaming the text. The library
+function is ``xlstm_jax.generate`` (``xlstm_jax/generation.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from functools import partial
+import sys
+import types
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
+from xlstm_jax.generation import _check_args, generate, sample_logits
 
-def sample_logits(
-    logits: jax.Array,
-    rng: jax.Array,
-    *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-) -> jax.Array:
-    """Samples token ids from ``logits`` (B, V); greedy (argmax) when temperature is 0.
 
-    ``top_k`` keeps the k most likely tokens; ``top_p`` keeps the smallest set of most
-    likely tokens whose probability reaches p (the most likely token is always kept).
+def _load_run(workdir):
+    """(model, tokenizer, step) from a ``train.main`` run directory.
+
+    The command line is the one place the library reads the trainer's files (config,
+    checkpoint, tokenizer), so ``train`` is imported here, lazily, not at module level.
     """
-    if temperature == 0.0:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    logits = logits.astype(jnp.float32) / temperature
-    neg = jnp.finfo(jnp.float32).min
-    if top_k is not None:
-        kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
-        logits = jnp.where(logits < kth, neg, logits)
-    if top_p is not None:
-        order = jnp.argsort(-logits, axis=-1)
-        sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
-        probs = jax.nn.softmax(sorted_logits, axis=-1)
-        # Keep token j if the mass strictly before it is below p.
-        keep_sorted = (jnp.cumsum(probs, axis=-1) - probs) < top_p
-        keep = (
-            jnp.zeros_like(keep_sorted)
-            .at[jnp.arange(logits.shape[0])[:, None], order]
-            .set(keep_sorted)
+    import json
+    from pathlib import Path
+
+    from train.checkpoint import Checkpointer
+    from train.config import ExperimentConfig, from_dict, to_dict
+    from train.optimizer import decay_mask, make_optimizer, make_schedule
+    from train.tokenizer import load_tokenizer
+    from xlstm_jax.model import xLSTMLMModel
+
+    workdir = Path(workdir)
+    cfg_path = workdir / "config.json"
+    if not cfg_path.is_file():
+        raise SystemExit(
+            f"error: {workdir} is not a training run (no config.json); train one first, e.g. "
+            f"python -m train.main --config xlstm_tiny --workdir {workdir}"
         )
-        logits = jnp.where(keep, logits, neg)
-    return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
-
-
-def _check_args(max_new_tokens, temperature, top_k, top_p):
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"`max_new_tokens` must be an integer >= 1; got {max_new_tokens!r}.")
-    if temperature < 0:
-        raise ValueError(f"`temperature` must be >= 0 (0 = greedy); got {temperature}.")
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"`top_k` must be a positive integer or None; got {top_k!r}.")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"`top_p` must be in (0, 1] or None; got {top_p!r}.")
-
-
-def _pack_prompts(prompt_tokens) -> tuple[np.ndarray, np.ndarray]:
-    """(B, P) right-padded prompt array and the lengths (B,)."""
-    if isinstance(prompt_tokens, (np.ndarray, jax.Array)):
-        arr = np.asarray(prompt_tokens)
-        if arr.ndim == 1:
-            arr = arr[None]
-        if arr.ndim != 2 or arr.shape[1] == 0:
-            raise ValueError(f"`prompt_tokens` must be (B, P) with P >= 1; got {arr.shape}.")
-        return arr.astype(np.int32), np.full((arr.shape[0],), arr.shape[1], np.int32)
-    seqs = [list(map(int, s)) for s in prompt_tokens]
-    if not seqs or any(len(s) == 0 for s in seqs):
-        raise ValueError("`prompt_tokens` must hold at least one non-empty prompt.")
-    lengths = np.array([len(s) for s in seqs], np.int32)
-    arr = np.zeros((len(seqs), lengths.max()), np.int32)
-    for b, s in enumerate(seqs):
-        arr[b, : len(s)] = s
-    return arr, lengths
-
-
-@partial(
-    jax.jit,
-    static_argnames=(
-        "graphdef",
-        "num_steps",
-        "max_new_tokens",
-        "temperature",
-        "top_k",
-        "top_p",
-        "prefill_len",
-    ),
-)
-def _generate(
-    graphdef,
-    params,
-    prompts,
-    lengths,
-    rng,
-    eos_id,
-    *,
-    prefill_len,
-    num_steps,
-    max_new_tokens,
-    temperature,
-    top_k,
-    top_p,
-):
-    model = nnx.merge(graphdef, params)
-    B, P = prompts.shape
-    logits, state = model(prompts[:, :prefill_len], state=model.init_state(B), return_state=True)
-    last = logits[:, -1]
-
-    def step(carry, t):
-        # t: position of the token chosen in this step.
-        state, last, rng, out, n_out, done = carry
-        rng, sub = jax.random.split(rng)
-        sampled = sample_logits(last, sub, temperature=temperature, top_k=top_k, top_p=top_p)
-        in_prompt = t < lengths
-        token = jnp.where(in_prompt, prompts[:, jnp.minimum(t, P - 1)], sampled)
-        generating = ~in_prompt & (n_out < max_new_tokens) & ~done
-        rows, col = jnp.arange(B), jnp.minimum(n_out, max_new_tokens - 1)
-        out = out.at[rows, col].set(jnp.where(generating, token, out[rows, col]))
-        n_out = n_out + generating.astype(jnp.int32)
-        done = done | (generating & (token == eos_id))
-        logits, state = nnx.merge(graphdef, params)(token[:, None], state=state, return_state=True)
-        return (state, logits[:, 0], rng, out, n_out, done), None
-
-    fill = jnp.where(eos_id >= 0, eos_id, 0)
-    out = jnp.full((B, max_new_tokens), fill, jnp.int32)
-    init = (state, last, rng, out, jnp.zeros((B,), jnp.int32), jnp.zeros((B,), bool))
-    steps = jnp.arange(prefill_len, prefill_len + num_steps)
-    (_, _, _, out, n_out, _), _ = jax.lax.scan(step, init, steps)
-    return out, n_out
-
-
-def generate(
-    model,
-    prompt_tokens: Sequence[Sequence[int]] | np.ndarray | jax.Array,
-    max_new_tokens: int,
-    *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    eos_id: int | None = None,
-    rng: jax.Array | int | None = None,
-) -> np.ndarray:
-    """Generates ``max_new_tokens`` tokens after each prompt.
-
-    Args:
-      model: an ``xLSTMLMModel``.
-      prompt_tokens: a list of prompts (lists of ids, lengths may differ) or a (B, P) array.
-      max_new_tokens: tokens to generate per prompt.
-      temperature: 0 for greedy decoding; otherwise logits are divided by it.
-      top_k, top_p: optional top-k / nucleus filtering.
-      eos_id: stop a sequence after it emits this id; the rest of its row is ``eos_id``.
-      rng: a PRNG key or an integer seed (default seed 0).
-
-    Returns:
-      (B, max_new_tokens) int32 NumPy array of generated ids.
-    """
-    _check_args(max_new_tokens, temperature, top_k, top_p)
-    prompts, lengths = _pack_prompts(prompt_tokens)
-    vocab = model.config.vocab_size
-    if prompts.min() < 0 or prompts.max() >= vocab:
-        raise ValueError(f"prompt token ids must lie in [0, vocab_size={vocab}).")
-    if rng is None or isinstance(rng, int):
-        rng = jax.random.key(0 if rng is None else rng)
-    prefill_len = int(lengths.min())
-    num_steps = int(lengths.max()) - prefill_len + max_new_tokens
-    graphdef, params = nnx.split(model)
-    out, _ = _generate(
-        graphdef,
-        params,
-        jnp.asarray(prompts),
-        jnp.asarray(lengths),
-        rng,
-        jnp.asarray(-1 if eos_id is None else eos_id, jnp.int32),
-        prefill_len=prefill_len,
-        num_steps=num_steps,
-        max_new_tokens=max_new_tokens,
-        temperature=float(temperature),
-        top_k=top_k,
-        top_p=top_p,
+    cfg = from_dict(ExperimentConfig, json.loads(cfg_path.read_text()))
+    ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.checkpoint.keep, async_save=False)
+    step = ckpt.latest_step()
+    if step is None:
+        ckpt.close()
+        raise SystemExit(
+            f"error: {workdir / 'checkpoints'} holds no checkpoint yet; train first (rerun "
+            f"python -m train.main --config {cfg.name} --workdir {workdir}) and try again."
+        )
+    tokenizer = load_tokenizer(cfg.data.tokenizer)
+    abstract = nnx.eval_shape(lambda: xLSTMLMModel(cfg.model, rngs=nnx.Rngs(0)))
+    graphdef, param_state, rest = nnx.split(abstract, nnx.Param, ...)
+    params = nnx.to_pure_dict(param_state)
+    # The checkpoint holds the optimizer state too: restore into the same structure.
+    tx = make_optimizer(
+        cfg.optimizer,
+        make_schedule(cfg.optimizer, cfg.schedule, 1),
+        decay_mask(params, cfg.model.weight_decay_on_embedding),
     )
-    return np.asarray(out)
+    abstract_state = {"params": params, "opt_state": jax.eval_shape(tx.init, params)}
+    state, _ = ckpt.restore(step, abstract_state, to_dict(cfg.model))
+    ckpt.close()
+    nnx.replace_by_pure_dict(param_state, state["params"])
+    model = nnx.merge(graphdef, param_state, rest)
+    return model, tokenizer, step
+
+
+def _stream(
+    model, prompt_ids, max_new_tokens, *, temperature, top_k, top_p, eos_id, rng, write
+) -> list[int]:
+    """Greedy/sampled continuation of one prompt, handing text to ``write`` as it grows."""
+    graphdef, params = nnx.split(model)
+
+    @jax.jit
+    def prefill(params, tokens):
+        m = nnx.merge(graphdef, params)
+        logits, state = m(tokens, state=m.init_state(1), return_state=True)
+        return logits[:, -1], state
+
+    @jax.jit
+    def step(params, token, state, key):
+        m = nnx.merge(graphdef, params)
+        logits, state = m(token[:, None], state=state, return_state=True)
+        return logits[:, 0], state
+
+    def pick(last, key):
+        return sample_logits(last, key, temperature=temperature, top_k=top_k, top_p=top_p)
+
+    pick = jax.jit(pick)
+    last, state = prefill(params, jnp.asarray([prompt_ids], jnp.int32))
+    out: list[int] = []
+    for _ in range(max_new_tokens):
+        rng, sub = jax.random.split(rng)
+        token = pick(last, sub)
+        tok = int(token[0])
+        if eos_id is not None and tok == eos_id:
+            break
+        out.append(tok)
+        write(out)
+        last, state = step(params, token, state, sub)
+    return out
+
+
+def main(argv=None) -> int:
+    """``python -m xlstm_jax.generate``: continue a prompt with a trained run's model."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(
+        prog="python -m xlstm_jax.generate",
+        description="Generate text with the latest checkpoint of a train.main run.",
+    )
+    p.add_argument("--workdir", required=True, help="the run's folder (train.main --workdir)")
+    p.add_argument("--prompt", required=True, help="text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    _check_args(args.max_new_tokens, args.temperature, args.top_k, args.top_p)
+    model, tokenizer, step = _load_run(args.workdir)
+    prompt_ids = [int(t) for t in tokenizer.encode_batch([args.prompt])[0]]
+    if not prompt_ids:
+        raise SystemExit("error: the prompt is empty after tokenization; give some text.")
+    print(f"[checkpoint step {step}, {tokenizer.spec} tokenizer]", file=sys.stderr)
+    sys.stdout.write(args.prompt)
+    shown = [""]
+
+    def write(ids):
+        text = tokenizer.decode(ids)
+        # Hold back a trailing partial UTF-8 sequence until its last byte arrives.
+        stable = text.rstrip("\ufffd")
+        if len(stable) > len(shown[0]):
+            sys.stdout.write(stable[len(shown[0]) :])
+            sys.stdout.flush()
+            shown[0] = stable
+
+    ids = _stream(
+        model,
+        prompt_ids,
+        args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        eos_id=tokenizer.eos_id,
+        rng=jax.random.key(args.seed),
+        write=write,
+    )
+    final = tokenizer.decode(ids)
+    sys.stdout.write(final[len(shown[0]) :] + "\n")
+    return 0
+
+
+class _CallableModule(types.ModuleType):
+    """Importing this submodule rebinds the package attribute ``xlstm_jax.generate`` from
+    the function to the module; calling the module keeps ``xlstm_jax.generate(...)``
+    working either way."""
+
+    def __call__(self, *args, **kwargs):
+        return generate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,194 @@
+"""Stateful generation: chunkwise prefill, then a jitted constant-cost decode loop.
+
+    from xlstm_jax import generate
+    out = generate(model, [[1, 2, 3], [4, 5]], max_new_tokens=20, temperature=0.0)
+
+The command line (``python -m xlstm_jax.generate``) lives in ``xlstm_jax/generate.py``.
+
+The decode loop is one ``lax.scan`` (no Python loop per token). Prompts of different
+lengths are handled without padding the recurrence: the shared prefix is prefilled in one
+call, then each step feeds the sequence's own next prompt token while it has one and the
+sampled token afterwards, so every sequence sees exactly its own tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+
+def sample_logits(
+    logits: jax.Array,
+    rng: jax.Array,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> jax.Array:
+    """Samples token ids from ``logits`` (B, V); greedy (argmax) when temperature is 0.
+
+    ``top_k`` keeps the k most likely tokens; ``top_p`` keeps the smallest set of most
+    likely tokens whose probability reaches p (the most likely token is always kept).
+    """
+    if temperature == 0.0:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    logits = logits.astype(jnp.float32) / temperature
+    neg = jnp.finfo(jnp.float32).min
+    if top_k is not None:
+        kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
+        logits = jnp.where(logits < kth, neg, logits)
+    if top_p is not None:
+        order = jnp.argsort(-logits, axis=-1)
+        sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
+        probs = jax.nn.softmax(sorted_logits, axis=-1)
+        # Keep token j if the mass strictly before it is below p.
+        keep_sorted = (jnp.cumsum(probs, axis=-1) - probs) < top_p
+        keep = (
+            jnp.zeros_like(keep_sorted)
+            .at[jnp.arange(logits.shape[0])[:, None], order]
+            .set(keep_sorted)
+        )
+        logits = jnp.where(keep, logits, neg)
+    return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+
+
+def _check_args(max_new_tokens, temperature, top_k, top_p):
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"`max_new_tokens` must be an integer >= 1; got {max_new_tokens!r}.")
+    if temperature < 0:
+        raise ValueError(f"`temperature` must be >= 0 (0 = greedy); got {temperature}.")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"`top_k` must be a positive integer or None; got {top_k!r}.")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"`top_p` must be in (0, 1] or None; got {top_p!r}.")
+
+
+def _pack_prompts(prompt_tokens) -> tuple[np.ndarray, np.ndarray]:
+    """(B, P) right-padded prompt array and the lengths (B,)."""
+    if isinstance(prompt_tokens, (np.ndarray, jax.Array)):
+        arr = np.asarray(prompt_tokens)
+        if arr.ndim == 1:
+            arr = arr[None]
+        if arr.ndim != 2 or arr.shape[1] == 0:
+            raise ValueError(f"`prompt_tokens` must be (B, P) with P >= 1; got {arr.shape}.")
+        return arr.astype(np.int32), np.full((arr.shape[0],), arr.shape[1], np.int32)
+    seqs = [list(map(int, s)) for s in prompt_tokens]
+    if not seqs or any(len(s) == 0 for s in seqs):
+        raise ValueError("`prompt_tokens` must hold at least one non-empty prompt.")
+    lengths = np.array([len(s) for s in seqs], np.int32)
+    arr = np.zeros((len(seqs), lengths.max()), np.int32)
+    for b, s in enumerate(seqs):
+        arr[b, : len(s)] = s
+    return arr, lengths
+
+
+@partial(
+    jax.jit,
+    static_argnames=(
+        "graphdef",
+        "num_steps",
+        "max_new_tokens",
+        "temperature",
+        "top_k",
+        "top_p",
+        "prefill_len",
+    ),
+)
+def _generate(
+    graphdef,
+    params,
+    prompts,
+    lengths,
+    rng,
+    eos_id,
+    *,
+    prefill_len,
+    num_steps,
+    max_new_tokens,
+    temperature,
+    top_k,
+    top_p,
+):
+    model = nnx.merge(graphdef, params)
+    B, P = prompts.shape
+    logits, state = model(prompts[:, :prefill_len], state=model.init_state(B), return_state=True)
+    last = logits[:, -1]
+
+    def step(carry, t):
+        # t: position of the token chosen in this step.
+        state, last, rng, out, n_out, done = carry
+        rng, sub = jax.random.split(rng)
+        sampled = sample_logits(last, sub, temperature=temperature, top_k=top_k, top_p=top_p)
+        in_prompt = t < lengths
+        token = jnp.where(in_prompt, prompts[:, jnp.minimum(t, P - 1)], sampled)
+        generating = ~in_prompt & (n_out < max_new_tokens) & ~done
+        rows, col = jnp.arange(B), jnp.minimum(n_out, max_new_tokens - 1)
+        out = out.at[rows, col].set(jnp.where(generating, token, out[rows, col]))
+        n_out = n_out + generating.astype(jnp.int32)
+        done = done | (generating & (token == eos_id))
+        logits, state = nnx.merge(graphdef, params)(token[:, None], state=state, return_state=True)
+        return (state, logits[:, 0], rng, out, n_out, done), None
+
+    fill = jnp.where(eos_id >= 0, eos_id, 0)
+    out = jnp.full((B, max_new_tokens), fill, jnp.int32)
+    init = (state, last, rng, out, jnp.zeros((B,), jnp.int32), jnp.zeros((B,), bool))
+    steps = jnp.arange(prefill_len, prefill_len + num_steps)
+    (_, _, _, out, n_out, _), _ = jax.lax.scan(step, init, steps)
+    return out, n_out
+
+
+def generate(
+    model,
+    prompt_tokens: Sequence[Sequence[int]] | np.ndarray | jax.Array,
+    max_new_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = None,
+    rng: jax.Array | int | None = None,
+) -> np.ndarray:
+    """Generates ``max_new_tokens`` tokens after each prompt.
+
+    Args:
+      model: an ``xLSTMLMModel``.
+      prompt_tokens: a list of prompts (lists of ids, lengths may differ) or a (B, P) array.
+      max_new_tokens: tokens to generate per prompt.
+      temperature: 0 for greedy decoding; otherwise logits are divided by it.
+      top_k, top_p: optional top-k / nucleus filtering.
+      eos_id: stop a sequence after it emits this id; the rest of its row is ``eos_id``.
+      rng: a PRNG key or an integer seed (default seed 0).
+
+    Returns:
+      (B, max_new_tokens) int32 NumPy array of generated ids.
+    """
+    _check_args(max_new_tokens, temperature, top_k, top_p)
+    prompts, lengths = _pack_prompts(prompt_tokens)
+    vocab = model.config.vocab_size
+    if prompts.min() < 0 or prompts.max() >= vocab:
+        raise ValueError(f"prompt token ids must lie in [0, vocab_size={vocab}).")
+    if rng is None or isinstance(rng, int):
+        rng = jax.random.key(0 if rng is None else rng)
+    prefill_len = int(lengths.min())
+    num_steps = int(lengths.max()) - prefill_len + max_new_tokens
+    graphdef, params = nnx.split(model)
+    out, _ = _generate(
+        graphdef,
+        params,
+        jnp.asarray(prompts),
+        jnp.asarray(lengths),
+        rng,
+        jnp.asarray(-1 if eos_id is None else eos_id, jnp.int32),
+        prefill_len=prefill_len,
+        num_steps=num_steps,
+        max_new_tokens=max_new_tokens,
+        temperature=float(temperature),
+        top_k=top_k,
+        top_p=top_p,
+    )
+    return np.asarray(out)
