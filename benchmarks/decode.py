@@ -209,7 +209,8 @@ def main() -> None:
         "",
         f"- date: {datetime.date.today()}; machine: {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores; JAX {jax.__version__} ({jax.default_backend()}); "
-        f"torch {torch.__version__}",
+        f"torch {torch.__version__}; load average at start "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}",
         f"- command: `python benchmarks/decode.py --models {args.models} --batches "
         f"{args.batches} --decode-tokens {args.decode_tokens}`",
         "- float32 on both sides; reference sLSTM backend 'vanilla'; decode = greedy, "
