@@ -11,6 +11,7 @@ from flax import nnx
 import configs
 from train.config import ConfigError, apply_overrides, to_dict
 from xlstm_jax import xLSTMLMModel
+from xlstm_jax.transformer import TransformerConfig, TransformerLM
 
 # (low, high) parameter counts. The paper reports 409.3M for its 350M recipe (untied
 # head); the other sizes bracket the paper's model sizes for their shapes.
@@ -21,6 +22,16 @@ EXPECTED = {
     "xlstm_350m_10": (409.3e6 * 0.99, 409.3e6 * 1.01),
     "xlstm_760m": (0.80e9, 0.88e9),
     "xlstm_1300m": (1.35e9, 1.50e9),
+    # The synthetic-task models (configs/_synthetic.py): 2 blocks, E 64; MQAR's 8192-token
+    # embedding and head hold most of their parameters.
+    "parity_xlstm01": (0.10e6, 0.13e6),
+    "parity_xlstm10": (0.05e6, 0.07e6),
+    "parity_xlstm11": (0.08e6, 0.10e6),
+    "llama_parity": (0.09e6, 0.12e6),
+    "mqar_xlstm01": (1.05e6, 1.20e6),
+    "mqar_xlstm10": (1.05e6, 1.20e6),
+    "mqar_xlstm11": (1.05e6, 1.20e6),
+    "llama_mqar": (1.05e6, 1.20e6),
 }
 
 
@@ -31,7 +42,8 @@ def test_every_shipped_config_is_listed_and_tested():
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_config_builds_abstractly_with_expected_size(name):
     cfg = configs.load(name)
-    model = nnx.eval_shape(lambda: xLSTMLMModel(cfg.model, rngs=nnx.Rngs(0)))
+    build = TransformerLM if isinstance(cfg.model, TransformerConfig) else xLSTMLMModel
+    model = nnx.eval_shape(lambda: build(cfg.model, rngs=nnx.Rngs(0)))
     params = nnx.state(model, nnx.Param)
     n = sum(x.size for x in jax.tree.leaves(params))
     print(f"{name}: {n:,} parameters")

@@ -1,0 +1,325 @@
+"""Synthetic benchmarks: generators against independent computations, the loss mask, the
+Transformer baseline, and a real CLI run that writes the scaled-accuracy metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import configs
+from train.config import ConfigError, DataConfig, apply_overrides
+from train.loop import _loss_fn
+from train.synthetic import (
+    MQAR_VOCAB,
+    TASKS,
+    decode,
+    encode,
+    eval_set,
+    mqar_example,
+    scaled_accuracy,
+    train_batches,
+)
+from xlstm_jax.transformer import TransformerConfig, TransformerLM, apply_rotary
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The paper's Table 6: (vocabulary size, s_rand).
+PAPER = {
+    "parity": (3, 1 / 2),
+    "even_pairs": (3, 1 / 2),
+    "cycle_navigation": (9, 1 / 5),
+    "mod_arithmetic": (10, 1 / 5),
+    "majority": (64, 1 / 63),
+    "majority_count": (64, 1 / 63),
+    "repetition": (12, 1 / 10),
+    "bucket_sort": (11, 1 / 10),
+    "missing_duplicate": (11, 1 / 9),
+}
+
+
+def _split(task, ex):
+    """(x, y) from an example, using only the layout: input, SEP at n, answer after it."""
+    n = ex.length
+    assert ex.tokens[n] == task.sep
+    return ex.tokens[:n], ex.tokens[n + 1 :]
+
+
+def _examples(name, count=300, lo=1, hi=40, seed=0):
+    task = TASKS[name]
+    rng = np.random.default_rng(seed)
+    ns = rng.choice(task.lengths(lo, hi), count)
+    return task, [task.example(rng, int(n)) for n in ns]
+
+
+def _parity(x):
+    return [sum(int(b) for b in x) % 2]
+
+
+def _even_pairs(x):
+    s = "".join("ab"[int(t)] for t in x)
+    pairs = sum(s[i : i + 2] in ("ab", "ba") for i in range(len(s) - 1))
+    return [int(pairs % 2 == 0)]
+
+
+def _cycle_navigation(x):
+    pos = 0
+    for t in x:
+        pos = {0: pos, 1: (pos + 1) % 5, 2: (pos - 1) % 5}[int(t)]
+    return [4 + pos]
+
+
+def _mod_arithmetic(x):
+    expr = "".join("01234+-*"[int(t)] for t in x)
+    return [eval(expr) % 5]  # Python's precedence: * before + and -
+
+
+def _majority(x):
+    counts = Counter(int(t) for t in x)
+    top = max(counts.values())
+    return [min(k for k, c in counts.items() if c == top)]
+
+
+def _majority_count(x):
+    return [max(Counter(int(t) for t in x).values()) % 63]
+
+
+def _missing_duplicate(x):
+    half = len(x) // 2
+    (pos,) = np.nonzero(x == 9)[0]
+    return [x[(pos + half) % len(x)]]
+
+
+ORACLES = {
+    "parity": _parity,
+    "even_pairs": _even_pairs,
+    "cycle_navigation": _cycle_navigation,
+    "mod_arithmetic": _mod_arithmetic,
+    "majority": _majority,
+    "majority_count": _majority_count,
+    "repetition": lambda x: list(x),
+    "bucket_sort": lambda x: sorted(x),
+    "missing_duplicate": _missing_duplicate,
+}
+
+
+def test_every_formal_task_has_an_oracle_and_the_papers_vocab_and_chance_level():
+    assert set(ORACLES) == set(PAPER) == {n for n, t in TASKS.items() if t.kind == "formal"}
+    for name, (vocab, s_rand) in PAPER.items():
+        assert (TASKS[name].vocab_size, TASKS[name].s_rand) == (vocab, pytest.approx(s_rand))
+    assert TASKS["mqar"].vocab_size == MQAR_VOCAB == 8192
+
+
+@pytest.mark.parametrize("name", sorted(ORACLES))
+def test_labels_match_an_independent_computation(name):
+    task, exs = _examples(name)
+    answers = set()
+    for ex in exs:
+        x, y = _split(task, ex)
+        assert list(y) == list(ORACLES[name](x)), (name, x, y)
+        # Only the answer is scored, and every id is in the vocabulary.
+        np.testing.assert_array_equal(ex.scored, np.arange(len(ex.tokens)) > ex.length)
+        assert ex.tokens.min() >= 0 and ex.tokens.max() < task.vocab_size
+        assert task.sep not in x
+        answers.update(int(t) for t in y)
+    if name != "majority_count":  # (its counts are small at these lengths)
+        assert len(answers) >= round(1 / task.s_rand) * 0.5, answers  # answers vary
+
+
+def test_missing_duplicate_and_arithmetic_respect_their_length_parity():
+    for name, rest in (("missing_duplicate", 0), ("mod_arithmetic", 1)):
+        task, exs = _examples(name, count=50, lo=40, hi=256)
+        assert {ex.length % 2 for ex in exs} == {rest}
+        assert all(40 <= ex.length <= 256 for ex in exs)
+
+
+def test_train_batches_lengths_widths_and_determinism():
+    cfg = DataConfig(path="synthetic:parity", seq_len=41, train_lengths=(3, 40))
+    ds = train_batches(cfg, batch_size=64, seed=3)
+    batch = ds[7]
+    assert batch.shape == (64, 42) and batch.dtype == np.int32
+    ids, scored = decode(batch)
+    # One scored token per row, right after SEP, at input length n + 1 with n in [3, 40].
+    assert (scored.sum(1) == 1).all()
+    n = np.argmax(scored, axis=1) - 1
+    assert n.min() >= 3 and n.max() <= 40 and len(set(n.tolist())) > 10
+    assert (ids[np.arange(64), n] == 2).all()
+    np.testing.assert_array_equal(train_batches(cfg, 64, seed=3)[7], batch)
+    assert not np.array_equal(train_batches(cfg, 64, seed=4)[7], batch)
+    assert not np.array_equal(ds[8], batch)
+    # Hosts take disjoint rows of the same global batch.
+    parts = [train_batches(cfg, 64, seed=3, process_index=p, process_count=2)[7] for p in (0, 1)]
+    np.testing.assert_array_equal(np.sort(np.concatenate(parts), 0), np.sort(batch, 0))
+
+
+def test_eval_set_buckets_cover_the_eval_lengths_and_are_fixed():
+    cfg = DataConfig(path="synthetic:bucket_sort", seq_len=81, eval_buckets=(40, 64, 128, 256))
+    batches = eval_set(cfg, batch_size=16, batches_per_bucket=2, seed=0)
+    assert [b.bucket for b in batches] == ["40-63"] * 2 + ["64-127"] * 2 + ["128-256"] * 2
+    for b in batches:
+        lo, hi = map(int, b.bucket.split("-"))
+        assert lo <= b.lengths.min() and b.lengths.max() <= hi
+        # Bucket sort answers with n tokens: the widest example is 2 * hi + 1 tokens.
+        assert b.tokens.shape == (16, 2 * hi + 1)
+        assert (decode(b.tokens)[1].sum(1) == b.lengths).all()
+    assert batches[-1].lengths.max() > 200  # reaches the long end
+    again = eval_set(cfg, 16, 2, seed=0)
+    assert all(np.array_equal(a.tokens, b.tokens) for a, b in zip(batches, again, strict=True))
+
+
+def test_mqar_values_follow_their_keys_and_queries_follow_a_power_law():
+    rng = np.random.default_rng(0)
+    gaps = []
+    for _ in range(100):
+        ex = mqar_example(rng, 129, 8)
+        pairs = dict(zip(ex.tokens[0:16:2].tolist(), ex.tokens[1:16:2].tolist(), strict=True))
+        assert len(pairs) == 8
+        assert all(1 <= k < 4096 <= v < 8192 for k, v in pairs.items())
+        (where,) = np.nonzero(ex.scored)
+        assert len(where) == 8 and where.min() > 16
+        # The scored token is the value of the key just before it; every key is queried.
+        assert sorted(ex.tokens[where - 1].tolist()) == sorted(pairs)
+        assert all(pairs[int(ex.tokens[w - 1])] == ex.tokens[w] for w in where)
+        gaps += ((where - 17) // 2).tolist()
+    # Gaps in [0, 56): a uniform draw puts a quarter in the first quarter.
+    assert np.mean(np.array(gaps) < 14) > 0.45
+
+
+def test_scaled_accuracy_and_the_sign_encoded_mask():
+    assert scaled_accuracy(0.5, 0.5) == 0 and scaled_accuracy(1.0, 0.5) == 1
+    assert scaled_accuracy(0.6, 0.2) == pytest.approx(0.5)
+    assert scaled_accuracy(0.0, 0.5) == -1  # below chance is negative
+    tokens = np.array([[0, 5, 2, 7]])
+    scored = np.array([[False, True, False, True]])
+    ids, back = decode(encode(tokens, scored))
+    np.testing.assert_array_equal(ids, tokens)
+    np.testing.assert_array_equal(back, scored)
+
+
+def test_training_loss_counts_only_scored_tokens():
+    cfg = TransformerConfig(vocab_size=11, embedding_dim=32, num_heads=2)
+    graphdef, params, rest = nnx.split(TransformerLM(cfg, rngs=nnx.Rngs(0)), nnx.Param, ...)
+    loss = jax.jit(_loss_fn(graphdef, rest))
+    tokens = np.random.default_rng(0).integers(0, 11, (2, 9)).astype(np.int32)
+    logits = nnx.merge(graphdef, params, rest)(jnp.asarray(tokens[:, :-1]))
+    ce = np.asarray(optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]))
+    # Text batches (all ids >= 0): the plain mean.
+    assert float(loss(params, tokens)) == pytest.approx(ce.mean(), rel=1e-5)
+    scored = np.zeros_like(tokens, bool)
+    scored[0, 4], scored[1, 8] = True, True
+    expected = (ce[0, 3] + ce[1, 7]) / 2
+    assert float(loss(params, encode(tokens, scored))) == pytest.approx(expected, rel=1e-5)
+
+
+def test_transformer_shapes_and_causality():
+    cfg = TransformerConfig(vocab_size=13, embedding_dim=32, num_blocks=2, num_heads=4)
+    model = TransformerLM(cfg, rngs=nnx.Rngs(1))
+    tokens = jnp.asarray(np.random.default_rng(1).integers(0, 13, (3, 24)), jnp.int32)
+    logits = model(tokens)
+    assert logits.shape == (3, 24, 13) and logits.dtype == jnp.float32
+    changed = model(tokens.at[:, 15:].set((tokens[:, 15:] + 1) % 13))
+    np.testing.assert_allclose(logits[:, :15], changed[:, :15], atol=1e-6)
+    assert np.abs(np.asarray(logits[:, 15:] - changed[:, 15:])).max() > 1e-3
+    with pytest.raises(ValueError, match="integer array"):
+        model(jnp.zeros((2, 3)))
+    with pytest.raises(ConfigError, match="even head dim"):
+        TransformerConfig(vocab_size=13, embedding_dim=30, num_heads=2)
+
+
+def test_rotary_scores_depend_only_on_the_offset():
+    rng = np.random.default_rng(0)
+    q = jnp.asarray(np.tile(rng.normal(size=(1, 1, 1, 8)), (1, 12, 1, 1)), jnp.float32)
+    k = jnp.asarray(np.tile(rng.normal(size=(1, 1, 1, 8)), (1, 12, 1, 1)), jnp.float32)
+    rq, rk = apply_rotary(q, 10_000.0), apply_rotary(k, 10_000.0)
+    score = jnp.einsum("bsnh,btnh->st", rq, rk)
+    np.testing.assert_allclose(score[5, 2], score[9, 6], rtol=1e-5)
+    np.testing.assert_allclose(score[3, 3], jnp.sum(q[0, 0] * k[0, 0]), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.path=synthetic:parityy"], "valid tasks: synthetic:parity, synthetic:even_pairs"),
+        (["data.seq_len=20"], "needs sequences of 42 tokens; set data.seq_len=41"),
+        (["data.eval_buckets=[64, 40]"], "data.eval_buckets must be"),
+        (["data.path=synthetic:mqar", "data.seq_len=16"], "at least 32 tokens"),
+    ],
+)
+def test_bad_synthetic_settings_name_the_fix(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        apply_overrides(configs.load("parity_xlstm01"), overrides)
+    assert message in str(e.value)
+
+
+def test_configs_have_the_papers_shapes():
+    for arch, slstm in (("xlstm01", (0, 1)), ("xlstm10", ()), ("xlstm11", (1,))):
+        m = configs.load(f"parity_{arch}").model
+        assert (m.num_blocks, m.embedding_dim, m.slstm_at) == (2, 64, slstm)
+        if m.slstm_block is not None:
+            assert m.slstm_block.slstm.conv1d_kernel_size == 0
+            assert m.slstm_block.slstm.num_heads == 1
+        if m.mlstm_block is not None:
+            assert m.mlstm_block.mlstm.num_heads == 1
+    assert configs.load("mqar_xlstm11").model.slstm_at == (1,)
+    assert configs.load("mqar_xlstm10").model.slstm_at == ()
+    assert isinstance(configs.load("llama_parity").model, TransformerConfig)
+
+
+@pytest.mark.parametrize(
+    ("config", "overrides", "buckets"),
+    [
+        (
+            "parity_xlstm01",
+            ["data.eval_buckets=[40, 64, 96]"],
+            ["40-63", "64-96"],
+        ),
+        ("llama_mqar", ["data.seq_len=32", "data.num_kv_pairs=4"], ["33"]),
+    ],
+)
+def test_cli_run_writes_scaled_accuracy_per_bucket_and_the_plot(
+    tmp_path, config, overrides, buckets
+):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "train.main",
+        "--config",
+        config,
+        "--workdir",
+        str(tmp_path),
+        "--set",
+        "train.steps=6",
+        "train.batch_size=8",
+        "train.eval_every=3",
+        "train.eval_batches=1",
+        "logging.every=3",
+        "logging.progress_bar=false",
+        "logging.tensorboard=false",
+        *overrides,
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "val_scaled_acc" in r]
+    assert [r["step"] for r in evals] == [3, 6]
+    for r in evals:
+        assert -1 <= r["val_scaled_acc"] <= 1 and 0 <= r["val_acc"] <= 1
+        assert sorted(k for k in r if k.startswith("val_scaled_acc/")) == sorted(
+            f"val_scaled_acc/{b}" for b in buckets
+        )
+        # Equal-sized buckets: the overall figure is their mean.
+        per = [r[f"val_scaled_acc/{b}"] for b in buckets]
+        assert r["val_scaled_acc"] == pytest.approx(np.mean(per))
+    assert (tmp_path / "accuracy_vs_length.png").stat().st_size > 0
+    assert "val_scaled_acc" in proc.stdout and "synthetic:" in proc.stdout

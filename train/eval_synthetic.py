@@ -1,0 +1,152 @@
+"""Evaluation of the synthetic tasks: scaled accuracy overall and per length bucket, and
+the accuracy-against-length plot.
+
+Shapes: b batch, w an evaluation batch's width (its bucket's longest example), V vocabulary.
+
+The evaluation set is fixed for a run (``train.synthetic.eval_set``: ``train.eval_batches``
+batches of ``train.micro_batch_size`` sequences per bucket), so successive evaluations are
+comparable. Each evaluation returns the record fields written to ``metrics.jsonl``:
+
+* ``val_loss``: cross-entropy per scored token;
+* ``val_acc``: accuracy (the mean over sequences of each one's accuracy on its scored
+  tokens), ``val_scaled_acc``: the same scaled by the task's chance level
+  (``(acc - s_rand) / (1 - s_rand)``);
+* ``val_scaled_acc/LO-HI``: the scaled accuracy of the sequences whose input length is in
+  bucket LO-HI (every bucket holds the same number of sequences, so the overall figure is
+  the mean of the buckets').
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from train.synthetic import decode, eval_set, get_task, scaled_accuracy
+
+__all__ = ["SyntheticEvaluator", "plot_accuracy_vs_length"]
+
+
+def _make_eval_fn(graphdef, rest) -> Callable:
+    def fn(params, batch):
+        model = nnx.merge(graphdef, params, rest)
+        ids, scored = decode(batch)
+        logits = model(ids[:, :-1])  # (b, w - 1, V)
+        targets, mask = ids[:, 1:], scored[:, 1:]
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+        correct = (jnp.argmax(logits, axis=-1) == targets) & mask
+        return (
+            jnp.sum(ce * mask, axis=-1),
+            jnp.sum(correct, axis=-1),
+            jnp.sum(mask, axis=-1),
+        )
+
+    return jax.jit(fn)
+
+
+class SyntheticEvaluator:
+    """Evaluates a model on the fixed evaluation set of a ``synthetic:TASK`` run.
+
+    Args:
+        data_cfg: the run's ``DataConfig`` (``path=synthetic:TASK``).
+        graphdef, rest: the model's ``nnx.split`` graph and non-parameter state.
+        batch_size: sequences per evaluation batch.
+        batches_per_bucket: evaluation batches per length bucket.
+        seed: the run's seed (the evaluation set uses a stream training never draws from).
+    """
+
+    def __init__(self, data_cfg, graphdef, rest, batch_size: int, batches_per_bucket: int, seed):
+        self.task = get_task(data_cfg.path)
+        self.batches = eval_set(data_cfg, batch_size, batches_per_bucket, seed)
+        self.buckets = list(dict.fromkeys(b.bucket for b in self.batches))
+        self._fn = _make_eval_fn(graphdef, rest)
+        # Per-sequence (input length, accuracy) of the latest evaluation, for the plot.
+        self.last: tuple[np.ndarray, np.ndarray] | None = None
+        self.latest: dict[str, float] | None = None
+
+    def __call__(self, params) -> dict[str, float]:
+        """The metrics record fields (see the module docstring) for ``params``."""
+        loss_sum, count, lengths, accs, buckets = 0.0, 0, [], [], []
+        for b in self.batches:
+            ce, correct, scored = (np.asarray(a) for a in self._fn(params, b.tokens))
+            loss_sum += float(ce.sum())
+            count += int(scored.sum())
+            accs.append(correct / np.maximum(scored, 1))
+            lengths.append(b.lengths)
+            buckets += [b.bucket] * len(b.lengths)
+        acc, lengths, buckets = np.concatenate(accs), np.concatenate(lengths), np.array(buckets)
+        self.last = (lengths, acc)
+        s_rand = self.task.s_rand
+        record = {
+            "val_loss": loss_sum / max(count, 1),
+            "val_acc": float(acc.mean()),
+            "val_scaled_acc": float(scaled_accuracy(acc.mean(), s_rand)),
+        }
+        for name in self.buckets:
+            record[f"val_scaled_acc/{name}"] = float(
+                scaled_accuracy(acc[buckets == name].mean(), s_rand)
+            )
+        self.latest = record
+        return record
+
+
+def plot_accuracy_vs_length(
+    evaluator: SyntheticEvaluator,
+    records: list[dict],
+    out_path: Path,
+    title: str,
+    train_max_len: int | None = None,
+) -> None:
+    """Two panels as a PNG: the latest evaluation's scaled accuracy against input length
+    (lengths binned 16 wide), and each bucket's scaled accuracy against the training step.
+
+    Args:
+        evaluator: an evaluator that has run at least once.
+        records: the run's ``metrics.jsonl`` records (for the per-step panel).
+        out_path: the PNG to write.
+        title: the figure title.
+        train_max_len: drawn as a vertical line (the longest training input).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lengths, acc = evaluator.last
+    s_rand = evaluator.task.s_rand
+    bins = (lengths // 16) * 16
+    xs = np.unique(bins)
+    ys = [scaled_accuracy(acc[bins == x].mean(), s_rand) for x in xs]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    ax1.plot(xs + 8 if len(xs) > 1 else xs, ys, "o-")
+    if train_max_len is not None and evaluator.task.kind == "formal":
+        ax1.axvline(
+            train_max_len, color="gray", ls=":", label=f"longest training input ({train_max_len})"
+        )
+        ax1.legend(loc="lower left")
+    ax1.axhline(0, color="gray", lw=0.5)
+    # Below chance is possible (down to -1); keep 0..1 in view either way.
+    ax1.set_ylim(min(-0.1, min(ys) - 0.05), 1.05)
+    ax1.set_xlabel("input length")
+    ax1.set_ylabel("scaled accuracy (0 = chance, 1 = perfect)")
+    ax1.set_title("final evaluation")
+    ax1.grid(alpha=0.3)
+    for name in evaluator.buckets:
+        key = f"val_scaled_acc/{name}"
+        pts = [(r["step"], r[key]) for r in records if key in r]
+        if pts:
+            ax2.plot(*zip(*pts, strict=True), "o-", label=f"length {name}")
+    ax2.set_ylim(-1.05, 1.05)
+    ax2.set_xlabel("step")
+    ax2.set_title("scaled accuracy per length bucket")
+    ax2.grid(alpha=0.3)
+    ax2.legend(loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,455 @@
+"""The xLSTM paper's synthetic benchmarks as data sources: formal languages and MQAR.
+
+Select a task with ``data.path=synthetic:TASK`` (``TASKS`` lists them). Examples are
+generated on the fly, deterministically from ``(train.seed, step)``, so a run resumed at
+step k sees the same batches as an uninterrupted one.
+
+Formal languages (paper §4.1, App. B.1.1; after Delétang et al. 2023). An example is the
+task's input string ``x`` (length n, the length the metrics are bucketed by), a separator
+and the answer ``y``::
+
+    x_1 ... x_n  SEP  y_1 ... y_k        (k = 1, or k = n for repetition / bucket sort)
+
+The model reads it causally and is scored only where it predicts ``y`` (the loss mask).
+Training uses n in ``data.train_lengths`` (3-40), evaluation n in ``data.eval_buckets``
+(40-256). Vocabulary sizes and the chance level ``s_rand`` are the paper's (Table 6);
+ids a layout does not need (a padding id) stay unused.
+
+MQAR (App. B.1.2; the Zoology generator of Arora et al. 2023): ``num_kv_pairs`` key-value
+pairs (keys from the lower half of the 8192-token vocabulary, values from the upper
+half), then the keys again, each once and in random order, at gaps drawn from a power law
+(``p(gap = g) ~ g^(a-1)``, a = 0.01: most queries come soon after the pairs); all other
+positions hold random tokens. The model is scored where it must predict a queried key's
+value. Its sequence is ``data.seq_len + 1`` tokens (the context).
+
+**The loss mask travels in the sign of the token ids.** A batch stays one int32 array
+``(b, s + 1)`` (the shape every data source gives the loop): a token whose prediction is
+scored is stored as its id, any other token as ``~id`` (= ``-id - 1``). ``decode`` turns a
+batch back into ``(ids, scored)``; text corpora are all non-negative, i.e. fully scored.
+
+Metric: the accuracy of the arg-max prediction on scored tokens (the mean over a
+sequence's scored tokens, then over sequences), scaled so that chance is 0 and perfect is
+1: ``(acc - s_rand) / (1 - s_rand)``. MQAR has ``s_rand = 0`` (its scaled accuracy is its
+accuracy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grain
+import numpy as np
+
+__all__ = [
+    "MQAR_VOCAB",
+    "PREFIX",
+    "TASKS",
+    "Example",
+    "SyntheticTask",
+    "decode",
+    "describe",
+    "encode",
+    "eval_set",
+    "format_eval",
+    "get_task",
+    "scaled_accuracy",
+    "task_name",
+    "train_batches",
+]
+
+PREFIX = "synthetic:"
+MQAR_VOCAB = 8192
+# Zoology's power-law exponent for the query gaps.
+MQAR_POWER_A = 0.01
+# Streams of the seed: training batches and the fixed evaluation set never share draws.
+_TRAIN_STREAM, _EVAL_STREAM = 0, 1
+
+
+@dataclass(frozen=True)
+class Example:
+    """One generated sequence: ``tokens`` (int32, all ids non-negative), ``scored``
+    (bool, same length: whether predicting this token is scored) and ``length`` (n, the
+    input length the metrics are bucketed by)."""
+
+    tokens: np.ndarray
+    scored: np.ndarray
+    length: int
+
+
+def scaled_accuracy(acc, s_rand: float):
+    """``(acc - s_rand) / (1 - s_rand)``: 0 at chance level, 1 when perfect."""
+    return (acc - s_rand) / (1.0 - s_rand)
+
+
+def encode(tokens: np.ndarray, scored: np.ndarray) -> np.ndarray:
+    """Folds the loss mask into the ids: scored tokens keep their id, others become ``~id``."""
+    tokens = np.asarray(tokens, np.int32)
+    return np.where(scored, tokens, ~tokens).astype(np.int32)
+
+
+def decode(batch):
+    """``(ids, scored)`` of an encoded batch; works on NumPy and JAX arrays alike."""
+    scored = batch >= 0
+    return (batch * scored + ~batch * (~scored)), scored
+
+
+# ---------------------------------------------------------------------------------------
+# Formal languages: each generator maps (rng, n) to (x, y) as int arrays.
+
+
+def _parity(rng, n):
+    x = rng.integers(0, 2, n)
+    return x, np.array([x.sum() % 2])
+
+
+def _even_pairs(rng, n):
+    # The number of "ab" plus "ba" substrings is even exactly when the string starts and
+    # ends with the same symbol; answer 1 = even.
+    x = rng.integers(0, 2, n)
+    return x, np.array([int(x[0] == x[-1])])
+
+
+_CYCLE = 5
+_CYCLE_STEP = np.array([0, 1, -1])  # symbol 0 stays, 1 moves forward, 2 moves back
+
+
+def _cycle_navigation(rng, n):
+    x = rng.integers(0, 3, n)
+    # Answers are ids 4..8 (after the 3 moves and SEP).
+    return x, np.array([4 + int(_CYCLE_STEP[x].sum() % _CYCLE)])
+
+
+_MOD = 5
+_PLUS, _MINUS, _TIMES = 5, 6, 7  # after the digits 0..4
+
+
+def _mod_arithmetic(rng, n):
+    # n is odd: (n + 1) / 2 digits with an operator between each pair; * binds tighter.
+    m = (n + 1) // 2
+    digits = rng.integers(0, _MOD, m)
+    ops = rng.choice([_PLUS, _MINUS, _TIMES], m - 1)
+    x = np.empty(n, np.int64)
+    x[0::2], x[1::2] = digits, ops
+    total, term, sign = 0, int(digits[0]), 1
+    for op, d in zip(ops, digits[1:], strict=True):
+        if op == _TIMES:
+            term = term * int(d) % _MOD
+        else:
+            total += sign * term
+            term, sign = int(d), (1 if op == _PLUS else -1)
+    total += sign * term
+    return x, np.array([total % _MOD])
+
+
+def _majority(rng, n):
+    # 63 symbols; the most frequent one, the smallest id on a tie.
+    x = rng.integers(0, 63, n)
+    return x, np.array([int(np.argmax(np.bincount(x, minlength=63)))])
+
+
+def _majority_count(rng, n):
+    # How often the most frequent symbol occurs, as a symbol id modulo 63 (counts >= 63
+    # need n >= 63 and are rare at these lengths).
+    x = rng.integers(0, 63, n)
+    return x, np.array([int(np.bincount(x).max()) % 63])
+
+
+def _repetition(rng, n):
+    x = rng.integers(0, 10, n)
+    return x, x.copy()
+
+
+def _bucket_sort(rng, n):
+    x = rng.integers(0, 10, n)
+    return x, np.sort(x)
+
+
+_MISSING = 9  # after the symbols 0..8
+
+
+def _missing_duplicate(rng, n):
+    # n is even: a string of n / 2 symbols twice, one position blanked; answer its symbol.
+    half = rng.integers(0, 9, n // 2)
+    x = np.concatenate([half, half])
+    pos = rng.integers(0, n)
+    y = np.array([x[pos]])
+    x[pos] = _MISSING
+    return x, y
+
+
+@dataclass(frozen=True)
+class SyntheticTask:
+    """A task's vocabulary, chance level and generator.
+
+    Attributes:
+        name: the name after ``synthetic:``.
+        vocab_size: the paper's vocabulary size (the model's ``vocab_size`` must be >= it).
+        s_rand: accuracy of guessing (the paper's Table 6).
+        sep: the separator id between input and answer (formal languages).
+        answer_len: ``n -> k``, the number of answer tokens for input length n.
+        valid_length: which input lengths the task can make (e.g. odd for arithmetic).
+        generate: ``(rng, n) -> (x, y)`` (formal languages).
+        kind: ``"formal"`` or ``"mqar"``.
+    """
+
+    name: str
+    vocab_size: int
+    s_rand: float
+    sep: int = -1
+    answer_len: Callable[[int], int] = lambda n: 1
+    valid_length: Callable[[int], bool] = lambda n: n >= 1
+    generate: Callable | None = None
+    kind: str = "formal"
+
+    def width(self, n: int) -> int:
+        """Tokens in an example with input length n (input, SEP, answer)."""
+        return n + 1 + self.answer_len(n)
+
+    def lengths(self, lo: int, hi: int) -> np.ndarray:
+        """The input lengths in ``[lo, hi]`` the task can make."""
+        out = np.array([n for n in range(lo, hi + 1) if self.valid_length(n)], np.int64)
+        if not len(out):
+            raise ValueError(f"synthetic:{self.name} makes no input length in [{lo}, {hi}].")
+        return out
+
+    def example(self, rng: np.random.Generator, n: int) -> Example:
+        """One formal-language example of input length n."""
+        x, y = self.generate(rng, n)
+        tokens = np.concatenate([x, [self.sep], y]).astype(np.int32)
+        scored = np.zeros(len(tokens), bool)
+        scored[n + 1 :] = True
+        return Example(tokens, scored, n)
+
+
+_FORMAL = [
+    SyntheticTask("parity", 3, 1 / 2, sep=2, generate=_parity),
+    SyntheticTask("even_pairs", 3, 1 / 2, sep=2, generate=_even_pairs),
+    SyntheticTask("cycle_navigation", 9, 1 / 5, sep=3, generate=_cycle_navigation),
+    SyntheticTask(
+        "mod_arithmetic",
+        10,
+        1 / 5,
+        sep=8,
+        valid_length=lambda n: n % 2 == 1,
+        generate=_mod_arithmetic,
+    ),
+    SyntheticTask("majority", 64, 1 / 63, sep=63, generate=_majority),
+    SyntheticTask("majority_count", 64, 1 / 63, sep=63, generate=_majority_count),
+    SyntheticTask("repetition", 12, 1 / 10, sep=10, answer_len=lambda n: n, generate=_repetition),
+    SyntheticTask("bucket_sort", 11, 1 / 10, sep=10, answer_len=lambda n: n, generate=_bucket_sort),
+    SyntheticTask(
+        "missing_duplicate",
+        11,
+        1 / 9,
+        sep=10,
+        valid_length=lambda n: n % 2 == 0 and n >= 2,
+        generate=_missing_duplicate,
+    ),
+]
+TASKS: dict[str, SyntheticTask] = {t.name: t for t in _FORMAL}
+TASKS["mqar"] = SyntheticTask("mqar", MQAR_VOCAB, 0.0, kind="mqar")
+
+
+def mqar_example(rng: np.random.Generator, length: int, num_kv_pairs: int) -> Example:
+    """One MQAR sequence of ``length`` tokens with ``num_kv_pairs`` pairs (Zoology layout).
+
+    Raises:
+        ValueError: the queries do not fit (``length`` must be >= 4 * num_kv_pairs).
+    """
+    p = num_kv_pairs
+    space = (length - 2 * p) // 2
+    if space < p:
+        raise ValueError(
+            f"MQAR with {p} key-value pairs needs a context of at least {4 * p} tokens; got "
+            f"{length}: raise data.seq_len or lower data.num_kv_pairs."
+        )
+    half = MQAR_VOCAB // 2
+    keys = rng.choice(np.arange(1, half), p, replace=False)
+    values = rng.choice(np.arange(half, MQAR_VOCAB), p, replace=False)
+    tokens = rng.integers(0, MQAR_VOCAB, length)
+    tokens[0 : 2 * p : 2], tokens[1 : 2 * p : 2] = keys, values
+    g = np.arange(1, space + 1, dtype=np.float64)
+    prob = MQAR_POWER_A * g ** (MQAR_POWER_A - 1)
+    gaps = rng.choice(space, p, replace=False, p=prob / prob.sum())
+    query = 2 * p + 2 * gaps
+    tokens[query], tokens[query + 1] = keys, values
+    scored = np.zeros(length, bool)
+    scored[query + 1] = True
+    return Example(tokens.astype(np.int32), scored, length)
+
+
+def task_name(path: str) -> str | None:
+    """The task of a ``synthetic:TASK`` data path; None for any other path."""
+    return path[len(PREFIX) :] if path.startswith(PREFIX) else None
+
+
+def get_task(path: str) -> SyntheticTask:
+    """The task named by ``data.path=synthetic:TASK``.
+
+    Raises:
+        ValueError: an unknown task; the message lists the valid ones.
+    """
+    name = task_name(path)
+    if name not in TASKS:
+        raise ValueError(
+            f"data.path={path!r}: unknown synthetic task {name!r}; valid tasks: "
+            + ", ".join(f"{PREFIX}{t}" for t in TASKS)
+            + "."
+        )
+    return TASKS[name]
+
+
+def check_setup(data_cfg) -> None:
+    """Checks a ``synthetic:TASK`` data config: the task exists and its training examples
+    fit ``data.seq_len + 1`` tokens.
+
+    Raises:
+        ValueError: the message names the setting to change.
+    """
+    task = get_task(data_cfg.path)
+    if task.kind == "mqar":
+        mqar_example(np.random.default_rng(0), data_cfg.seq_len + 1, data_cfg.num_kv_pairs)
+        return
+    lo, hi = data_cfg.train_lengths
+    need = max(task.width(int(n)) for n in task.lengths(lo, hi))
+    if need > data_cfg.seq_len + 1:
+        raise ValueError(
+            f"synthetic:{task.name} with data.train_lengths=({lo}, {hi}) needs sequences of "
+            f"{need} tokens; set data.seq_len={need - 1} (or more)."
+        )
+    task.lengths(data_cfg.eval_buckets[0], data_cfg.eval_buckets[-1])
+
+
+def _batch(examples: list[Example], width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pads encoded examples to ``width`` (padding is unscored); returns the batch
+    ``(b, width)`` and the input lengths ``(b,)``."""
+    out = np.full((len(examples), width), ~0, np.int32)
+    for i, ex in enumerate(examples):
+        out[i, : len(ex.tokens)] = encode(ex.tokens, ex.scored)
+    return out, np.array([ex.length for ex in examples], np.int64)
+
+
+def make_batch(
+    task: SyntheticTask,
+    rng: np.random.Generator,
+    batch_size: int,
+    width: int,
+    lengths: tuple[int, int],
+    num_kv_pairs: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``batch_size`` examples padded to ``width`` tokens with input lengths drawn uniformly
+    from the task's valid lengths in ``lengths`` (MQAR: each example is ``width`` long).
+
+    Returns:
+        The encoded batch (b, width) int32 and the input lengths (b,).
+    """
+    if task.kind == "mqar":
+        exs = [mqar_example(rng, width, num_kv_pairs) for _ in range(batch_size)]
+    else:
+        ns = rng.choice(task.lengths(*lengths), batch_size)
+        exs = [task.example(rng, int(n)) for n in ns]
+    return _batch(exs, width)
+
+
+class _TrainSource:
+    """Random access to training batches: batch ``step`` comes from the seed and the step."""
+
+    def __init__(self, task, batch_size, width, lengths, num_kv_pairs, seed):
+        self.args = (task, batch_size, width, lengths, num_kv_pairs)
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return 2**40  # endless for any practical run
+
+    def __getitem__(self, step: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, _TRAIN_STREAM, int(step)])
+        return make_batch(self.args[0], rng, *self.args[1:])[0]
+
+
+def train_batches(
+    data_cfg, batch_size: int, seed: int, process_index: int = 0, process_count: int = 1
+) -> grain.MapDataset:
+    """Endless training batches of ``data.path=synthetic:TASK``: ``ds[step]`` is this
+    host's rows (``process_index::process_count``) of the encoded int32 global batch
+    ``(batch_size, data.seq_len + 1)``, a pure function of ``(seed, step)``."""
+    task = get_task(data_cfg.path)
+    src = _TrainSource(
+        task,
+        batch_size,
+        data_cfg.seq_len + 1,
+        tuple(data_cfg.train_lengths),
+        data_cfg.num_kv_pairs,
+        seed,
+    )
+    ds = grain.MapDataset.source(src)
+    if process_count > 1:
+        ds = ds.map(lambda batch: batch[process_index::process_count])
+    return ds
+
+
+def describe(data_cfg) -> str:
+    """One line on the task for the start-up report."""
+    task = get_task(data_cfg.path)
+    if task.kind == "mqar":
+        return (
+            f"synthetic:mqar, vocabulary {task.vocab_size}, context {data_cfg.seq_len + 1}, "
+            f"{data_cfg.num_kv_pairs} key-value pairs, generated on the fly"
+        )
+    lo, hi = data_cfg.train_lengths
+    return (
+        f"synthetic:{task.name}, vocabulary {task.vocab_size}, s_rand {task.s_rand:.3g}, "
+        f"train lengths {lo}-{hi}, eval buckets {list(data_cfg.eval_buckets)}, generated on "
+        f"the fly"
+    )
+
+
+def format_eval(record: dict) -> str:
+    """The evaluation line: loss, scaled accuracy overall and per bucket."""
+    buckets = ", ".join(
+        f"{k.split('/', 1)[1]}: {v:.3f}"
+        for k, v in record.items()
+        if k.startswith("val_scaled_acc/")
+    )
+    return (
+        f"val_loss {record['val_loss']:.4f}, val_acc {record['val_acc']:.3f}, "
+        f"val_scaled_acc {record['val_scaled_acc']:.3f} ({buckets})"
+    )
+
+
+@dataclass(frozen=True)
+class EvalBatch:
+    """A fixed evaluation batch: encoded tokens ``(b, w)``, input lengths ``(b,)`` and the
+    bucket (``"40-63"``) it belongs to."""
+
+    tokens: np.ndarray
+    lengths: np.ndarray
+    bucket: str
+
+
+def eval_set(data_cfg, batch_size: int, batches_per_bucket: int, seed: int) -> list[EvalBatch]:
+    """The fixed evaluation set: for each length bucket, ``batches_per_bucket`` batches.
+
+    Buckets are consecutive ``data.eval_buckets`` edges, ``[e_i, e_{i+1})``, the last one
+    including its upper edge (40, 64, 128, 256 -> 40-63, 64-127, 128-256); each batch is
+    padded to its bucket's widest example, so evaluation compiles once per bucket. MQAR
+    has one bucket, its context length.
+    """
+    task = get_task(data_cfg.path)
+    rng = np.random.default_rng([seed, _EVAL_STREAM])
+    if task.kind == "mqar":
+        w = data_cfg.seq_len + 1
+        return [
+            EvalBatch(*make_batch(task, rng, batch_size, w, (w, w), data_cfg.num_kv_pairs), str(w))
+            for _ in range(batches_per_bucket)
+        ]
+    edges = list(data_cfg.eval_buckets)
+    out = []
+    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        hi = hi if i == len(edges) - 2 else hi - 1
+        ns = task.lengths(lo, hi)
+        width = max(task.width(int(n)) for n in ns)
+        for _ in range(batches_per_bucket):
+            tokens, lengths = make_batch(task, rng, batch_size, width, (lo, hi), 0)
+            out.append(EvalBatch(tokens, lengths, f"{lo}-{hi}"))
+    return out
