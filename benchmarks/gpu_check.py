@@ -106,20 +106,36 @@ def slstm_check(shapes, interpret) -> list[str]:
             g_pal, (y_pal, l_pal) = _slstm_value_and_grads(_slstm_fn("pallas", interpret), w)(
                 gx, R, bias, state
             )
-            f32 = lambda x: np.asarray(jnp.asarray(x, jnp.float32))  # noqa: E731
-            errs = [
-                rel_err(f32(y_pal), f32(y_ref)),
-                rel_err(f32(l_pal[1]), f32(l_ref[1])),
-                *(rel_err(f32(a), f32(b)) for a, b in zip(g_pal[:3], g_ref[:3], strict=True)),
-                max(rel_err(f32(a), f32(b)) for a, b in zip(g_pal[3], g_ref[3], strict=True)),
-            ]
-            bound = CHECK_BOUND[jnp.dtype(dtype).name]
-            ok = all(e < bound for e in errs)
-            line = f"| {jnp.dtype(dtype).name} | {B}, {S}, {NH}, {DH} | "
-            line += " | ".join(f"{e:.1e}" for e in errs) + f" | {'yes' if ok else 'NO'} |"
+            line = _check_row(
+                dtype, f"{B}, {S}, {NH}, {DH}", (y_pal, l_pal[1], g_pal), (y_ref, l_ref[1], g_ref)
+            )
             rows.append(line)
             print(line, flush=True)
     return rows
+
+
+def _check_row(dtype, shape: str, got, want) -> str:
+    """One correctness-table row: norm-relative errors of (output, a final state, grads),
+    where grads ends with the tuple of initial-state grads (reported as their worst)."""
+
+    def err(a, b):
+        return rel_err(
+            np.asarray(jnp.asarray(a, jnp.float32)), np.asarray(jnp.asarray(b, jnp.float32))
+        )
+
+    (out, state, grads), (out_ref, state_ref, grads_ref) = got, want
+    errs = [
+        err(out, out_ref),
+        err(state, state_ref),
+        *(err(a, b) for a, b in zip(grads[:-1], grads_ref[:-1], strict=True)),
+        max(err(a, b) for a, b in zip(grads[-1], grads_ref[-1], strict=True)),
+    ]
+    ok = all(e < CHECK_BOUND[jnp.dtype(dtype).name] for e in errs)
+    return (
+        f"| {jnp.dtype(dtype).name} | {shape} | "
+        + " | ".join(f"{e:.1e}" for e in errs)
+        + f" | {'yes' if ok else 'NO'} |"
+    )
 
 
 _XLSTM_CUDA = textwrap.dedent(
@@ -296,17 +312,12 @@ def mlstm_check(shapes, interpret) -> list[str]:
             g_pal, (h_pal, l_pal) = _mlstm_value_and_grads(_mlstm_fn("pallas", L, interpret), w)(
                 *args
             )
-            f32 = lambda x: np.asarray(jnp.asarray(x, jnp.float32))  # noqa: E731
-            errs = [
-                rel_err(f32(h_pal), f32(h_ref)),
-                rel_err(f32(l_pal[0]), f32(l_ref[0])),
-                *(rel_err(f32(a), f32(b)) for a, b in zip(g_pal[:5], g_ref[:5], strict=True)),
-                max(rel_err(f32(a), f32(b)) for a, b in zip(g_pal[5], g_ref[5], strict=True)),
-            ]
-            bound = CHECK_BOUND[jnp.dtype(dtype).name]
-            ok = all(e < bound for e in errs)
-            line = f"| {jnp.dtype(dtype).name} | {B}, {NH}, {S}, {DQ}, {DV}, {L} | "
-            line += " | ".join(f"{e:.1e}" for e in errs) + f" | {'yes' if ok else 'NO'} |"
+            line = _check_row(
+                dtype,
+                f"{B}, {NH}, {S}, {DQ}, {DV}, {L}",
+                (h_pal, l_pal[0], g_pal),
+                (h_ref, l_ref[0], g_ref),
+            )
             rows.append(line)
             print(line, flush=True)
     return rows
