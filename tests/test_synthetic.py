@@ -24,6 +24,7 @@ from train.synthetic import (
     MQAR_VOCAB,
     TASKS,
     decode,
+    describe,
     encode,
     eval_set,
     mqar_example,
@@ -45,7 +46,16 @@ PAPER = {
     "repetition": (12, 1 / 10),
     "bucket_sort": (11, 1 / 10),
     "missing_duplicate": (11, 1 / 9),
+    "mod_arithmetic_brackets": (12, 1 / 5),
+    "odds_first": (12, 1 / 10),
+    "reverse_string": (12, 1 / 10),
+    "stack_manipulation": (11, 1 / 4),
+    "solve_equation": (14, 1 / 5),
+    "set": (128, 1 / 126),
 }
+# Tasks whose answer length depends on the sample: it ends with an END id, at most
+# answer_len(n) tokens. Every other task answers with exactly answer_len(n) tokens.
+END = {"stack_manipulation": 8, "set": 127}
 
 
 def _split(task, ex):
@@ -100,6 +110,51 @@ def _missing_duplicate(x):
     return [x[(pos + half) % len(x)]]
 
 
+def _mod_arithmetic_brackets(x):
+    expr = "".join("01234+-*()"[int(t)] for t in x)
+    return [eval(expr) % 5]  # fully bracketed; "-" after "(" or an operator is unary
+
+
+def _solve_equation(x):
+    text = "".join("01234+-*()x="[int(t)] for t in x)
+    lhs, rhs = text.split("=")
+    assert lhs.count("x") == 1 and rhs in "01234" and len(rhs) == 1, text
+    # Try every digit for x: the label must be the one and only solution mod 5.
+    (solution,) = [a for a in range(5) if eval(lhs.replace("x", str(a))) % 5 == int(rhs)]
+    return [solution]
+
+
+def _odds_first(x):
+    # 1-based positions: x_1 x_3 ... then x_2 x_4 ...
+    odd = [t for i, t in enumerate(x, start=1) if i % 2 == 1]
+    even = [t for i, t in enumerate(x, start=1) if i % 2 == 0]
+    return odd + even
+
+
+def _stack_manipulation(x):
+    # Symbols a b c = 0-2 form the initial stack (bottom first), then only actions:
+    # POP = 3, PUSH a b c = 4-6. Keep the top at index 0 here (the generator appends).
+    k = 0
+    while k < len(x) and x[k] < 3:
+        k += 1
+    assert k >= 1 and all(3 <= t <= 6 for t in x[k:]), x
+    stack = [int(t) for t in reversed(x[:k])]
+    for t in x[k:]:
+        if t == 3:
+            stack = stack[1:]
+        else:
+            stack.insert(0, int(t) - 4)
+    return stack + [END["stack_manipulation"]]
+
+
+def _set(x):
+    seen = []
+    for t in x:
+        if t not in seen:
+            seen.append(int(t))
+    return seen + [END["set"]]
+
+
 ORACLES = {
     "parity": _parity,
     "even_pairs": _even_pairs,
@@ -110,7 +165,22 @@ ORACLES = {
     "repetition": lambda x: list(x),
     "bucket_sort": lambda x: sorted(x),
     "missing_duplicate": _missing_duplicate,
+    "mod_arithmetic_brackets": _mod_arithmetic_brackets,
+    "odds_first": _odds_first,
+    "reverse_string": lambda x: list(x[::-1]),
+    "stack_manipulation": _stack_manipulation,
+    "solve_equation": _solve_equation,
+    "set": _set,
 }
+# The tasks added after the first nine: their data-config paths are checked end to end.
+NEW = [
+    "mod_arithmetic_brackets",
+    "odds_first",
+    "reverse_string",
+    "set",
+    "solve_equation",
+    "stack_manipulation",
+]
 
 
 def test_every_formal_task_has_an_oracle_and_the_papers_vocab_and_chance_level():
@@ -125,15 +195,98 @@ def test_labels_match_an_independent_computation(name):
     task, exs = _examples(name)
     answers = set()
     for ex in exs:
-        x, y = _split(task, ex)
-        assert list(y) == list(ORACLES[name](x)), (name, x, y)
-        # Only the answer is scored, and every id is in the vocabulary.
-        np.testing.assert_array_equal(ex.scored, np.arange(len(ex.tokens)) > ex.length)
-        assert ex.tokens.min() >= 0 and ex.tokens.max() < task.vocab_size
-        assert task.sep not in x
-        answers.update(int(t) for t in y)
+        _check(task, name, ex)
+        answers.update(int(t) for t in _split(task, ex)[1])
     if name != "majority_count":  # (its counts are small at these lengths)
         assert len(answers) >= round(1 / task.s_rand) * 0.5, answers  # answers vary
+
+
+def _check(task, name, ex):
+    """Asserts everything one example must satisfy: the layout (SEP at n, input and answer
+    lengths, only the answer scored, ids in the vocabulary) and the label."""
+    x, y = _split(task, ex)
+    assert len(x) == ex.length
+    assert list(y) == list(ORACLES[name](x)), (name, x, y)
+    if name in END:
+        assert 1 <= len(y) <= task.answer_len(ex.length)  # an empty stack: END alone
+    else:
+        assert len(y) == task.answer_len(ex.length)
+    np.testing.assert_array_equal(ex.scored, np.arange(len(ex.tokens)) > ex.length)
+    assert ex.tokens.min() >= 0 and ex.tokens.max() < task.vocab_size
+    assert task.sep not in x
+
+
+@pytest.mark.parametrize("name", sorted(ORACLES))
+def test_every_length_a_task_claims_makes_a_valid_example(name):
+    # Training (3-40) and evaluation (40-256) lengths: each claimed n really gives an
+    # example of exactly n input tokens (bracketed expressions included).
+    task = TASKS[name]
+    claimed = task.lengths(3, 256).tolist()
+    parity = {"mod_arithmetic": 1, "missing_duplicate": 0}.get(name)
+    assert claimed == [n for n in range(3, 257) if parity is None or n % 2 == parity]
+    rng = np.random.default_rng(1)
+    for n in claimed:
+        ex = task.example(rng, n)
+        assert ex.length == n
+        _check(task, name, ex)
+
+
+@pytest.mark.parametrize("name", sorted(ORACLES))
+def test_examples_are_a_pure_function_of_the_seed(name):
+    task = TASKS[name]
+
+    def draw(seed):
+        rng = np.random.default_rng(seed)
+        return [task.example(rng, n).tokens for n in task.lengths(3, 60)[::4]]
+
+    first = draw(5)
+    assert all(np.array_equal(a, b) for a, b in zip(first, draw(5), strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, draw(6), strict=True))
+
+
+def test_expression_tasks_use_every_operator_and_nest_brackets():
+    for name, vocab in (("mod_arithmetic_brackets", "01234+-*()"), ("solve_equation", None)):
+        _, exs = _examples(name, count=100, lo=20, hi=40)
+        text = "".join("01234+-*()x="[int(t)] for ex in exs for t in ex.tokens[: ex.length])
+        assert all(c in text for c in "+-*(") and "((" in text
+        if vocab:
+            assert set(text) <= set(vocab)
+
+
+def test_variable_answers_vary_in_length_and_sets_repeat_at_eval_lengths():
+    for name in END:
+        _, exs = _examples(name, count=100, lo=3, hi=40)
+        assert len({len(ex.tokens) - ex.length for ex in exs}) > 5
+    # Long inputs repeat symbols, so the set is shorter than the input.
+    _, exs = _examples("set", count=20, lo=200, hi=256)
+    assert all(len(ex.tokens) - ex.length - 2 < min(ex.length, 126) for ex in exs)
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_new_tasks_fit_check_setup_eval_set_describe_and_train_batches(name):
+    task = TASKS[name]
+    need = task.width(40)  # the longest training example: n = 40, SEP, the longest answer
+    with pytest.raises(ConfigError, match=f"needs sequences of {need} tokens"):
+        DataConfig(path=f"synthetic:{name}", seq_len=need - 2)
+    cfg = DataConfig(path=f"synthetic:{name}", seq_len=need - 1)
+    assert f"synthetic:{name}, vocabulary {task.vocab_size}" in describe(cfg)
+    batch = train_batches(cfg, batch_size=16, seed=0)[3]
+    assert batch.shape == (16, need)
+    batches = eval_set(cfg, batch_size=4, batches_per_bucket=1, seed=0)
+    assert [b.bucket for b in batches] == ["40-63", "64-127", "128-256"]
+    for b in [*batches, batch]:
+        ids, scored = decode(b if isinstance(b, np.ndarray) else b.tokens)
+        for row, s in zip(ids, scored, strict=True):
+            # Scored: a run right after SEP, the answer, checked against the oracle.
+            (where,) = np.nonzero(s)
+            n = where[0] - 1
+            np.testing.assert_array_equal(where, np.arange(n + 1, where[-1] + 1))
+            assert row[n] == task.sep and task.sep not in row[:n]
+            assert list(row[n + 1 : where[-1] + 1]) == list(ORACLES[name](row[:n]))
+        if not isinstance(b, np.ndarray):
+            lo, hi = map(int, b.bucket.split("-"))
+            assert lo <= b.lengths.min() and b.lengths.max() <= hi
+            assert b.tokens.shape[1] == max(task.width(n) for n in range(lo, hi + 1))
 
 
 def test_missing_duplicate_and_arithmetic_respect_their_length_parity():
