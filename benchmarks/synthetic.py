@@ -29,7 +29,7 @@ QUIET = ["logging.progress_bar=false", "logging.tensorboard=false"]
 
 # (label, config, overrides). Same data, optimizer and budget within each task.
 PARITY: list[str] = []  # the parity configs' own budget: 2000 steps x 32, lr 3e-3
-MQAR = ["train.steps=400", "train.batch_size=32", "optimizer.lr=3e-3", "train.eval_every=200"]
+MQAR: list[str] = []  # the MQAR configs' own budget: 1000 steps x 32, lr 1e-2, tied head
 RUNS = {
     "parity": [
         ("xLSTM[0:1]", "parity_xlstm01", PARITY),

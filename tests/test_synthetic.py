@@ -3,6 +3,7 @@ Transformer baseline, and a real CLI run that writes the scaled-accuracy metrics
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -20,6 +21,7 @@ from flax import nnx
 import configs
 from train.config import ConfigError, DataConfig, apply_overrides
 from train.loop import _loss_fn
+from train.objective import scored_cross_entropy, scored_predictions
 from train.synthetic import (
     MQAR_VOCAB,
     TASKS,
@@ -27,10 +29,12 @@ from train.synthetic import (
     describe,
     encode,
     eval_set,
+    max_scored,
     mqar_example,
     scaled_accuracy,
     train_batches,
 )
+from xlstm_jax import xLSTMLMModel
 from xlstm_jax.transformer import TransformerConfig, TransformerLM, apply_rotary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -372,6 +376,54 @@ def test_training_loss_counts_only_scored_tokens():
     scored[0, 4], scored[1, 8] = True, True
     expected = (ce[0, 3] + ce[1, 7]) / 2
     assert float(loss(params, encode(tokens, scored))) == pytest.approx(expected, rel=1e-5)
+
+
+def _tiny_model(kind):
+    if kind == "llama":
+        cfg = TransformerConfig(vocab_size=19, embedding_dim=16, num_heads=2)
+        return TransformerLM(cfg, rngs=nnx.Rngs(0))
+    cfg = dataclasses.replace(configs.load("mqar_xlstm11").model, vocab_size=19, embedding_dim=16)
+    return xLSTMLMModel(cfg, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("kind", ["xlstm", "llama"])
+def test_head_on_scored_positions_only_gives_the_full_loss_and_gradients(kind):
+    model = _tiny_model(kind)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    rng = np.random.default_rng(3)
+    tokens = rng.integers(0, 19, (3, 14)).astype(np.int32)
+    scored = np.zeros_like(tokens, bool)
+    scored[0, [2, 5, 13]] = True  # 3 scored
+    scored[1, [1, 7]] = True  # fewer than max_scored: the rest is masked
+    scored[2, [4, 6, 9]] = True
+    batch = jnp.asarray(encode(tokens, scored))
+    h = model.hidden_states(jnp.asarray(tokens[:, :-1]))
+    np.testing.assert_allclose(model.logits(h), model(jnp.asarray(tokens[:, :-1])), atol=1e-6)
+    logits, targets, mask = scored_predictions(model, batch, max_scored=3)
+    assert logits.shape == (3, 3, 19) and mask.tolist() == [[1, 1, 1], [1, 1, 0], [1, 1, 1]]
+    np.testing.assert_array_equal(targets[0], tokens[0, [2, 5, 13]])
+    full, sparse = _loss_fn(graphdef, rest), _loss_fn(graphdef, rest, max_scored=3)
+    (l_full, g_full), (l_sparse, g_sparse) = (
+        jax.value_and_grad(f)(params, batch) for f in (full, sparse)
+    )
+    assert float(l_sparse) == pytest.approx(float(l_full), rel=1e-6)
+    for a, b in zip(jax.tree.leaves(g_full), jax.tree.leaves(g_sparse), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+    # Per-row sums for the evaluation match too: cross-entropy, correct count, count.
+    for a, b in zip(
+        scored_cross_entropy(model, batch), scored_cross_entropy(model, batch, 3), strict=True
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+def test_mqar_configs_tie_the_head_and_score_only_the_value_positions():
+    for name in ("mqar_xlstm01", "mqar_xlstm10", "mqar_xlstm11", "llama_mqar"):
+        cfg = configs.load(name)
+        assert cfg.model.tie_weights and cfg.model.vocab_size == MQAR_VOCAB
+        assert max_scored(cfg.data) == cfg.data.num_kv_pairs == 8
+        ex = mqar_example(np.random.default_rng(0), cfg.data.seq_len + 1, 8)
+        assert ex.scored.sum() == 8
+    assert max_scored(configs.load("parity_xlstm11").data) is None
 
 
 def test_transformer_shapes_and_causality():

@@ -22,29 +22,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
-from train.synthetic import decode, eval_set, get_task, scaled_accuracy
+from train.objective import scored_cross_entropy
+from train.synthetic import eval_set, get_task, scaled_accuracy
 
 __all__ = ["SyntheticEvaluator", "plot_accuracy_vs_length"]
 
 
-def _make_eval_fn(graphdef, rest) -> Callable:
+def _make_eval_fn(graphdef, rest, max_scored: int | None) -> Callable:
     def fn(params, batch):
-        model = nnx.merge(graphdef, params, rest)
-        ids, scored = decode(batch)
-        logits = model(ids[:, :-1])  # (b, w - 1, V)
-        targets, mask = ids[:, 1:], scored[:, 1:]
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-        correct = (jnp.argmax(logits, axis=-1) == targets) & mask
-        return (
-            jnp.sum(ce * mask, axis=-1),
-            jnp.sum(correct, axis=-1),
-            jnp.sum(mask, axis=-1),
-        )
+        return scored_cross_entropy(nnx.merge(graphdef, params, rest), batch, max_scored)
 
     return jax.jit(fn)
 
@@ -58,13 +47,23 @@ class SyntheticEvaluator:
         batch_size: sequences per evaluation batch.
         batches_per_bucket: evaluation batches per length bucket.
         seed: the run's seed (the evaluation set uses a stream training never draws from).
+        max_scored: see ``train.objective.scored_predictions``.
     """
 
-    def __init__(self, data_cfg, graphdef, rest, batch_size: int, batches_per_bucket: int, seed):
+    def __init__(
+        self,
+        data_cfg,
+        graphdef,
+        rest,
+        batch_size: int,
+        batches_per_bucket: int,
+        seed,
+        max_scored: int | None = None,
+    ):
         self.task = get_task(data_cfg.path)
         self.batches = eval_set(data_cfg, batch_size, batches_per_bucket, seed)
         self.buckets = list(dict.fromkeys(b.bucket for b in self.batches))
-        self._fn = _make_eval_fn(graphdef, rest)
+        self._fn = _make_eval_fn(graphdef, rest, max_scored)
         # Per-sequence (input length, accuracy) of the latest evaluation, for the plot.
         self.last: tuple[np.ndarray, np.ndarray] | None = None
         self.latest: dict[str, float] | None = None

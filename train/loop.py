@@ -35,6 +35,7 @@ from train.config import ConfigError, ExperimentConfig, config_diff, to_dict
 from train.data import PackedWindows, check_source, eval_batches, load_corpus, train_batches
 from train.eval_synthetic import SyntheticEvaluator, plot_accuracy_vs_length
 from train.metrics import MetricsWriter, plot_loss_curve, read_metrics
+from train.objective import scored_cross_entropy
 from train.optimizer import decay_mask, make_optimizer, make_schedule
 from train.tokenizer import load_tokenizer, padded_vocab_size
 from xlstm_jax import xLSTMLMModel
@@ -115,27 +116,28 @@ def _build_model(model_cfg, rngs: nnx.Rngs) -> nnx.Module:
     return xLSTMLMModel(model_cfg, rngs=rngs)
 
 
-def _loss_fn(graphdef, rest):
+def _loss_fn(graphdef, rest, max_scored: int | None = None):
     def loss(params, tokens):
         model = nnx.merge(graphdef, params, rest)
         # Synthetic tasks score only their answer tokens; the mask rides in the ids' sign
         # (see train.synthetic). Text batches are all non-negative: every token counts.
-        ids, scored = synthetic.decode(tokens)
-        logits = model(ids[:, :-1])
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, ids[:, 1:])
-        mask = scored[:, 1:]
-        return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1)
+        ce, _, count = scored_cross_entropy(model, tokens, max_scored)
+        return jnp.sum(ce) / jnp.maximum(jnp.sum(count), 1)
 
     return loss
 
 
-def make_train_step(graphdef, rest, tx: optax.GradientTransformation) -> Callable:
+def make_train_step(
+    graphdef, rest, tx: optax.GradientTransformation, max_scored: int | None = None
+) -> Callable:
     """``step(state, batch) -> (state, {"loss", "grad_norm"})`` with batch (a, m, s + 1).
 
-    The loss is the mean next-token cross-entropy over the ``a`` micro-batches (equal
-    sizes, so the mean of means is the batch mean); gradients are accumulated in fp32.
+    The loss is the mean next-token cross-entropy over the scored tokens of the ``a``
+    micro-batches (the mean of the micro-batches' means); gradients are accumulated in
+    fp32. ``max_scored``: see ``train.objective.scored_predictions`` (None: every
+    position goes through the LM head).
     """
-    loss_fn = _loss_fn(graphdef, rest)
+    loss_fn = _loss_fn(graphdef, rest, max_scored)
     grad_fn = jax.value_and_grad(loss_fn)
 
     def step(state, batch):
@@ -191,8 +193,8 @@ def _global_batch(local: np.ndarray, sharding: NamedSharding, global_shape=None)
     return jax.make_array_from_process_local_data(sharding, local, global_shape)
 
 
-def _make_eval_step(graphdef, rest) -> Callable:
-    return jax.jit(_loss_fn(graphdef, rest))
+def _make_eval_step(graphdef, rest, max_scored: int | None = None) -> Callable:
+    return jax.jit(_loss_fn(graphdef, rest, max_scored))
 
 
 def _check_setup(cfg: ExperimentConfig) -> Mesh:
@@ -382,8 +384,10 @@ def _train(cfg: ExperimentConfig, workdir: str | Path, mesh: Mesh) -> dict:
         summary["seconds"] = time.time() - t_start
         return summary
 
+    # MQAR scores a known few positions per row: only those go through the LM head.
+    max_scored = synthetic.max_scored(cfg.data) if task is not None else None
     step_fn = jax.jit(
-        make_train_step(graphdef, rest, tx),
+        make_train_step(graphdef, rest, tx, max_scored),
         in_shardings=(shardings, batch_sharding),
         out_shardings=(shardings, replicated),
         donate_argnums=0,
@@ -398,10 +402,12 @@ def _train(cfg: ExperimentConfig, workdir: str | Path, mesh: Mesh) -> dict:
         else ""
     )
     say(f"compiled the train step in {time.time() - t0:.1f} s{xla_mem}")
-    eval_step = _make_eval_step(graphdef, rest)
+    eval_step = _make_eval_step(graphdef, rest, max_scored)
     evaluator = None
     if task is not None:
-        evaluator = SyntheticEvaluator(cfg.data, graphdef, rest, tc.micro, tc.eval_batches, tc.seed)
+        evaluator = SyntheticEvaluator(
+            cfg.data, graphdef, rest, tc.micro, tc.eval_batches, tc.seed, max_scored
+        )
         val_data = evaluator.batches
     else:
         val_data = eval_batches(val_windows, tc.micro, tc.eval_batches, proc, n_proc)

@@ -56,6 +56,7 @@ __all__ = [
     "eval_set",
     "format_eval",
     "get_task",
+    "max_scored",
     "scaled_accuracy",
     "task_name",
     "train_batches",
@@ -500,6 +501,13 @@ def check_setup(data_cfg) -> None:
             f"{need} tokens; set data.seq_len={need - 1} (or more)."
         )
     task.lengths(data_cfg.eval_buckets[0], data_cfg.eval_buckets[-1])
+
+
+def max_scored(data_cfg) -> int | None:
+    """The most scored tokens a row of this task can have when that is a small known
+    number (MQAR: ``data.num_kv_pairs``), else None. The loss then computes logits at
+    those positions only (``train.objective.scored_predictions``)."""
+    return data_cfg.num_kv_pairs if get_task(data_cfg.path).kind == "mqar" else None
 
 
 def _batch(examples: list[Example], width: int) -> tuple[np.ndarray, np.ndarray]:

@@ -28,6 +28,7 @@ from xlstm_jax.generation import generate, sample_logits
 from xlstm_jax.mlstm import mLSTMBlock, mLSTMLayer
 from xlstm_jax.model import xLSTMBlockStack, xLSTMLMModel
 from xlstm_jax.slstm import sLSTMBlock, sLSTMLayer
+from xlstm_jax.transformer import TransformerConfig, TransformerLM
 
 __all__ = [
     "CausalConv1d",
@@ -37,6 +38,8 @@ __all__ = [
     "LayerNorm",
     "LinearHeadwiseExpand",
     "MultiHeadLayerNorm",
+    "TransformerConfig",
+    "TransformerLM",
     "generate",
     "mLSTMBlock",
     "mLSTMBlockConfig",

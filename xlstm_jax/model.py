@@ -16,6 +16,13 @@ from xlstm_jax.sharding import constrain
 from xlstm_jax.slstm import sLSTMBlock
 
 
+def _check_tokens(tokens: jax.Array) -> None:
+    if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise ValueError(
+            f"`tokens` must be an integer array (B, S); got {tokens.dtype} {tokens.shape}."
+        )
+
+
 class xLSTMBlockStack(nnx.Module):
     """Blocks in the order of ``config.block_map``, then an optional post-blocks LayerNorm.
 
@@ -99,10 +106,7 @@ class xLSTMLMModel(nnx.Module):
         return self.xlstm_block_stack.init_state(batch_size)
 
     def __call__(self, tokens: jax.Array, state: tuple | None = None, return_state: bool = False):
-        if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
-            raise ValueError(
-                f"`tokens` must be an integer array (B, S); got {tokens.dtype} {tokens.shape}."
-            )
+        _check_tokens(tokens)
         if return_state and state is None:
             state = self.init_state(tokens.shape[0])
         x = self.token_embedding(tokens)
@@ -112,6 +116,22 @@ class xLSTMLMModel(nnx.Module):
             x = self.xlstm_block_stack(x)
         else:
             x, state = self.xlstm_block_stack(x, state)
-        logits = self.token_embedding.attend(x) if self.lm_head is None else self.lm_head(x)
-        logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+        logits = self.logits(x)
         return (logits, state) if state is not None else logits
+
+    def hidden_states(self, tokens: jax.Array) -> jax.Array:
+        """The final hidden states (B, S, E) of ``tokens`` (B, S), from a zero state:
+        ``model(tokens) == model.logits(model.hidden_states(tokens))``. A loss that scores
+        few positions applies ``logits`` to those only (the V-wide head dominates small
+        models' cost)."""
+        _check_tokens(tokens)
+        x = self.token_embedding(tokens)
+        if self.emb_dropout is not None:
+            x = self.emb_dropout(x)
+        return self.xlstm_block_stack(x)
+
+    def logits(self, x: jax.Array) -> jax.Array:
+        """The LM head on hidden states (..., E) -> logits (..., V) in float32 (float64 for
+        a float64 model)."""
+        logits = self.token_embedding.attend(x) if self.lm_head is None else self.lm_head(x)
+        return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))

@@ -147,6 +147,11 @@ class TransformerLM(nnx.Module):
         )
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
+        return self.logits(self.hidden_states(tokens))
+
+    def hidden_states(self, tokens: jax.Array) -> jax.Array:
+        """The final (normalised) hidden states (B, S, E) of ``tokens`` (B, S):
+        ``model(tokens) == model.logits(model.hidden_states(tokens))``."""
         if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
             raise ValueError(
                 f"`tokens` must be an integer array (B, S); got {tokens.dtype} {tokens.shape}."
@@ -154,6 +159,10 @@ class TransformerLM(nnx.Module):
         x = self.token_embedding(tokens)
         for block in self.blocks:
             x = nnx.remat(lambda blk, h: blk(h))(block, x) if self.config.remat else block(x)
-        x = self.final_norm(x)
+        return self.final_norm(x)
+
+    def logits(self, x: jax.Array) -> jax.Array:
+        """The LM head on hidden states (..., E) -> logits (..., V) in float32 (float64 for
+        a float64 model)."""
         logits = self.token_embedding.attend(x) if self.lm_head is None else self.lm_head(x)
         return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))

@@ -1,0 +1,56 @@
+"""The training objective: next-token predictions on the scored positions of a batch.
+
+Shapes: B batch, S + 1 tokens per row, K predictions per row, V vocabulary.
+
+A batch is one int32 array ``(B, S + 1)`` whose scored tokens carry their id and the
+others ``~id`` (``train.synthetic.decode``; text batches are all scored). Row ``b`` is
+scored at position ``t`` when its token ``t + 1`` is.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from train.synthetic import decode
+
+__all__ = ["scored_cross_entropy", "scored_predictions"]
+
+
+def scored_predictions(model, tokens: jax.Array, max_scored: int | None = None):
+    """The model's logits where the batch is scored, their targets and mask.
+
+    Args:
+        model: an LM with ``hidden_states(ids) -> (B, S, E)`` and ``logits(h) -> (..., V)``.
+        tokens: the encoded batch, int (B, S + 1).
+        max_scored: None: every position (K = S). An int K: only the first K scored
+            positions of each row go through the LM head. A task that scores a few known
+            positions (MQAR: its value positions) then skips the (B, S, V) logits, which
+            dominate a small model's cost; a row with fewer than K scored positions fills
+            the rest with masked ones, a row with more loses the later ones (size K to
+            the data).
+
+    Returns:
+        ``(logits (B, K, V) float32, targets (B, K) int, mask (B, K) bool)``.
+    """
+    ids, scored = decode(tokens)
+    inputs, targets, mask = ids[:, :-1], ids[:, 1:], scored[:, 1:]
+    h = model.hidden_states(inputs)  # (B, S, E)
+    if max_scored is not None:
+        # Positions of each row's scored tokens, in order, padded with index 0.
+        pos = jax.vmap(lambda m: jnp.nonzero(m, size=max_scored, fill_value=0)[0])(mask)
+        valid = jnp.arange(max_scored) < jnp.sum(mask, axis=1, keepdims=True)
+        h = jnp.take_along_axis(h, pos[..., None], axis=1)
+        targets = jnp.take_along_axis(targets, pos, axis=1)
+        mask = valid
+    return model.logits(h), targets, mask
+
+
+def scored_cross_entropy(model, tokens: jax.Array, max_scored: int | None = None):
+    """Per-row sums over the scored positions: ``(cross-entropy, correct arg-max, count)``,
+    each float/int (B,)."""
+    logits, targets, mask = scored_predictions(model, tokens, max_scored)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    correct = (jnp.argmax(logits, axis=-1) == targets) & mask
+    return jnp.sum(ce * mask, axis=-1), jnp.sum(correct, axis=-1), jnp.sum(mask, axis=-1)
