@@ -6,7 +6,8 @@ other, in ``--root/NAME``; the table reports its steps, wall time (the whole com
 start-up, compiling, training and evaluation) and the final evaluation's scaled accuracy
 overall and per length bucket.
 
-    python benchmarks/synthetic.py [--only parity|mqar] [--out benchmarks/results/synthetic_cpu.md]
+    python benchmarks/synthetic.py [--only parity|mqar] [--seeds 0,1,2]
+        [--out benchmarks/results/synthetic_cpu.md]
 
 The budget is the configs' own settings (``configs/_synthetic.py``) plus the overrides in
 ``RUNS`` below: a few minutes per model on a 2-core CPU.
@@ -67,15 +68,15 @@ def run_one(workdir: Path, config: str, overrides: list[str]) -> dict:
     return {"seconds": seconds, "record": last}
 
 
-def table(task: str, results: list[tuple[str, str, list[str], dict]]) -> str:
-    """A markdown table of one task's runs."""
-    buckets = [k for k in results[0][3]["record"] if k.startswith("val_scaled_acc/")]
-    head = ["model", "config", "steps", "wall time", "val_acc", "scaled acc"]
+def table(task: str, results: list[tuple[str, str, int, list[str], dict]]) -> str:
+    """A markdown table of one task's runs, a row per (model, seed)."""
+    buckets = [k for k in results[0][4]["record"] if k.startswith("val_scaled_acc/")]
+    head = ["model", "config", "seed", "steps", "wall time", "val_acc", "scaled acc"]
     head += [f"scaled {b.split('/', 1)[1]}" for b in buckets]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for label, config, _, res in results:
+    for label, config, seed, _, res in results:
         r = res["record"]
-        cells = [label, f"`{config}`", str(r["step"]), f"{res['seconds']:.0f} s"]
+        cells = [label, f"`{config}`", str(seed), str(r["step"]), f"{res['seconds']:.0f} s"]
         cells += [f"{r['val_acc']:.3f}", f"**{r['val_scaled_acc']:.3f}**"]
         cells += [f"{r[b]:.3f}" for b in buckets]
         lines.append("| " + " | ".join(cells) + " |")
@@ -86,23 +87,28 @@ def main() -> None:
     """Runs the comparison and writes the results table."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", choices=sorted(RUNS), help="one task only")
+    p.add_argument("--seeds", default="0", help="comma-separated train.seed values per model")
     p.add_argument("--root", default="runs/synthetic_benchmark", help="workdirs go here")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/synthetic_cpu.md"))
     args = p.parse_args()
     root = Path(args.root).absolute()
+    seeds = [int(x) for x in args.seeds.split(",")]
     sections = []
     for task, runs in RUNS.items():
         if args.only and task != args.only:
             continue
-        results = [
-            (lab, cfg, ov, run_one(root / f"{task}_{_slug(lab)}", cfg, ov)) for lab, cfg, ov in runs
-        ]
+        results = []
+        for lab, cfg, ov in runs:
+            for seed in seeds:
+                ov_seed = [*ov, f"train.seed={seed}"] if seed else ov
+                workdir = root / f"{task}_{_slug(lab)}_seed{seed}"
+                results.append((lab, cfg, seed, ov_seed, run_one(workdir, cfg, ov_seed)))
         sections.append(table(task, results))
         sections.append(
             "```\n"
             + "\n".join(
                 f"python -m train.main --config {cfg}" + (f" --set {' '.join(ov)}" if ov else "")
-                for _, cfg, ov, _ in results
+                for _, cfg, _, ov, _ in results
             )
             + "\n```\n"
         )
