@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["logging.progress_bar=false", "logging.tensorboard=false"]
 
 # (label, config, overrides). Same data, optimizer and budget within each task.
-PARITY: list[str] = []  # the parity configs' own budget: 2000 steps x 32, lr 3e-3
+PARITY: list[str] = []  # the parity configs' own budget: 2000 steps x 64, lr 3e-3
 MQAR: list[str] = []  # the MQAR configs' own budget: 1000 steps x 32, lr 1e-2, tied head
 RUNS = {
     "parity": [
