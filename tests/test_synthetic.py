@@ -489,6 +489,17 @@ def test_configs_have_the_papers_shapes():
             ["40-63", "64-96"],
         ),
         ("llama_mqar", ["data.seq_len=32", "data.num_kv_pairs=4"], ["33"]),
+        (  # an answer of varying length, closed by END
+            "parity_xlstm11",
+            [
+                "data.path=synthetic:stack_manipulation",
+                "model.vocab_size=11",
+                "data.train_lengths=[3, 10]",
+                "data.seq_len=21",
+                "data.eval_buckets=[10, 16, 24]",
+            ],
+            ["10-15", "16-24"],
+        ),
     ],
 )
 def test_cli_run_writes_scaled_accuracy_per_bucket_and_the_plot(
