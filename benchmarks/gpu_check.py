@@ -138,50 +138,72 @@ def _check_row(dtype, shape: str, got, want) -> str:
     )
 
 
-_XLSTM_CUDA = textwrap.dedent(
+# Timing shared by the PyTorch reference scripts below (run in subprocesses): median
+# milliseconds of fwd() and of its backward, after two warm-up calls each.
+_TORCH_TIMING = textwrap.dedent(
     """
     import json, sys, time, torch
+    def median_ms(fwd, reps):
+        def fwdbwd():
+            fwd().float().sum().backward()
+        out = {}
+        for name, fn in (("fwd", fwd), ("fwdbwd", fwdbwd)):
+            for _ in range(2):
+                fn()
+            torch.cuda.synchronize()
+            ts = []
+            for _ in range(reps):
+                t0 = time.perf_counter(); fn(); torch.cuda.synchronize()
+                ts.append((time.perf_counter() - t0) * 1e3)
+            out[name] = sorted(ts)[len(ts) // 2]
+        return out
+    """
+)
+
+
+def _run_torch(script: str, args: list[str], timeout_s: int, what: str) -> tuple[dict, str]:
+    """Runs ``_TORCH_TIMING + script`` with ``args``; returns its ``RESULT<key>=<json>``
+    lines as {key: value} (those printed before a timeout too) and the reason to report
+    for a missing key."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _TORCH_TIMING + script, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+        stdout, tail = proc.stdout, (proc.stderr or proc.stdout).strip().splitlines()
+        why = "unavailable: " + (tail[-1][:120] if tail else f"exit code {proc.returncode}")
+    except subprocess.TimeoutExpired as err:
+        stdout = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
+        why = f"timed out after {timeout_s}s ({what})"
+    found = {}
+    for line in stdout.splitlines():
+        if line.startswith("RESULT"):
+            key, val = line[len("RESULT") :].split("=", 1)
+            found[key] = json.loads(val)
+    return found, why
+
+
+_XLSTM_CUDA = textwrap.dedent(
+    """
     from xlstm.blocks.slstm.cell import sLSTMCell, sLSTMCellConfig
     B, S, NH, DH, reps = (int(a) for a in sys.argv[1:6])
     cfg = sLSTMCellConfig(hidden_size=NH * DH, num_heads=NH, backend="cuda", batch_size=B,
                           dtype="bfloat16", enable_automatic_mixed_precision=True)
     cell = sLSTMCell(cfg).cuda()
     x = torch.randn(B, S, 4 * NH * DH, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    def fwd():
-        return cell(x)[0]
-    def fwdbwd():
-        fwd().float().sum().backward()
-    out = {}
-    for name, fn in (("fwd", fwd), ("fwdbwd", fwdbwd)):
-        for _ in range(2):
-            fn()
-        torch.cuda.synchronize()
-        ts = []
-        for _ in range(reps):
-            t0 = time.perf_counter(); fn(); torch.cuda.synchronize()
-            ts.append((time.perf_counter() - t0) * 1e3)
-        out[name] = sorted(ts)[len(ts) // 2]
-    print("RESULT" + json.dumps(out))
+    print("RESULT=" + json.dumps(median_ms(lambda: cell(x)[0], reps)))
     """
 )
 
 
 def xlstm_cuda_ms(B, S, NH, DH, reps, timeout_s) -> dict | str:
     """The reference's CUDA sLSTM kernel (torch, compiled on first use) in a subprocess."""
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", _XLSTM_CUDA, *map(str, (B, S, NH, DH, reps))],
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
-    except subprocess.TimeoutExpired:
-        return f"timed out after {timeout_s}s (kernel build)"
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT"):
-            return json.loads(line[len("RESULT") :])
-    tail = (proc.stderr or proc.stdout).strip().splitlines()
-    return "unavailable: " + (tail[-1][:120] if tail else f"exit code {proc.returncode}")
+    found, why = _run_torch(
+        _XLSTM_CUDA, [str(a) for a in (B, S, NH, DH, reps)], timeout_s, "kernel build"
+    )
+    return found.get("", why)
 
 
 def slstm_bench(shapes, interpret, reps, variants, xlstm_timeout) -> list[str]:
@@ -344,7 +366,6 @@ def matmul_tflops(n: int, reps: int) -> float:
 
 _TFLA = textwrap.dedent(
     """
-    import json, sys, time, torch
     from mlstm_kernels.torch.chunkwise.triton_xl_chunk import mlstm_chunkwise__xl_chunk as tfla
     reps = int(sys.argv[1])
     for spec in sys.argv[2:]:
@@ -355,19 +376,7 @@ _TFLA = textwrap.dedent(
         i, f = (torch.randn(B, NH, S, requires_grad=True, **kw) for _ in range(2))
         def fwd():
             return tfla(q, k, v, i, f, chunk_size=L, autocast_kernel_dtype=torch.bfloat16)
-        def fwdbwd():
-            fwd().float().sum().backward()
-        out = {}
-        for name, fn in (("fwd", fwd), ("fwdbwd", fwdbwd)):
-            for _ in range(2):
-                fn()
-            torch.cuda.synchronize()
-            ts = []
-            for _ in range(reps):
-                t0 = time.perf_counter(); fn(); torch.cuda.synchronize()
-                ts.append((time.perf_counter() - t0) * 1e3)
-            out[name] = sorted(ts)[len(ts) // 2]
-        print("RESULT" + spec + "=" + json.dumps(out), flush=True)
+        print("RESULT" + spec + "=" + json.dumps(median_ms(fwd, reps)), flush=True)
     """
 )
 
@@ -376,23 +385,7 @@ def tfla_ms(shapes, reps, timeout_s) -> dict:
     """The mlstm_kernels TFLA Triton kernels (PyTorch) in a subprocess, all shapes in one run;
     returns {shape: {"fwd": ms, "fwdbwd": ms} or a reason string}."""
     specs = [",".join(map(str, s)) for s in shapes]
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", _TFLA, str(reps), *specs],
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
-        stdout, why = proc.stdout, (proc.stderr or proc.stdout).strip().splitlines()
-        why = "unavailable: " + (why[-1][:120] if why else f"exit code {proc.returncode}")
-    except subprocess.TimeoutExpired as err:
-        stdout = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
-        why = f"timed out after {timeout_s}s"
-    found = {}
-    for line in stdout.splitlines():
-        if line.startswith("RESULT"):
-            spec, val = line[len("RESULT") :].split("=", 1)
-            found[spec] = json.loads(val)
+    found, why = _run_torch(_TFLA, [str(reps), *specs], timeout_s, "TFLA")
     return {s: found.get(sp, why) for s, sp in zip(shapes, specs, strict=True)}
 
 

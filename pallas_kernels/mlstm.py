@@ -64,6 +64,16 @@ def zero_state(B: int, NH: int, DHQK: int, DHV: int, dtype=jnp.float32) -> MLSTM
     )
 
 
+def _initial_state(initial_state, q, v):
+    """(accumulation dtype, the state in it): zeros for None, else checked against q and v."""
+    acc = state_dtype(q.dtype)
+    if initial_state is None:
+        B, NH, _, DHQK = q.shape
+        return acc, zero_state(B, NH, DHQK, v.shape[-1], acc)
+    _check_state(initial_state, q, v)
+    return acc, tuple(s.astype(acc) for s in initial_state)
+
+
 def mlstm_parallel(q, k, v, i, f, *, eps: float = 1e-6) -> jax.Array:
     """Stabilised parallel (quadratic) form, as the paper's ``parallel_stabilized_simple``.
 
@@ -162,14 +172,7 @@ def mlstm_recurrent(
     Args/Returns as ``mlstm_chunkwise``.
     """
     _check_qkvif(q, k, v, i, f)
-    B, NH, _, DHQK = q.shape
-    DHV = v.shape[-1]
-    acc = state_dtype(q.dtype)
-    if initial_state is None:
-        initial_state = zero_state(B, NH, DHQK, DHV, acc)
-    else:
-        _check_state(initial_state, q, v)
-    state0 = tuple(s.astype(acc) for s in initial_state)
+    acc, state0 = _initial_state(initial_state, q, v)
     seq_major = [jnp.moveaxis(x.astype(acc), 2, 0) for x in (q, k, v, i, f)]
 
     def body(state, xs):
@@ -272,14 +275,7 @@ def mlstm_chunkwise(
     _check_qkvif(q, k, v, i, f)
     if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(f"`chunk_size` must be an integer >= 1; got {chunk_size!r}.")
-    B, NH, _, DHQK = q.shape
-    DHV = v.shape[-1]
-    acc = state_dtype(q.dtype)
-    if initial_state is None:
-        initial_state = zero_state(B, NH, DHQK, DHV, acc)
-    else:
-        _check_state(initial_state, q, v)
-    state0 = tuple(s.astype(acc) for s in initial_state)
+    _, state0 = _initial_state(initial_state, q, v)
     path = resolve_impl("mlstm_chunkwise", impl, interpret)
     if path == "pallas":  # pragma: no cover - kernels register themselves in PALLAS_OPS
         from pallas_kernels.dispatch import PALLAS_OPS

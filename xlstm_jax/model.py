@@ -109,9 +109,7 @@ class xLSTMLMModel(nnx.Module):
         _check_tokens(tokens)
         if return_state and state is None:
             state = self.init_state(tokens.shape[0])
-        x = self.token_embedding(tokens)
-        if self.emb_dropout is not None:
-            x = self.emb_dropout(x)
+        x = self._embed(tokens)
         if state is None:
             x = self.xlstm_block_stack(x)
         else:
@@ -125,10 +123,11 @@ class xLSTMLMModel(nnx.Module):
         few positions applies ``logits`` to those only (the V-wide head dominates small
         models' cost)."""
         _check_tokens(tokens)
+        return self.xlstm_block_stack(self._embed(tokens))
+
+    def _embed(self, tokens: jax.Array) -> jax.Array:
         x = self.token_embedding(tokens)
-        if self.emb_dropout is not None:
-            x = self.emb_dropout(x)
-        return self.xlstm_block_stack(x)
+        return x if self.emb_dropout is None else self.emb_dropout(x)
 
     def logits(self, x: jax.Array) -> jax.Array:
         """The LM head on hidden states (..., E) -> logits (..., V) in float32 (float64 for
