@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import pallas_kernels as pk
-from pallas_kernels import slstm_pallas as sp
+from pallas_kernels.slstm import block_sizes as slstm_tiles
+from pallas_kernels.slstm import kernel as slstm_kernel
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Norm-relative error bounds for the GPU correctness check (outputs and gradients).
@@ -75,7 +76,9 @@ def _slstm_fn(impl, interpret, block_sizes=None):
 
     def run(gx, R, bias, state):
         if impl == "pallas" and block_sizes is not None:
-            return sp.slstm_pallas(gx, R, bias, state, "slstm", interpret, block_sizes)
+            return slstm_kernel.slstm_pallas(
+                gx, R, bias, state, interpret=interpret, block_sizes=block_sizes
+            )
         return pk.slstm(
             gx, R, bias, initial_state=state, return_last_state=True, impl=impl, interpret=interpret
         )
@@ -258,12 +261,12 @@ def slstm_section(args) -> list[str]:
     else:
         check_shapes = [(16, 256, 4, 256), (16, 256, 16, 64)]
         bench_shapes = [(16, 2048, 4, 256), (16, 2048, 16, 64)]
-    variants = [("default", sp.DEFAULT_BLOCK_SIZES)]
+    variants = [("default", slstm_tiles.DEFAULT_BLOCK_SIZES)]
     if args.tune:
         variants += [
-            ("warps=4", sp.BlockSizes(num_warps=4)),
-            ("dh_tile=32", sp.BlockSizes(dh_tile=32)),
-            ("R streamed", sp.BlockSizes(r_on_chip_max_bytes=0)),
+            ("warps=4", slstm_tiles.BlockSizes(num_warps=4)),
+            ("dh_tile=32", slstm_tiles.BlockSizes(dh_tile=32)),
+            ("R streamed", slstm_tiles.BlockSizes(r_on_chip_max_bytes=0)),
         ]
     lines = ["## sLSTM", "", "Correctness, Pallas vs XLA reference (norm-relative errors):", ""]
     lines += slstm_check(check_shapes, args.dry_run)

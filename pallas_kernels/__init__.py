@@ -1,24 +1,31 @@
 """The performance-critical xLSTM recurrences: pure-JAX references (the specification and
-the CPU path) behind one dispatch point that later routes to Pallas GPU kernels.
+the CPU path) and Pallas GPU kernels, behind one dispatch (``pallas_kernels.dispatch``).
 
     import pallas_kernels as pk
     h = pk.mlstm_chunkwise(q, k, v, i, f, chunk_size=64)
+
+Layout: one folder per op (``mlstm/``, ``slstm/``) with its reference (``reference.py``),
+its public entries (``api.py``), its kernels by phase and its block sizes; the Triton
+helpers all kernels share are in ``_triton.py``, the input checks in ``_checks.py``.
 """
 
-from pallas_kernels import mlstm_pallas as _mlstm_pallas  # noqa: F401 (registers the kernels)
-from pallas_kernels import slstm_pallas as _slstm_pallas  # noqa: F401 (registers the kernel)
-from pallas_kernels.dispatch import resolve_impl
-from pallas_kernels.mlstm import (
+from pallas_kernels.dispatch import IMPLEMENTATIONS, resolve_impl
+from pallas_kernels.mlstm.api import (
     mlstm_chunkwise,
     mlstm_parallel,
     mlstm_recurrent,
     mlstm_step,
 )
-from pallas_kernels.mlstm import zero_state as mlstm_zero_state
-from pallas_kernels.slstm import slstm, slstm_step
-from pallas_kernels.slstm import zero_state as slstm_zero_state
+from pallas_kernels.mlstm.reference import MLSTMState
+from pallas_kernels.mlstm.reference import zero_state as mlstm_zero_state
+from pallas_kernels.slstm.api import slstm, slstm_step
+from pallas_kernels.slstm.reference import SLSTMState
+from pallas_kernels.slstm.reference import zero_state as slstm_zero_state
 
 __all__ = [
+    "IMPLEMENTATIONS",
+    "MLSTMState",
+    "SLSTMState",
     "mlstm_chunkwise",
     "mlstm_parallel",
     "mlstm_recurrent",

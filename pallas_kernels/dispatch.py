@@ -1,49 +1,88 @@
-"""One place that decides which implementation an op runs (``impl="auto"|"xla"|"pallas"``)."""
+"""One place that decides which implementation an op runs (``impl="auto"|"xla"|"pallas"``).
+
+``IMPLEMENTATIONS`` is the explicit, immutable table: op name -> {"xla": fn, "pallas": fn}.
+The XLA entry is the pure-JAX reference (the specification); a "pallas" entry exists where
+a kernel does. Every entry of one op takes the same arguments (the Pallas ones also take
+``interpret``, bound by ``select``).
+
+``impl="auto"`` picks Pallas on a CUDA GPU when the op has a kernel and XLA otherwise, and
+logs its choice once per op. An explicit ``"pallas"`` that cannot be honoured raises.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 import jax
 
 from pallas_kernels._checks import check_impl
+from pallas_kernels.mlstm import chunkwise as _mlstm_chunkwise
+from pallas_kernels.mlstm import reference as _mlstm
+from pallas_kernels.mlstm import step as _mlstm_step
+from pallas_kernels.slstm import kernel as _slstm_kernel
+from pallas_kernels.slstm import reference as _slstm
 
 logger = logging.getLogger("pallas_kernels")
 _logged: set[tuple[str, str]] = set()
 
-# Ops that have a Pallas kernel registered. The kernel issues add entries here.
-PALLAS_OPS: dict[str, object] = {}
+IMPLEMENTATIONS: Mapping[str, Mapping[str, Callable]] = MappingProxyType(
+    {
+        "mlstm_parallel": MappingProxyType({"xla": _mlstm.parallel}),
+        "mlstm_recurrent": MappingProxyType({"xla": _mlstm.recurrent}),
+        "mlstm_chunkwise": MappingProxyType(
+            {"xla": _mlstm.chunkwise, "pallas": _mlstm_chunkwise.mlstm_chunkwise_pallas}
+        ),
+        "mlstm_step": MappingProxyType(
+            {"xla": _mlstm.step, "pallas": _mlstm_step.mlstm_step_pallas}
+        ),
+        "slstm": MappingProxyType({"xla": _slstm.scan, "pallas": _slstm_kernel.slstm_pallas}),
+    }
+)
 
 
-def _on_cuda_gpu() -> bool:
+def on_cuda_gpu() -> bool:
+    """Whether JAX's default device is a CUDA GPU."""
     dev = jax.devices()[0]
     return dev.platform == "gpu" and "cuda" in dev.client.platform_version.lower()
 
 
 def resolve_impl(op: str, impl: str, interpret: bool) -> str:
-    """Returns ``"xla"`` or ``"pallas"`` for ``op``.
+    """Returns ``"xla"`` or ``"pallas"`` for ``op`` (see the module docstring).
 
-    ``auto`` picks Pallas on a CUDA GPU when the op has a kernel, the XLA path otherwise,
-    and logs the choice once per op. An explicit ``"pallas"`` that cannot be honoured raises.
+    Raises:
+      ValueError: an unknown ``impl``, or ``"pallas"`` for an op without a kernel, or on a
+        machine without a CUDA GPU unless ``interpret``.
     """
     check_impl(impl)
-    has_kernel = op in PALLAS_OPS
+    table = IMPLEMENTATIONS[op]
     if impl == "xla":
         return "xla"
     if impl == "pallas":
-        if not has_kernel:
+        if "pallas" not in table:
             raise ValueError(
-                f"impl='pallas' was requested for `{op}`, but no Pallas kernel exists for it in "
-                "this version; use impl='auto' or impl='xla'."
+                f"impl='pallas' was requested for `{op}`, but it has no Pallas kernel; use "
+                f"impl='auto' or impl='xla' (the ops with kernels: "
+                f"{', '.join(o for o, t in IMPLEMENTATIONS.items() if 'pallas' in t)})."
             )
-        if not (interpret or _on_cuda_gpu()):
+        if not (interpret or on_cuda_gpu()):
             raise ValueError(
                 f"impl='pallas' for `{op}` needs a CUDA GPU; on this machine pass "
                 "interpret=True (slow, for testing) or use impl='auto'."
             )
         return "pallas"
-    choice = "pallas" if has_kernel and _on_cuda_gpu() else "xla"
+    choice = "pallas" if "pallas" in table and on_cuda_gpu() else "xla"
     if (op, choice) not in _logged:
         _logged.add((op, choice))
         logger.info("pallas_kernels.%s: impl='auto' chose the %s path", op, choice)
     return choice
+
+
+def select(op: str, impl: str, interpret: bool) -> Callable:
+    """The implementation of ``op`` that ``resolve_impl`` picks, ready to call (a Pallas
+    entry with ``interpret`` bound)."""
+    choice = resolve_impl(op, impl, interpret)
+    fn = IMPLEMENTATIONS[op][choice]
+    return functools.partial(fn, interpret=interpret) if choice == "pallas" else fn

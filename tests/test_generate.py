@@ -8,9 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import require_reference
 from flax import nnx
-from test_model import mixed_config, perturbed_model, tokens, torch_reference_config
+from helpers import mixed_config, perturbed_model, require_reference, tokens, torch_reference_config
 
 from xlstm_jax import convert, generate, sample_logits
 

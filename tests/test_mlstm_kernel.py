@@ -1,4 +1,4 @@
-"""The Pallas mLSTM kernels (pallas_kernels/mlstm_pallas.py) against the XLA reference.
+"""The Pallas mLSTM kernels (pallas_kernels/mlstm/) against the XLA reference.
 
 On CPU the kernels run in interpret mode at tiny shapes (outputs, final states and the
 gradients of all of them, initial states included), and are cross-lowered to CUDA (the real
@@ -14,11 +14,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TOL, rel_err
-from test_slstm_kernel import MODES, _on_cuda, _triton_calls
+from helpers import MODES, TOL, lower_for_cuda, rel_err, triton_calls
 
 import pallas_kernels as pk
-from pallas_kernels import mlstm_pallas as mp
+from pallas_kernels.dispatch import on_cuda_gpu
+from pallas_kernels.mlstm import backward, chunkwise, forward
+from pallas_kernels.mlstm import step as step_kernel
+from pallas_kernels.mlstm.block_sizes import BlockSizes
 
 
 def _inputs(seed, B, NH, S, DQ, DV, dtype=jnp.float32, with_state=True):
@@ -45,7 +47,9 @@ def _chunkwise(impl, L, interpret=True, block_sizes=None):
 
     def run(q, k, v, i, f, state):
         if block_sizes is not None:
-            return mp.mlstm_chunkwise_pallas(q, k, v, i, f, L, state, 1e-6, interpret, block_sizes)
+            return chunkwise.mlstm_chunkwise_pallas(
+                q, k, v, i, f, state, chunk_size=L, interpret=interpret, block_sizes=block_sizes
+            )
         return pk.mlstm_chunkwise(
             q,
             k,
@@ -101,7 +105,7 @@ def _assert_close(actual, desired, dtype, names=NAMES):
             assert rel_err(a, d) < rtol, (name, rel_err(a, d))
 
 
-SMALL_TILES = mp.BlockSizes(
+SMALL_TILES = BlockSizes(
     state_tile_qk=16, state_tile_v=16, out_tile_v=16, bwd_tile_v=16, step_tile_v=16
 )
 # (B, NH, S, DHQK, DHV, chunk, with initial state, block sizes); None = defaults via pk.
@@ -162,7 +166,7 @@ def test_matches_reference_bf16(interpret):
 
 def test_kernel_outputs_fully_written():
     """Every element of every kernel output, padding included, is written: interpret mode
-    fills outputs with NaN first (test_slstm_kernel guards that), and no NaN survives."""
+    fills outputs with NaN first (test_slstm_kernel.py guards that), and no NaN survives."""
     B, NH, S, DQ, DV, L = 2, 1, 37, 24, 40, 16
     q, k, v, i, f, state = _inputs(3, B, NH, S, DQ, DV)
     bs = SMALL_TILES
@@ -172,7 +176,7 @@ def test_kernel_outputs_fully_written():
     qp = jnp.pad(q, (z, z, ps, pq)).reshape(BH, Sp, DQp)
     kp = jnp.pad(k, (z, z, ps, pq)).reshape(BH, Sp, DQp)
     vp = jnp.pad(v, (z, z, ps, pv)).reshape(BH, Sp, DVp)
-    ip = jnp.pad(i, (z, z, ps), constant_values=mp._PAD_I).reshape(BH, Sp)
+    ip = jnp.pad(i, (z, z, ps), constant_values=chunkwise.PAD_I).reshape(BH, Sp)
     b = jnp.cumsum(
         jax.nn.log_sigmoid(jnp.pad(f, (z, z, ps), constant_values=30.0)).reshape(BH, -1, L), -1
     ).reshape(BH, Sp)
@@ -182,11 +186,11 @@ def test_kernel_outputs_fully_written():
         state[2].reshape(BH, 1),
     )
     scale = DQ**-0.5
-    (h, last), res = mp._mlstm_core_fwd(qp, kp, vp, ip, b, s0, L, scale, 1e-6, bs, True)
-    starts, last_a = mp._chunk_states(kp, vp, ip, b, s0, L, bs, True)
+    (h, last), res = chunkwise._mlstm_core_fwd(qp, kp, vp, ip, b, s0, L, scale, 1e-6, bs, True)
+    starts, last_a = forward.chunk_states(kp, vp, ip, b, s0, L, bs, True)
     dlast = (jnp.ones((BH, DQp, DVp)), jnp.ones((BH, DQp)), jnp.ones((BH, 1)))
-    grads = mp._mlstm_core_bwd(L, scale, 1e-6, bs, True, res, (jnp.ones_like(h), dlast))
-    step = mp._step_call(
+    grads = backward.chunkwise_bwd(L, scale, 1e-6, bs, True, res, (jnp.ones_like(h), dlast))
+    step = step_kernel._step_call(
         qp[:, 0], kp[:, 0], vp[:, 0], ip[:, :1], b[:, :1], s0, 1e-6, scale, bs, True
     )
     # The backward kernels' outputs feed the gradients: a NaN left in them shows up there.
@@ -207,7 +211,7 @@ def test_step_matches_reference(case, interpret):
 
     def run(impl):
         if impl == "pallas" and bs is not None:
-            return lambda *a: mp.mlstm_step_pallas(*a, 1e-6, interpret, bs)
+            return lambda *a: step_kernel.mlstm_step_pallas(*a, interpret=interpret, block_sizes=bs)
         return lambda *a: pk.mlstm_step(*a, impl=impl, interpret=interpret)
 
     def loss(run, q, k, v, i, f, state):
@@ -325,7 +329,7 @@ def test_model_with_pallas_kernels_matches_xla():
 
 
 def test_pallas_without_gpu_or_interpret_raises():
-    if _on_cuda():
+    if on_cuda_gpu():
         pytest.skip("this machine has a CUDA GPU")
     q, k, v, i, f, state = _inputs(0, 1, 1, 4, 16, 16)
     with pytest.raises(ValueError, match="needs a CUDA GPU"):
@@ -337,7 +341,7 @@ def test_pallas_without_gpu_or_interpret_raises():
 
 
 def test_auto_on_cpu_takes_the_xla_path():
-    if _on_cuda():
+    if on_cuda_gpu():
         pytest.skip("this machine has a CUDA GPU")
     assert pk.resolve_impl("mlstm_chunkwise", "auto", False) == "xla"
     assert pk.resolve_impl("mlstm_step", "auto", False) == "xla"
@@ -348,7 +352,7 @@ def test_unsupported_arguments_raise():
     with pytest.raises(ValueError, match="power of two >= 16"):
         pk.mlstm_chunkwise(q, k, v, i, f, chunk_size=8, impl="pallas", interpret=True)
     with pytest.raises(ValueError, match="out_tile_v"):
-        mp.BlockSizes(out_tile_v=48).validate()
+        BlockSizes(out_tile_v=48).validate()
 
 
 # --- Cross-lowering to CUDA (the Pallas -> Triton lowering GPUs run), benchmark shapes. ---
@@ -390,20 +394,15 @@ def test_cross_lowers_to_cuda(S, L, dtype):
         ),
     )
 
-    def forward(q, k, v, i, f, s0):
-        return mp.mlstm_chunkwise_pallas(q, k, v, i, f, L, s0)
+    def run(q, k, v, i, f, s0):
+        return chunkwise.mlstm_chunkwise_pallas(q, k, v, i, f, s0, chunk_size=L)
 
     def loss(q, k, v, i, f, s0):
-        h, last = forward(q, k, v, i, f, s0)
+        h, last = run(q, k, v, i, f, s0)
         return jnp.sum(h.astype(jnp.float32)) + sum(jnp.sum(s) for s in last)
 
-    cuda = ("cuda",)
-    fwd = jax.jit(forward).trace(*args).lower(lowering_platforms=cuda)
-    bwd = (
-        jax.jit(jax.grad(loss, argnums=tuple(range(6)))).trace(*args).lower(lowering_platforms=cuda)
-    )
-    assert _triton_calls(fwd) == FWD
-    assert _triton_calls(bwd) == BWD
+    assert triton_calls(lower_for_cuda(run, *args)) == FWD
+    assert triton_calls(lower_for_cuda(jax.grad(loss, argnums=tuple(range(6))), *args)) == BWD
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32], ids=["bf16", "fp32"])
@@ -422,5 +421,4 @@ def test_step_cross_lowers_to_cuda(dtype):
             spec((B, NH), jnp.float32),
         ),
     )
-    low = jax.jit(mp.mlstm_step_pallas).trace(*args).lower(lowering_platforms=("cuda",))
-    assert _triton_calls(low) == ["mlstm_step"]
+    assert triton_calls(lower_for_cuda(step_kernel.mlstm_step_pallas, *args)) == ["mlstm_step"]

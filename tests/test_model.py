@@ -9,8 +9,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import rel_err, require_reference
 from flax import nnx
+from helpers import (
+    mixed_config,
+    perturbed_model,
+    rel_err,
+    require_reference,
+    tokens,
+    torch_reference_config,
+)
 
 from xlstm_jax import (
     ConfigError,
@@ -23,54 +30,6 @@ from xlstm_jax import (
     xLSTMLMModel,
     xLSTMLMModelConfig,
 )
-
-
-def mixed_config(**kw) -> xLSTMLMModelConfig:
-    base = dict(
-        mlstm_block=mLSTMBlockConfig(mlstm=mLSTMLayerConfig(num_heads=2, chunk_size=8)),
-        slstm_block=sLSTMBlockConfig(slstm=sLSTMLayerConfig(num_heads=2)),
-        num_blocks=3,
-        slstm_at=(1,),
-        embedding_dim=32,
-        vocab_size=61,
-    )
-    base.update(kw)
-    return xLSTMLMModelConfig(**base)
-
-
-@nnx.jit(static_argnums=(0, 1, 2))
-def perturbed_model(cfg, seed=0, scale=0.2):
-    """A model with every weight moved off its initial value (zeros included)."""
-    model = xLSTMLMModel(cfg, rngs=nnx.Rngs(seed))
-    state = nnx.state(model, nnx.Param)
-    leaves, treedef = jax.tree.flatten(state)
-    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-    leaves = [
-        x + scale * jax.random.normal(k, x.shape, x.dtype)
-        for x, k in zip(leaves, keys, strict=True)
-    ]
-    nnx.update(model, jax.tree.unflatten(treedef, leaves))
-    return model
-
-
-def tokens(B, S, V, seed=0):
-    return jnp.asarray(np.random.default_rng(seed).integers(0, V, (B, S)), jnp.int32)
-
-
-def torch_reference_config(xlstm, E=32, num_blocks=3, slstm_at=(1,), V=61, ctx=64, **kw):
-    return xlstm.xLSTMLMModelConfig(
-        mlstm_block=xlstm.mLSTMBlockConfig(mlstm=xlstm.mLSTMLayerConfig(num_heads=2)),
-        slstm_block=xlstm.sLSTMBlockConfig(
-            slstm=xlstm.sLSTMLayerConfig(backend="vanilla", num_heads=2),
-            feedforward=xlstm.FeedForwardConfig(),
-        ),
-        context_length=ctx,
-        num_blocks=num_blocks,
-        embedding_dim=E,
-        slstm_at=list(slstm_at),
-        vocab_size=V,
-        **kw,
-    )
 
 
 def test_round_trip_torch_jax_torch_is_exact():

@@ -25,12 +25,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import rel_err, require_reference
 from flax import nnx
+from helpers import rel_err, require_reference
 
 from xlstm_jax import convert
 
-torch, xlstm = require_reference()
+torch, xlstm = require_reference(module_level=True)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The Pallas sLSTM kernel (pallas_kernels/slstm_pallas.py) against the lax.scan reference.
+"""The Pallas sLSTM kernel (pallas_kernels/slstm/) against the lax.scan reference.
 
 On CPU the kernels run in interpret mode at tiny shapes, and are cross-lowered to CUDA
 (the real Pallas -> Triton lowering, plus an MLIR verification of the Triton IR) at the
@@ -11,27 +11,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TOL, rel_err
+from helpers import MODES, TOL, lower_for_cuda, rel_err, triton_calls
 from jax.experimental import pallas as pl
 
 import pallas_kernels as pk
-from pallas_kernels import slstm_pallas as sp
-
-
-def _on_cuda() -> bool:
-    dev = jax.devices()[0]
-    return dev.platform == "gpu" and "cuda" in dev.client.platform_version.lower()
-
-
-# Each check runs interpreted on CPU, and compiled where a CUDA GPU is present.
-MODES = [
-    pytest.param(True, id="interpret"),
-    pytest.param(
-        False,
-        id="compiled",
-        marks=pytest.mark.skipif(not _on_cuda(), reason="compiled Pallas needs a CUDA GPU"),
-    ),
-]
+from pallas_kernels.dispatch import on_cuda_gpu
+from pallas_kernels.slstm import backward, forward, kernel
+from pallas_kernels.slstm.block_sizes import BlockSizes
 
 
 def _inputs(seed, B, S, NH, DH, dtype=jnp.float32, with_state=True):
@@ -96,7 +82,9 @@ def _pallas(function, interpret, block_sizes=None):
                 impl="pallas",
                 interpret=interpret,
             )
-        return sp.slstm_pallas(gx, R, bias, s0, function, interpret, block_sizes)
+        return kernel.slstm_pallas(
+            gx, R, bias, s0, function=function, interpret=interpret, block_sizes=block_sizes
+        )
 
     return run
 
@@ -121,10 +109,10 @@ CASES = [
     (1, 16, 1, 32, True, "slstm", None),
     (3, 7, 2, 16, False, "slstm", None),
     # DH tiled (NT = 2), R re-read every step, two batch tiles, padded DH (24 -> 32).
-    (17, 5, 1, 24, True, "slstm", sp.BlockSizes(dh_tile=16, r_on_chip_max_bytes=0)),
-    (3, 7, 2, 32, True, "slstm", sp.BlockSizes(dh_tile=16)),
+    (17, 5, 1, 24, True, "slstm", BlockSizes(dh_tile=16, r_on_chip_max_bytes=0)),
+    (3, 7, 2, 32, True, "slstm", BlockSizes(dh_tile=16)),
     (3, 7, 2, 8, True, "lstm", None),
-    (17, 5, 1, 24, True, "lstm", sp.BlockSizes(dh_tile=16, r_on_chip_max_bytes=0)),
+    (17, 5, 1, 24, True, "lstm", BlockSizes(dh_tile=16, r_on_chip_max_bytes=0)),
 ]
 
 
@@ -167,7 +155,7 @@ def test_interpret_mode_poisons_unwritten_outputs():
 @pytest.mark.parametrize("function", ["slstm", "lstm"])
 def test_kernel_outputs_fully_written(function):
     """Every element of every kernel output, padding included, is written (no NaN left)."""
-    bs = sp.BlockSizes(dh_tile=16, r_on_chip_max_bytes=0)
+    bs = BlockSizes(dh_tile=16, r_on_chip_max_bytes=0)
     B, S, NH, DH = 17, 3, 2, 24  # padded to 32 rows and DH 32, two DH tiles
     gx, R, bias, state = _inputs(3, B, S, NH, DH)
     Bp, DHp = 32, 32
@@ -176,17 +164,17 @@ def test_kernel_outputs_fully_written(function):
     r = jnp.pad(jnp.transpose(R, (0, 2, 1, 3)), ((0, 0), (0, 0), pd, pd))
     b = jnp.pad(bias, ((0, 0), (0, 0), pd))
     s0 = tuple(jnp.pad(s, (pb, (0, 0), pd)) for s in state)
-    outs = sp._fwd_call(gxp, r, b, s0, function, True, bs, False)[:2]
-    y_seq, seqs, raw = sp._fwd_call(gxp, r, b, s0, function, True, bs, True)
+    outs = forward.fwd_call(gxp, r, b, s0, function, True, bs, False)[:2]
+    y_seq, seqs, raw = forward.fwd_call(gxp, r, b, s0, function, True, bs, True)
     ns = 3 if function == "slstm" else 1
     dlast = tuple(jnp.ones((Bp, NH, DHp)) for _ in range(ns))
-    draw, d0 = sp._bwd_call(jnp.ones_like(y_seq), raw, r, seqs, s0, dlast, function, True, bs)
+    draw, d0 = backward.bwd_call(jnp.ones_like(y_seq), raw, r, seqs, s0, dlast, function, True, bs)
     for leaf in jax.tree.leaves((outs, y_seq, seqs, raw, draw, d0)):
         assert np.isfinite(np.asarray(leaf)).all()
 
 
 def test_pallas_without_gpu_or_interpret_raises():
-    if _on_cuda():
+    if on_cuda_gpu():
         pytest.skip("this machine has a CUDA GPU")
     gx, R, bias, _ = _inputs(0, 1, 2, 1, 8)
     with pytest.raises(ValueError, match="needs a CUDA GPU"):
@@ -194,7 +182,7 @@ def test_pallas_without_gpu_or_interpret_raises():
 
 
 def test_auto_on_cpu_takes_the_xla_path():
-    if _on_cuda():
+    if on_cuda_gpu():
         pytest.skip("this machine has a CUDA GPU")
     assert pk.resolve_impl("slstm", "auto", False) == "xla"
 
@@ -203,45 +191,12 @@ def test_block_sizes_are_validated():
     gx, R, bias, _ = _inputs(0, 1, 2, 1, 8)
     s0 = pk.slstm_zero_state(1, 1, 8)
     with pytest.raises(ValueError, match="batch_tile"):
-        sp.slstm_pallas(gx, R, bias, s0, "slstm", True, sp.BlockSizes(batch_tile=8))
+        kernel.slstm_pallas(gx, R, bias, s0, interpret=True, block_sizes=BlockSizes(batch_tile=8))
     with pytest.raises(ValueError, match="dh_tile"):
-        sp.slstm_pallas(gx, R, bias, s0, "slstm", True, sp.BlockSizes(dh_tile=48))
+        kernel.slstm_pallas(gx, R, bias, s0, interpret=True, block_sizes=BlockSizes(dh_tile=48))
 
 
 # --- Cross-lowering to CUDA (the Pallas -> Triton lowering GPUs run), benchmark shapes. ---
-
-
-def _triton_calls(lowered):
-    """The Triton IR modules inside the lowered program, parsed and MLIR-verified."""
-    from jax._src.interpreters import mlir
-    from jax._src.lib.mlir import ir
-    from jax._src.lib.triton import dialect as tt_dialect
-
-    found = []
-
-    def walk(op):
-        for region in op.regions:
-            for block in region.blocks:
-                for child in block.operations:
-                    child = child.operation
-                    if child.name == "stablehlo.custom_call" and "triton" in str(
-                        child.attributes["call_target_name"]
-                    ):
-                        found.append(child.attributes["mhlo.backend_config"])
-                    walk(child)
-
-    walk(lowered.compiler_ir("stablehlo").operation)
-    names = []
-    for cfg in found:
-        ctx = ir.Context()
-        ctx.append_dialect_registry(mlir.upstream_dialects)
-        tt_dialect.register_dialect(ctx)
-        ctx.load_all_available_dialects()
-        with ctx:
-            module = ir.Module.parse(cfg["ir"].value_bytes)
-            assert module.operation.verify()
-        names.append(cfg["name"].value)
-    return names
 
 
 @pytest.mark.parametrize("function", ["slstm", "lstm"])
@@ -260,21 +215,17 @@ def test_cross_lowers_to_cuda(NH, DH, dtype, function):
         tuple(spec((B, NH, DH), jnp.float32) for _ in range(4)),
     )
 
-    def forward(gx, R, bias, s0):
-        return sp.slstm_pallas(gx, R, bias, s0, function)
+    def run(gx, R, bias, s0):
+        return kernel.slstm_pallas(gx, R, bias, s0, function=function)
 
     def loss(gx, R, bias, s0):
-        ys, last = forward(gx, R, bias, s0)
+        ys, last = run(gx, R, bias, s0)
         return jnp.sum(ys) + sum(jnp.sum(s) for s in last)
 
-    fwd = jax.jit(forward).trace(*args).lower(lowering_platforms=("cuda",))
-    bwd = (
-        jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))
-        .trace(*args)
-        .lower(lowering_platforms=("cuda",))
-    )
-    assert _triton_calls(fwd) == [f"{function}_fwd"]
-    assert _triton_calls(bwd) == [f"{function}_fwd", f"{function}_bwd"]
+    fwd = lower_for_cuda(run, *args)
+    bwd = lower_for_cuda(jax.grad(loss, argnums=(0, 1, 2, 3)), *args)
+    assert triton_calls(fwd) == [f"{function}_fwd"]
+    assert triton_calls(bwd) == [f"{function}_fwd", f"{function}_bwd"]
 
 
 def test_gpu_check_script_dry_run(tmp_path):

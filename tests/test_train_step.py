@@ -106,8 +106,7 @@ def test_memory_estimate_counts_adamw_state_and_grows_with_batch():
 def test_decay_mask_equals_the_reference_optimizer_groups():
     """Our mask, mapped to the reference's parameter names, equals the reference's own
     weight-decay grouping (``get_weight_decay_optim_group_param_names``)."""
-    from conftest import require_reference
-    from test_model import torch_reference_config
+    from helpers import require_reference, torch_reference_config
 
     from xlstm_jax import convert
 

@@ -1,0 +1,1 @@
+"""The sLSTM op: reference (the spec), public entries (api), Pallas kernels by phase."""

@@ -1,0 +1,154 @@
+"""Helpers shared by the test modules (imported as ``helpers``; no test module imports
+another): the tolerance table, error measures, the PyTorch-reference guard, the kernel-test
+modes and the CUDA cross-lowering inspection."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from pallas_kernels.dispatch import on_cuda_gpu
+from xlstm_jax import (
+    mLSTMBlockConfig,
+    mLSTMLayerConfig,
+    sLSTMBlockConfig,
+    sLSTMLayerConfig,
+    xLSTMLMModel,
+    xLSTMLMModelConfig,
+)
+
+# Parity tests must not silently skip in CI: there, a missing torch/xlstm is an error.
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Tolerances keyed by dtype: (atol, rtol). Never loosened to make a test pass.
+TOL = {
+    "float64": (1e-10, 1e-10),
+    "float32": (1e-5, 1e-5),
+    "bfloat16": (2e-2, 2e-2),
+}
+
+
+def rel_err(a, b) -> float:
+    """||a - b|| / ||b|| (norm-relative error)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
+def require_reference(module_level: bool = False):
+    """Imports torch and xlstm; skips (the test, or the whole module when called at module
+    level) where they are missing, but fails in CI."""
+    try:
+        import torch
+        import xlstm
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        if IN_CI:
+            raise RuntimeError("torch/xlstm are required in CI (pip install -e '.[test]')") from err
+        pytest.skip(f"PyTorch reference not installed: {err}", allow_module_level=module_level)
+    return torch, xlstm
+
+
+# Each kernel check runs interpreted on CPU, and compiled where a CUDA GPU is present.
+MODES = [
+    pytest.param(True, id="interpret"),
+    pytest.param(
+        False,
+        id="compiled",
+        marks=pytest.mark.skipif(not on_cuda_gpu(), reason="compiled Pallas needs a CUDA GPU"),
+    ),
+]
+
+
+def lower_for_cuda(fn, *args):
+    """``jax.jit(fn)`` lowered for CUDA from this machine (the real Pallas -> Triton
+    lowering a GPU runs)."""
+    return jax.jit(fn).trace(*args).lower(lowering_platforms=("cuda",))
+
+
+def triton_calls(lowered) -> list[str]:
+    """The names of the Triton kernels inside a lowered program, each module parsed and
+    MLIR-verified."""
+    from jax._src.interpreters import mlir
+    from jax._src.lib.mlir import ir
+    from jax._src.lib.triton import dialect as tt_dialect
+
+    found = []
+
+    def walk(op):
+        for region in op.regions:
+            for block in region.blocks:
+                for child in block.operations:
+                    child = child.operation
+                    if child.name == "stablehlo.custom_call" and "triton" in str(
+                        child.attributes["call_target_name"]
+                    ):
+                        found.append(child.attributes["mhlo.backend_config"])
+                    walk(child)
+
+    walk(lowered.compiler_ir("stablehlo").operation)
+    names = []
+    for cfg in found:
+        ctx = ir.Context()
+        ctx.append_dialect_registry(mlir.upstream_dialects)
+        tt_dialect.register_dialect(ctx)
+        ctx.load_all_available_dialects()
+        with ctx:
+            module = ir.Module.parse(cfg["ir"].value_bytes)
+            assert module.operation.verify()
+        names.append(cfg["name"].value)
+    return names
+
+
+# --- Small models shared by the model, generation and parity tests. ---
+
+
+def mixed_config(**kw) -> xLSTMLMModelConfig:
+    base = dict(
+        mlstm_block=mLSTMBlockConfig(mlstm=mLSTMLayerConfig(num_heads=2, chunk_size=8)),
+        slstm_block=sLSTMBlockConfig(slstm=sLSTMLayerConfig(num_heads=2)),
+        num_blocks=3,
+        slstm_at=(1,),
+        embedding_dim=32,
+        vocab_size=61,
+    )
+    base.update(kw)
+    return xLSTMLMModelConfig(**base)
+
+
+@nnx.jit(static_argnums=(0, 1, 2))
+def perturbed_model(cfg, seed=0, scale=0.2):
+    """A model with every weight moved off its initial value (zeros included)."""
+    model = xLSTMLMModel(cfg, rngs=nnx.Rngs(seed))
+    state = nnx.state(model, nnx.Param)
+    leaves, treedef = jax.tree.flatten(state)
+    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
+    leaves = [
+        x + scale * jax.random.normal(k, x.shape, x.dtype)
+        for x, k in zip(leaves, keys, strict=True)
+    ]
+    nnx.update(model, jax.tree.unflatten(treedef, leaves))
+    return model
+
+
+def tokens(B, S, V, seed=0):
+    return jnp.asarray(np.random.default_rng(seed).integers(0, V, (B, S)), jnp.int32)
+
+
+def torch_reference_config(xlstm, E=32, num_blocks=3, slstm_at=(1,), V=61, ctx=64, **kw):
+    return xlstm.xLSTMLMModelConfig(
+        mlstm_block=xlstm.mLSTMBlockConfig(mlstm=xlstm.mLSTMLayerConfig(num_heads=2)),
+        slstm_block=xlstm.sLSTMBlockConfig(
+            slstm=xlstm.sLSTMLayerConfig(backend="vanilla", num_heads=2),
+            feedforward=xlstm.FeedForwardConfig(),
+        ),
+        context_length=ctx,
+        num_blocks=num_blocks,
+        embedding_dim=E,
+        slstm_at=list(slstm_at),
+        vocab_size=V,
+        **kw,
+    )
