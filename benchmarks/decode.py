@@ -61,7 +61,7 @@ def ours(cfg, batch: int, n_decode: int, contexts, max_prefill_tokens: int, repe
     @jax.jit
     def prefill(params, tokens):
         m = nnx.merge(graphdef, params)
-        logits, state = m(tokens, state=m.init_state(tokens.shape[0]), return_state=True)
+        logits, state = m.with_state(tokens, m.init_state(tokens.shape[0]))
         return logits[:, -1], state
 
     @jax.jit
@@ -71,7 +71,7 @@ def ours(cfg, batch: int, n_decode: int, contexts, max_prefill_tokens: int, repe
         def step(carry, _):
             last, state = carry
             tok = jnp.argmax(last, axis=-1).astype(jnp.int32)[:, None]
-            logits, state = m(tok, state=state, return_state=True)
+            logits, state = m.with_state(tok, state)
             return (logits[:, 0], state), tok[:, 0]
 
         (_, state), toks = jax.lax.scan(step, (last, state), None, length=n_decode)

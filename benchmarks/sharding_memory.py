@@ -36,33 +36,36 @@ def measure(meshes, seq_len: int, batch: int, out: str) -> None:
     from jax.sharding import PartitionSpec as P
 
     from configs import xlstm_350m
-    from train.loop import make_train_step
+    from train.batch import Batch
     from train.optimizer import decay_mask, make_optimizer, make_schedule
+    from train.step import make_train_step, state_shardings
     from xlstm_jax import xLSTMLMModel
-    from xlstm_jax.sharding import activate, make_mesh, tree_shardings
+    from xlstm_jax.sharding import activate, make_mesh
 
     cfg = xlstm_350m.get_config()
     model_cfg = dataclasses.replace(cfg.model, remat=True)
     abstract = nnx.eval_shape(lambda: xLSTMLMModel(model_cfg, rngs=nnx.Rngs(0)))
-    graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
+    graphdef, param_state, rest = nnx.split(abstract, nnx.Param, ...)
+    params = nnx.to_pure_dict(param_state)
     n_params = sum(x.size for x in jax.tree.leaves(params))
     tx = make_optimizer(
         cfg.optimizer, make_schedule(cfg.optimizer, cfg.schedule, 1000), decay_mask(params)
     )
     state = {"params": params, "opt_state": jax.eval_shape(tx.init, params)}
     step = make_train_step(graphdef, rest, tx)
-    tokens = jax.ShapeDtypeStruct((1, batch, seq_len + 1), jnp.int32)
+    shape = (1, batch, seq_len + 1)
+    tokens = Batch(jax.ShapeDtypeStruct(shape, jnp.int32), jax.ShapeDtypeStruct(shape, bool))
     rows = []
     for sizes in meshes:
         mesh = make_mesh(sizes)
         t0 = time.perf_counter()
         with activate(mesh):
-            shard = tree_shardings(state)
+            shard = state_shardings(tx, param_state, state["opt_state"], mesh)
             batch_sharding = NamedSharding(mesh, P(None, ("data", "fsdp")))
             compiled = (
                 jax.jit(
                     step,
-                    in_shardings=(shard, batch_sharding),
+                    in_shardings=(shard, Batch(batch_sharding, batch_sharding)),
                     out_shardings=(shard, NamedSharding(mesh, P())),
                     donate_argnums=0,
                 )

@@ -23,13 +23,13 @@ from train.config import (
 )
 from xlstm_jax.config import (
     FeedForwardConfig,
+    TransformerConfig,
     mLSTMBlockConfig,
     mLSTMLayerConfig,
     sLSTMBlockConfig,
     sLSTMLayerConfig,
     xLSTMLMModelConfig,
 )
-from xlstm_jax.transformer import TransformerConfig
 
 # Block layouts by name: positions of the sLSTM blocks in a 2-block stack.
 SLSTM_AT = {"xlstm01": (0, 1), "xlstm10": (), "xlstm11": (1,)}

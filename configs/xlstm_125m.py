@@ -1,8 +1,8 @@
 """125M xLSTM[7:1]: E 768, 24 blocks, 4 heads (the paper's 125M size).
 
-The sLSTM positions and the peak LR are not given in ``targets.md``: [3, 20] mirrors the
-350M recipe's early-and-late placement in a stack half as deep, and the LR follows the
-usual rule of a higher peak for a smaller model.
+The sLSTM positions and the peak LR are our choices (the paper does not give them):
+[3, 20] mirrors the 350M recipe's early-and-late placement in a stack half as deep, and the
+LR follows the usual rule of a higher peak for a smaller model.
 """
 
 from configs._paper import paper_config

@@ -1,6 +1,6 @@
 """760M xLSTM[7:1]: E 1536, 48 blocks, 4 heads, sLSTM at the 350M recipe's positions.
 
-The peak LR is our choice (not in ``targets.md``), between the 350M and 125M values.
+The peak LR is our choice (the paper does not give it), between the 350M and 125M values.
 """
 
 from configs._paper import SLSTM_AT_48, paper_config

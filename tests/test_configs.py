@@ -8,8 +8,9 @@ import jax
 import pytest
 from flax import nnx
 
-import configs
-from train.config import ConfigError, apply_overrides, to_dict
+from train import registry
+from train.config import ConfigError
+from train.overrides import apply_overrides, to_dict
 from xlstm_jax import xLSTMLMModel
 from xlstm_jax.transformer import TransformerConfig, TransformerLM
 
@@ -36,12 +37,12 @@ EXPECTED = {
 
 
 def test_every_shipped_config_is_listed_and_tested():
-    assert set(configs.available()) == set(EXPECTED)
+    assert set(registry.available()) == set(EXPECTED)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_config_builds_abstractly_with_expected_size(name):
-    cfg = configs.load(name)
+    cfg = registry.load(name)
     build = TransformerLM if isinstance(cfg.model, TransformerConfig) else xLSTMLMModel
     model = nnx.eval_shape(lambda: build(cfg.model, rngs=nnx.Rngs(0)))
     params = nnx.state(model, nnx.Param)
@@ -53,7 +54,7 @@ def test_config_builds_abstractly_with_expected_size(name):
 
 
 def test_350m_recipe_matches_the_paper():
-    cfg = configs.load("xlstm_350m")
+    cfg = registry.load("xlstm_350m")
     m = cfg.model
     assert (m.embedding_dim, m.num_blocks, m.mlstm_block.mlstm.num_heads) == (1024, 48, 4)
     assert m.slstm_at == (3, 5, 7, 40, 42, 44) and not m.tie_weights
@@ -64,11 +65,11 @@ def test_350m_recipe_matches_the_paper():
     assert (o.lr, o.b1, o.b2, o.eps, o.weight_decay) == (1e-3, 0.9, 0.95, 1e-5, 0.1)
     assert (s.warmup_steps, s.final_lr_ratio) == (750, 0.1)
     assert not m.weight_decay_on_embedding
-    assert configs.load("xlstm_350m_10").model.slstm_at == ()
+    assert registry.load("xlstm_350m_10").model.slstm_at == ()
 
 
 def test_keys_users_reach_for_exist():
-    cfg = configs.load("xlstm_tiny")
+    cfg = registry.load("xlstm_tiny")
     keys = [
         "train.steps=7",
         "train.batch_size=8",
@@ -88,7 +89,7 @@ def test_keys_users_reach_for_exist():
 
 
 def test_override_coercion_and_revalidation():
-    cfg = configs.load("xlstm_tiny")
+    cfg = registry.load("xlstm_tiny")
     out = apply_overrides(
         cfg,
         [
@@ -101,8 +102,9 @@ def test_override_coercion_and_revalidation():
     )
     assert out.model.tie_weights is True and out.optimizer.lr == 2e-4
     assert out.model.slstm_at == (0, 2) and out.model.slstm_block.feedforward is None
-    # Sub-layer configs follow the new embedding size (the model config re-derives them).
-    assert out.model.mlstm_block.mlstm.embedding_dim == 64
+    # Sub-layer configs follow the new embedding size (the resolved view of each block).
+    assert out.model.block_config(1).mlstm.embedding_dim == 64
+    assert out.model.block_config(0).slstm.embedding_dim == 64
     assert apply_overrides(cfg, ["model.slstm_at=3"]).model.slstm_at == (3,)
     assert cfg.train.steps == 300  # the original is untouched (frozen)
 
@@ -125,12 +127,12 @@ def test_override_coercion_and_revalidation():
 )
 def test_bad_overrides_name_the_problem(overrides, message):
     with pytest.raises(ConfigError) as e:
-        apply_overrides(configs.load("xlstm_tiny"), overrides)
+        apply_overrides(registry.load("xlstm_tiny"), overrides)
     assert message in str(e.value)
 
 
 def test_overrides_of_one_section_apply_together():
-    cfg = configs.load("xlstm_tiny")  # slstm_at=(1,)
+    cfg = registry.load("xlstm_tiny")  # slstm_at=(1,)
     for order in (
         ["model.num_blocks=1", "model.slstm_at=[]"],
         ["model.slstm_at=[]", "model.num_blocks=1"],
@@ -142,12 +144,12 @@ def test_overrides_of_one_section_apply_together():
 
 def test_unknown_config_name_lists_the_available_ones():
     with pytest.raises(ConfigError) as e:
-        configs.load("xlstm_9000m")
+        registry.load("xlstm_9000m")
     assert "xlstm_tiny" in str(e.value) and "xlstm_350m" in str(e.value)
 
 
 def test_mesh_resolution():
-    cfg = apply_overrides(configs.load("xlstm_tiny"), ["mesh.data=-1", "mesh.tensor=2"])
+    cfg = apply_overrides(registry.load("xlstm_tiny"), ["mesh.data=-1", "mesh.tensor=2"])
     assert cfg.mesh.resolve(8) == (4, 1, 2)
     with pytest.raises(ConfigError):
         cfg.mesh.resolve(3)

@@ -77,9 +77,9 @@ def test_bad_arguments_raise(model):
 
 def test_state_after_token_steps_equals_state_after_prefill(model):
     x = tokens(2, 11, model.config.vocab_size, seed=3)
-    _, prefill_state = model(x, return_state=True)
+    _, prefill_state = model.with_state(x, model.init_state(2))
     state = model.init_state(2)
-    step = nnx.jit(lambda m, tok, s: m(tok, state=s, return_state=True)[1])
+    step = nnx.jit(lambda m, tok, s: m.with_state(tok, s)[1])
     for t in range(11):
         state = step(model, x[:, t : t + 1], state)
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(prefill_state), strict=True):
@@ -97,8 +97,8 @@ def test_gradient_through_carried_state_equals_whole_sequence():
             return optax.softmax_cross_entropy_with_integer_labels(m(inputs), targets).mean()
 
         def segments(m):
-            la, state = m(inputs[:, :9], state=m.init_state(2), return_state=True)
-            lb, _ = m(inputs[:, 9:], state=state, return_state=True)
+            la, state = m.with_state(inputs[:, :9], m.init_state(2))
+            lb, _ = m.with_state(inputs[:, 9:], state)
             logits = jnp.concatenate([la, lb], axis=1)
             return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
 

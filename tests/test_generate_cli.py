@@ -1,4 +1,4 @@
-"""``python -m xlstm_jax.generate`` on a real (tiny) training run."""
+"""``python -m train.generate`` on a real (tiny) training run."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from train.runs import load_run
 from xlstm_jax import generate
-from xlstm_jax.generate import _load_run
 
 ROOT = Path(__file__).parent.parent
 SETS = [
@@ -44,7 +44,7 @@ def test_cli_streams_the_greedy_continuation(workdir):
     prompt = "def main("
     proc = run(
         "-m",
-        "xlstm_jax.generate",
+        "train.generate",
         "--workdir",
         str(workdir),
         "--prompt",
@@ -57,26 +57,44 @@ def test_cli_streams_the_greedy_continuation(workdir):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "checkpoint step 3" in proc.stderr
     # The streamed text equals the jitted scan decoder's greedy tokens for the same model.
-    model, tokenizer, _ = _load_run(workdir)
+    loaded = load_run(workdir)
+    tokenizer = loaded.tokenizer
     ids = tokenizer.encode_batch([prompt])[0]
-    out = generate(model, [list(ids)], 12, temperature=0.0)[0].tolist()
+    out = generate(loaded.model, [list(ids)], 12, temperature=0.0)[0].tolist()
     if tokenizer.eos_id in out:
         out = out[: out.index(tokenizer.eos_id)]
     assert proc.stdout == prompt + tokenizer.decode(out) + "\n"
 
 
 def test_cli_errors_name_the_fix(workdir, tmp_path):
-    proc = run("-m", "xlstm_jax.generate", "--workdir", str(tmp_path / "nothing"), "--prompt", "x")
-    assert proc.returncode != 0 and "not a training run" in proc.stderr
+    proc = run("-m", "train.generate", "--workdir", str(tmp_path / "nothing"), "--prompt", "x")
+    assert proc.returncode == 2 and "not a training run" in proc.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
     shutil.copy(workdir / "config.json", empty / "config.json")
-    proc = run("-m", "xlstm_jax.generate", "--workdir", str(empty), "--prompt", "x")
-    assert proc.returncode != 0 and "holds no checkpoint yet" in proc.stderr
+    proc = run("-m", "train.generate", "--workdir", str(empty), "--prompt", "x")
+    assert proc.returncode == 2 and "holds no checkpoint yet" in proc.stderr
     assert "Traceback" not in proc.stderr
+    proc = run("-m", "train.generate", "--workdir", str(workdir), "--prompt", "x", "--top-p", "2")
+    assert proc.returncode == 2 and "top_p" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_package_attribute_stays_callable_after_importing_the_cli_module():
-    import xlstm_jax
+def test_load_run_reads_the_parameters_without_the_optimizer_state(workdir):
+    """The checkpoint keeps the parameters as their own item: a reader restores them alone,
+    and they are the run's trained weights (not a fresh initialisation)."""
+    import jax
+    from flax import nnx
 
-    assert callable(xlstm_jax.generate)  # the CLI submodule was imported above
+    from train.models import build_model
+
+    loaded = load_run(workdir)
+    assert loaded.step == 3
+    assert sorted(p.name for p in (workdir / "checkpoints" / "3").iterdir() if p.is_dir()) == [
+        "meta",
+        "opt_state",
+        "params",
+    ]
+    fresh = nnx.state(build_model(loaded.config.model, nnx.Rngs(loaded.config.train.seed)))
+    trained = nnx.state(loaded.model)
+    moved = jax.tree.map(lambda a, b: float(abs(a - b).max()), trained, fresh)
+    assert max(jax.tree.leaves(moved)) > 0

@@ -280,10 +280,10 @@ def test_transformations_jit_grad_checkpoint_vmap():
     _assert_close(vm["pallas"](*stack), vm["xla"](*stack), jnp.float32, ["h"])
 
 
-def test_model_with_pallas_kernels_matches_xla():
-    """An xLSTM LM whose mLSTM and sLSTM layers run the Pallas kernels (interpret mode,
-    selected through the config) gives the impl="xla" logits and gradients, and its
-    prefill + decode step equals the full forward."""
+def test_model_with_pallas_kernels_matches_xla(pallas_interpret):
+    """An xLSTM LM whose mLSTM and sLSTM layers run the Pallas kernels (selected through the
+    config; interpret mode by the fixture) gives the impl="xla" logits and gradients, and
+    its prefill + decode step equals the full forward."""
     from flax import nnx
 
     from xlstm_jax import (
@@ -296,11 +296,8 @@ def test_model_with_pallas_kernels_matches_xla():
     )
 
     def model(impl):
-        interpret = impl == "pallas"
-        layer = mLSTMLayerConfig(
-            num_heads=2, chunk_size=16, backend="chunkwise", impl=impl, interpret=interpret
-        )
-        slstm = sLSTMLayerConfig(num_heads=2, impl=impl, interpret=interpret)
+        layer = mLSTMLayerConfig(num_heads=2, chunk_size=16, form="chunkwise", impl=impl)
+        slstm = sLSTMLayerConfig(num_heads=2, impl=impl)
         cfg = xLSTMLMModelConfig(
             mlstm_block=mLSTMBlockConfig(mlstm=layer),
             slstm_block=sLSTMBlockConfig(slstm=slstm),
@@ -323,9 +320,11 @@ def test_model_with_pallas_kernels_matches_xla():
     for a, d in zip(jax.tree.leaves(got[1]), jax.tree.leaves(want[1]), strict=True):
         np.testing.assert_allclose(a, d, atol=1e-5, rtol=1e-5)
     full = pallas(tokens)
-    logits, state = pallas(tokens[:, :19], state=pallas.init_state(2), return_state=True)
-    last, _ = pallas(tokens[:, 19:], state=state, return_state=True)
+    logits, state = pallas.with_state(tokens[:, :19], pallas.init_state(2))
+    last, _ = pallas.with_state(tokens[:, 19:], state)
     np.testing.assert_allclose(jnp.concatenate([logits, last], 1), full, atol=1e-5, rtol=1e-5)
+    # Every op ran its kernel: the chunkwise form, the decode step and the sLSTM.
+    assert {"mlstm_chunkwise", "mlstm_step", "slstm"} <= set(pallas_interpret)
 
 
 def test_pallas_without_gpu_or_interpret_raises():

@@ -122,7 +122,7 @@ def jax_model(tm, c: Case, dtype: str):
     mb = cfg.mlstm_block
     if mb is not None:
         mb = dataclasses.replace(
-            mb, mlstm=dataclasses.replace(mb.mlstm, backend=c.backend, chunk_size=c.chunk)
+            mb, mlstm=dataclasses.replace(mb.mlstm, form=c.backend, chunk_size=c.chunk)
         )
     cfg = dataclasses.replace(cfg, mlstm_block=mb, dtype=dtype, param_dtype=dtype)
     return convert.from_state_dict(tm.state_dict(), cfg, slstm_backend="vanilla")

@@ -11,8 +11,23 @@ from pathlib import Path
 
 import jax
 import pytest
+from flax import nnx
 
-from xlstm_jax.sharding import ShardingError, logical_to_spec, make_mesh, param_logical_axes
+from xlstm_jax import (
+    mLSTMBlockConfig,
+    mLSTMLayerConfig,
+    sLSTMBlockConfig,
+    sLSTMLayerConfig,
+    xLSTMLMModel,
+    xLSTMLMModelConfig,
+)
+from xlstm_jax.sharding import (
+    ShardingError,
+    logical_axes,
+    logical_to_spec,
+    make_mesh,
+    param_shardings,
+)
 
 SCRIPTS = Path(__file__).parent / "scripts"
 ROOT = Path(__file__).parent.parent
@@ -69,11 +84,60 @@ def test_mesh_errors_name_the_fix():
     assert mesh.shape == {"data": n, "fsdp": 1, "tensor": 1}
 
 
-def test_logical_rules():
-    assert param_logical_axes("a.blocks.0.xlstm.recurrent_kernel", 4) == ("heads", None, None, None)
-    assert param_logical_axes("lm_head.kernel", 2) == ("embed", "vocab")
-    assert param_logical_axes("blocks.1.xlstm_norm.weight", 1) == (None,)
+def _model():
+    cfg = xLSTMLMModelConfig(
+        mlstm_block=mLSTMBlockConfig(mlstm=mLSTMLayerConfig(num_heads=2)),
+        slstm_block=sLSTMBlockConfig(slstm=sLSTMLayerConfig(num_heads=2)),
+        num_blocks=2,
+        slstm_at=(1,),
+        embedding_dim=32,
+        vocab_size=64,
+    )
+    return nnx.eval_shape(lambda: xLSTMLMModel(cfg, rngs=nnx.Rngs(0)))
+
+
+def test_parameters_carry_their_logical_axes():
+    model = _model()
+    slstm, mlstm = model.xlstm_block_stack.blocks[1].xlstm, model.xlstm_block_stack.blocks[0].xlstm
+    assert logical_axes(slstm.recurrent_kernel) == ("heads", None, None, None)
+    assert logical_axes(model.lm_head.kernel) == ("embed", "vocab")
+    assert logical_axes(model.token_embedding.embedding) == ("vocab", "embed")
+    assert logical_axes(mlstm.proj_up.kernel) == ("embed", "inner")
+    assert logical_axes(model.xlstm_block_stack.blocks[1].xlstm_norm.weight) == (None,)
     mesh = make_mesh((1, 1, -1))
     spec = logical_to_spec(("embed", "vocab"), mesh=mesh, rules={"vocab": "tensor"})
     expected = "tensor" if mesh.shape["tensor"] > 1 else None  # size-1 axes shard nothing
     assert spec == jax.sharding.PartitionSpec(None, expected)
+
+
+def test_renaming_an_attribute_keeps_every_parameters_sharding():
+    """The logical axes travel with the parameter, not its path: moving every parameter
+    to a new attribute name changes no parameter's logical axes or sharding."""
+    # An abstract 2 x 2 x 2 mesh: every rule shards something, so specs differ by axes.
+    mesh = jax.sharding.AbstractMesh((2, 2, 2), ("data", "fsdp", "tensor"))
+    model = _model()
+
+    def by_identity(m):
+        specs = param_shardings(nnx.state(m, nnx.Param), mesh)
+        out = {}
+        for path, var in nnx.to_flat_state(nnx.state(m, nnx.Param)):
+            node = specs
+            for key in path:
+                node = node[key]
+            out[id(var.get_value())] = (path, logical_axes(var), node.spec)
+        return out
+
+    before = by_identity(model)
+    assert len({spec for _, _, spec in before.values()}) >= 4  # a real mix of shardings
+    for _, module in list(nnx.iter_graph(model)):
+        if isinstance(module, nnx.Module):
+            for name, value in list(vars(module).items()):
+                if isinstance(value, nnx.Param):
+                    delattr(module, name)
+                    setattr(module, f"renamed_{name}", value)
+    after = by_identity(model)
+    assert set(after) == set(before)
+    for key, (path, axes, spec) in after.items():
+        old_path, old_axes, old_spec = before[key]
+        assert path != old_path and str(path[-1]) == f"renamed_{old_path[-1]}"
+        assert (axes, spec) == (old_axes, old_spec), path

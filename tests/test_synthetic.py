@@ -18,17 +18,18 @@ import optax
 import pytest
 from flax import nnx
 
-import configs
-from train.config import ConfigError, DataConfig, apply_overrides
-from train.loop import _loss_fn
+from train import registry
+from train.batch import Batch, all_scored
+from train.config import ConfigError, DataConfig
 from train.objective import scored_cross_entropy, scored_predictions
+from train.overrides import apply_overrides
+from train.step import make_loss_fn
 from train.synthetic import (
     MQAR_VOCAB,
     TASKS,
-    decode,
     describe,
-    encode,
     eval_set,
+    make_batch,
     max_scored,
     mqar_example,
     scaled_accuracy,
@@ -275,11 +276,11 @@ def test_new_tasks_fit_check_setup_eval_set_describe_and_train_batches(name):
     cfg = DataConfig(path=f"synthetic:{name}", seq_len=need - 1)
     assert f"synthetic:{name}, vocabulary {task.vocab_size}" in describe(cfg)
     batch = train_batches(cfg, batch_size=16, seed=0)[3]
-    assert batch.shape == (16, need)
+    assert batch.tokens.shape == batch.loss_mask.shape == (16, need)
     batches = eval_set(cfg, batch_size=4, batches_per_bucket=1, seed=0)
     assert [b.bucket for b in batches] == ["40-63", "64-127", "128-256"]
     for b in [*batches, batch]:
-        ids, scored = decode(b if isinstance(b, np.ndarray) else b.tokens)
+        ids, scored = b if isinstance(b, Batch) else b.batch
         for row, s in zip(ids, scored, strict=True):
             # Scored: a run right after SEP, the answer, checked against the oracle.
             (where,) = np.nonzero(s)
@@ -287,10 +288,10 @@ def test_new_tasks_fit_check_setup_eval_set_describe_and_train_batches(name):
             np.testing.assert_array_equal(where, np.arange(n + 1, where[-1] + 1))
             assert row[n] == task.sep and task.sep not in row[:n]
             assert list(row[n + 1 : where[-1] + 1]) == list(ORACLES[name](row[:n]))
-        if not isinstance(b, np.ndarray):
+        if not isinstance(b, Batch):
             lo, hi = map(int, b.bucket.split("-"))
             assert lo <= b.lengths.min() and b.lengths.max() <= hi
-            assert b.tokens.shape[1] == max(task.width(n) for n in range(lo, hi + 1))
+            assert b.batch.tokens.shape[1] == max(task.width(n) for n in range(lo, hi + 1))
 
 
 def test_missing_duplicate_and_arithmetic_respect_their_length_parity():
@@ -304,19 +305,24 @@ def test_train_batches_lengths_widths_and_determinism():
     cfg = DataConfig(path="synthetic:parity", seq_len=41, train_lengths=(3, 40))
     ds = train_batches(cfg, batch_size=64, seed=3)
     batch = ds[7]
-    assert batch.shape == (64, 42) and batch.dtype == np.int32
-    ids, scored = decode(batch)
+    assert batch.tokens.shape == (64, 42) and batch.tokens.dtype == np.int32
+    assert batch.loss_mask.dtype == bool
+    ids, scored = batch
     # One scored token per row, right after SEP, at input length n + 1 with n in [3, 40].
     assert (scored.sum(1) == 1).all()
     n = np.argmax(scored, axis=1) - 1
     assert n.min() >= 3 and n.max() <= 40 and len(set(n.tolist())) > 10
     assert (ids[np.arange(64), n] == 2).all()
-    np.testing.assert_array_equal(train_batches(cfg, 64, seed=3)[7], batch)
-    assert not np.array_equal(train_batches(cfg, 64, seed=4)[7], batch)
-    assert not np.array_equal(ds[8], batch)
-    # Hosts take disjoint rows of the same global batch.
+    again = train_batches(cfg, 64, seed=3)[7]
+    np.testing.assert_array_equal(again.tokens, batch.tokens)
+    np.testing.assert_array_equal(again.loss_mask, batch.loss_mask)
+    assert not np.array_equal(train_batches(cfg, 64, seed=4)[7].tokens, batch.tokens)
+    assert not np.array_equal(ds[8].tokens, batch.tokens)
+    # Hosts take disjoint rows of the same global batch (tokens and mask alike).
     parts = [train_batches(cfg, 64, seed=3, process_index=p, process_count=2)[7] for p in (0, 1)]
-    np.testing.assert_array_equal(np.sort(np.concatenate(parts), 0), np.sort(batch, 0))
+    for field in ("tokens", "loss_mask"):
+        rows = np.concatenate([getattr(p, field) for p in parts])
+        np.testing.assert_array_equal(rows, getattr(batch, field)[np.r_[0:64:2, 1:64:2]])
 
 
 def test_eval_set_buckets_cover_the_eval_lengths_and_are_fixed():
@@ -327,11 +333,13 @@ def test_eval_set_buckets_cover_the_eval_lengths_and_are_fixed():
         lo, hi = map(int, b.bucket.split("-"))
         assert lo <= b.lengths.min() and b.lengths.max() <= hi
         # Bucket sort answers with n tokens: the widest example is 2 * hi + 1 tokens.
-        assert b.tokens.shape == (16, 2 * hi + 1)
-        assert (decode(b.tokens)[1].sum(1) == b.lengths).all()
+        assert b.batch.tokens.shape == (16, 2 * hi + 1)
+        assert (b.batch.loss_mask.sum(1) == b.lengths).all()
     assert batches[-1].lengths.max() > 200  # reaches the long end
     again = eval_set(cfg, 16, 2, seed=0)
-    assert all(np.array_equal(a.tokens, b.tokens) for a, b in zip(batches, again, strict=True))
+    assert all(
+        np.array_equal(a.batch.tokens, b.batch.tokens) for a, b in zip(batches, again, strict=True)
+    )
 
 
 def test_mqar_values_follow_their_keys_and_queries_follow_a_power_law():
@@ -352,37 +360,39 @@ def test_mqar_values_follow_their_keys_and_queries_follow_a_power_law():
     assert np.mean(np.array(gaps) < 14) > 0.45
 
 
-def test_scaled_accuracy_and_the_sign_encoded_mask():
+def test_scaled_accuracy_and_unscored_padding():
     assert scaled_accuracy(0.5, 0.5) == 0 and scaled_accuracy(1.0, 0.5) == 1
     assert scaled_accuracy(0.6, 0.2) == pytest.approx(0.5)
     assert scaled_accuracy(0.0, 0.5) == -1  # below chance is negative
-    tokens = np.array([[0, 5, 2, 7]])
-    scored = np.array([[False, True, False, True]])
-    ids, back = decode(encode(tokens, scored))
-    np.testing.assert_array_equal(ids, tokens)
-    np.testing.assert_array_equal(back, scored)
+    # Examples of different lengths share a batch: each row's answer is scored, its
+    # padding is id 0 and never scored.
+    batch, lengths = make_batch(TASKS["parity"], np.random.default_rng(0), 8, 12, (3, 10), 0)
+    assert len(set(lengths.tolist())) > 1
+    for row, mask, n in zip(batch.tokens, batch.loss_mask, lengths, strict=True):
+        np.testing.assert_array_equal(np.nonzero(mask)[0], [n + 1])  # the one answer token
+        assert (row[n + 2 :] == 0).all()
 
 
 def test_training_loss_counts_only_scored_tokens():
     cfg = TransformerConfig(vocab_size=11, embedding_dim=32, num_heads=2)
     graphdef, params, rest = nnx.split(TransformerLM(cfg, rngs=nnx.Rngs(0)), nnx.Param, ...)
-    loss = jax.jit(_loss_fn(graphdef, rest))
+    loss = jax.jit(make_loss_fn(graphdef, rest))
     tokens = np.random.default_rng(0).integers(0, 11, (2, 9)).astype(np.int32)
     logits = nnx.merge(graphdef, params, rest)(jnp.asarray(tokens[:, :-1]))
     ce = np.asarray(optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]))
-    # Text batches (all ids >= 0): the plain mean.
-    assert float(loss(params, tokens)) == pytest.approx(ce.mean(), rel=1e-5)
+    # Text batches (every token scored): the plain mean.
+    assert float(loss(params, all_scored(tokens))) == pytest.approx(ce.mean(), rel=1e-5)
     scored = np.zeros_like(tokens, bool)
     scored[0, 4], scored[1, 8] = True, True
     expected = (ce[0, 3] + ce[1, 7]) / 2
-    assert float(loss(params, encode(tokens, scored))) == pytest.approx(expected, rel=1e-5)
+    assert float(loss(params, Batch(tokens, scored))) == pytest.approx(expected, rel=1e-5)
 
 
 def _tiny_model(kind):
     if kind == "llama":
         cfg = TransformerConfig(vocab_size=19, embedding_dim=16, num_heads=2)
         return TransformerLM(cfg, rngs=nnx.Rngs(0))
-    cfg = dataclasses.replace(configs.load("mqar_xlstm11").model, vocab_size=19, embedding_dim=16)
+    cfg = dataclasses.replace(registry.load("mqar_xlstm11").model, vocab_size=19, embedding_dim=16)
     return xLSTMLMModel(cfg, rngs=nnx.Rngs(0))
 
 
@@ -396,13 +406,13 @@ def test_head_on_scored_positions_only_gives_the_full_loss_and_gradients(kind):
     scored[0, [2, 5, 13]] = True  # 3 scored
     scored[1, [1, 7]] = True  # fewer than max_scored: the rest is masked
     scored[2, [4, 6, 9]] = True
-    batch = jnp.asarray(encode(tokens, scored))
+    batch = Batch(jnp.asarray(tokens), jnp.asarray(scored))
     h = model.hidden_states(jnp.asarray(tokens[:, :-1]))
     np.testing.assert_allclose(model.logits(h), model(jnp.asarray(tokens[:, :-1])), atol=1e-6)
     logits, targets, mask = scored_predictions(model, batch, max_scored=3)
     assert logits.shape == (3, 3, 19) and mask.tolist() == [[1, 1, 1], [1, 1, 0], [1, 1, 1]]
     np.testing.assert_array_equal(targets[0], tokens[0, [2, 5, 13]])
-    full, sparse = _loss_fn(graphdef, rest), _loss_fn(graphdef, rest, max_scored=3)
+    full, sparse = make_loss_fn(graphdef, rest), make_loss_fn(graphdef, rest, max_scored=3)
     (l_full, g_full), (l_sparse, g_sparse) = (
         jax.value_and_grad(f)(params, batch) for f in (full, sparse)
     )
@@ -418,12 +428,12 @@ def test_head_on_scored_positions_only_gives_the_full_loss_and_gradients(kind):
 
 def test_mqar_configs_tie_the_head_and_score_only_the_value_positions():
     for name in ("mqar_xlstm01", "mqar_xlstm10", "mqar_xlstm11", "llama_mqar"):
-        cfg = configs.load(name)
+        cfg = registry.load(name)
         assert cfg.model.tie_weights and cfg.model.vocab_size == MQAR_VOCAB
         assert max_scored(cfg.data) == cfg.data.num_kv_pairs == 8
         ex = mqar_example(np.random.default_rng(0), cfg.data.seq_len + 1, 8)
         assert ex.scored.sum() == 8
-    assert max_scored(configs.load("parity_xlstm11").data) is None
+    assert max_scored(registry.load("parity_xlstm11").data) is None
 
 
 def test_transformer_shapes_and_causality():
@@ -462,22 +472,22 @@ def test_rotary_scores_depend_only_on_the_offset():
 )
 def test_bad_synthetic_settings_name_the_fix(overrides, message):
     with pytest.raises(ConfigError) as e:
-        apply_overrides(configs.load("parity_xlstm01"), overrides)
+        apply_overrides(registry.load("parity_xlstm01"), overrides)
     assert message in str(e.value)
 
 
 def test_configs_have_the_papers_shapes():
     for arch, slstm in (("xlstm01", (0, 1)), ("xlstm10", ()), ("xlstm11", (1,))):
-        m = configs.load(f"parity_{arch}").model
+        m = registry.load(f"parity_{arch}").model
         assert (m.num_blocks, m.embedding_dim, m.slstm_at) == (2, 64, slstm)
         if m.slstm_block is not None:
             assert m.slstm_block.slstm.conv1d_kernel_size == 0
             assert m.slstm_block.slstm.num_heads == 1
         if m.mlstm_block is not None:
             assert m.mlstm_block.mlstm.num_heads == 1
-    assert configs.load("mqar_xlstm11").model.slstm_at == (1,)
-    assert configs.load("mqar_xlstm10").model.slstm_at == ()
-    assert isinstance(configs.load("llama_parity").model, TransformerConfig)
+    assert registry.load("mqar_xlstm11").model.slstm_at == (1,)
+    assert registry.load("mqar_xlstm10").model.slstm_at == ()
+    assert isinstance(registry.load("llama_parity").model, TransformerConfig)
 
 
 @pytest.mark.parametrize(

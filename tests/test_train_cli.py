@@ -171,7 +171,9 @@ def test_incompatible_or_corrupt_checkpoint_fails_and_deletes_nothing(env, full_
     assert "written for a different model" in proc.stderr
     assert "model.embedding_dim: 64 -> 128" in proc.stderr
 
-    for f in (workdir / "checkpoints" / "30" / "state").rglob("*"):
+    items = [workdir / "checkpoints" / "30" / name for name in ("params", "opt_state")]
+    assert all(d.is_dir() for d in items)
+    for f in (f for d in items for f in d.rglob("*")):
         if f.is_file():
             f.write_bytes(b"garbage")
     proc = _run(env, workdir, "train.steps=40")

@@ -9,10 +9,12 @@ import optax
 import pytest
 from flax import nnx
 
-import configs
-from train.config import OptimizerConfig, ScheduleConfig, apply_overrides
-from train.loop import estimate_memory, make_train_step
+from train import registry
+from train.batch import all_scored
+from train.config import OptimizerConfig, ScheduleConfig
 from train.optimizer import decay_mask, make_optimizer, make_schedule, path_str
+from train.overrides import apply_overrides
+from train.step import estimate_memory, make_train_step
 from xlstm_jax import xLSTMLMModel
 
 SMALL = ["model.embedding_dim=32", "model.num_blocks=2", "model.slstm_at=[1]"]
@@ -21,7 +23,7 @@ ONE_BLOCK = ["model.num_blocks=1", "model.slstm_at=[]"]
 
 
 def _setup(*overrides: str):
-    cfg = apply_overrides(configs.load("xlstm_tiny"), [*SMALL, *overrides])
+    cfg = apply_overrides(registry.load("xlstm_tiny"), [*SMALL, *overrides])
     model = xLSTMLMModel(cfg.model, rngs=nnx.Rngs(0))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     return cfg, graphdef, nnx.to_pure_dict(params), rest
@@ -71,7 +73,7 @@ def test_gradient_accumulation_equals_one_big_batch():
     for accum in (1, 4):
         state = {"params": params, "opt_state": tx.init(params)}
         for _ in range(2):  # two steps so the LR is non-zero and the update shows
-            state, out = step(state, jnp.asarray(batch.reshape(accum, 4 // accum, 9)))
+            state, out = step(state, all_scored(batch.reshape(accum, 4 // accum, 9)))
         results.append((float(out["loss"]), float(out["grad_norm"]), state["params"]))
     (loss1, norm1, p1), (loss4, norm4, p4) = results
     assert loss4 == pytest.approx(loss1, rel=1e-5) and norm4 == pytest.approx(norm1, rel=1e-4)
@@ -85,14 +87,14 @@ def test_bf16_compute_keeps_fp32_master_weights():
     assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(params))
     tx = optax.adamw(1e-3)
     state = {"params": params, "opt_state": tx.init(params)}
-    batch = jnp.zeros((1, 2, 9), jnp.int32)
+    batch = all_scored(np.zeros((1, 2, 9), np.int32))
     state, out = jax.jit(make_train_step(graphdef, rest, tx))(state, batch)
     assert np.isfinite(float(out["loss"]))
     assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(state["params"]))
 
 
 def test_memory_estimate_counts_adamw_state_and_grows_with_batch():
-    cfg = configs.load("xlstm_350m")
+    cfg = registry.load("xlstm_350m")
     n = 409_000_000
     small = estimate_memory(apply_overrides(cfg, ["train.micro_batch_size=1"]), n)
     assert small["params"] == 4 * n and small["optimizer"] == 8 * n

@@ -1,10 +1,10 @@
 """Orbax checkpoints of the train state plus a JSON record of where the run stands.
 
-Each checkpoint (``WORKDIR/checkpoints/STEP``) holds ``state`` (parameters and optimizer
-state) and ``meta`` (step, data position, the model config it was written for). Restoring
-compares the model config first, so a changed architecture fails with the differing keys
-instead of a shape error deep in Orbax; any failure raises ``CheckpointError`` and
-deletes nothing.
+Each checkpoint (``WORKDIR/checkpoints/STEP``) holds three items: ``params``, ``opt_state``
+and ``meta`` (step, data position, the model config it was written for), so a reader that
+needs only the weights (sampling, fine-tuning) restores ``params`` alone. Restoring compares
+the model config first, so a changed architecture fails with the differing keys instead of
+a shape error deep in Orbax; any failure raises ``CheckpointError`` and deletes nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import orbax.checkpoint as ocp
 
-from train.config import config_diff
+from train.overrides import config_diff
 
 __all__ = ["CheckpointError", "Checkpointer"]
 
@@ -41,24 +41,39 @@ class Checkpointer:
         """The newest complete checkpoint's step, or None."""
         return self._mngr.latest_step()
 
-    def save(self, step: int, state: Any, meta: dict) -> None:
-        """Saves ``state`` and ``meta`` as checkpoint ``step`` (returns once the arrays are
-        copied off the device when saving asynchronously)."""
+    def save(self, step: int, state: dict, meta: dict) -> None:
+        """Saves the train state ``{"params", "opt_state"}`` and ``meta`` as checkpoint
+        ``step`` (returns once the arrays are copied off the device when saving
+        asynchronously)."""
         self._mngr.save(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+                params=ocp.args.StandardSave(state["params"]),
+                opt_state=ocp.args.StandardSave(state["opt_state"]),
+                meta=ocp.args.JsonSave(meta),
             ),
             force=True,
         )
 
-    def restore(self, step: int, abstract_state: Any, model_config: dict) -> tuple[Any, dict]:
-        """Restores checkpoint ``step`` into the structure of ``abstract_state``.
+    def restore(self, step: int, abstract_state: dict, model_config: dict) -> tuple[dict, dict]:
+        """Restores checkpoint ``step`` into the structure of ``abstract_state``
+        (``{"params", "opt_state"}``); returns ``(state, meta)``.
 
         Raises:
             CheckpointError: unreadable, corrupt, or written for a different model or
                 optimizer; the message names the folder and the fixes.
         """
+        return self._restore(step, abstract_state, model_config)
+
+    def restore_params(
+        self, step: int, abstract_params: Any, model_config: dict
+    ) -> tuple[Any, dict]:
+        """Restores only the parameters of checkpoint ``step`` (no optimizer state is read);
+        returns ``(params, meta)``. Raises ``CheckpointError`` as ``restore``."""
+        state, meta = self._restore(step, {"params": abstract_params}, model_config)
+        return state["params"], meta
+
+    def _restore(self, step: int, abstract: dict, model_config: dict) -> tuple[dict, dict]:
         where = self.directory / str(step)
         fixes = (
             f"Nothing was deleted. To start afresh use another --workdir, or move "
@@ -77,16 +92,15 @@ class Checkpointer:
                 + "\n  ".join(diff)
                 + f"\n{fixes}"
             )
+        items = {name: ocp.args.StandardRestore(tree) for name, tree in abstract.items()}
         try:
-            restored = self._mngr.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
-            )
+            restored = self._mngr.restore(step, args=ocp.args.Composite(**items))
         except Exception as e:  # noqa: BLE001
             raise CheckpointError(
                 f"checkpoint {where} could not be restored into this run's train state "
                 f"(corrupt, or a different optimizer setup): {e}. {fixes}"
             ) from e
-        return restored["state"], meta
+        return {name: restored[name] for name in abstract}, meta
 
     def wait(self) -> None:
         """Blocks until pending async saves are on disk."""

@@ -1,36 +1,17 @@
-"""The training run's typed, frozen config tree and its ``--set key=value`` overrides.
+"""The training run's typed, frozen config tree (the schemas; no logic beyond validation).
 
 ``ExperimentConfig`` holds one section per concern: ``model`` (the library's
-``xLSTMLMModelConfig``), ``data``, ``optimizer``, ``schedule``, ``train``, ``checkpoint``,
-``logging`` and ``mesh``. Named runs live in ``configs/NAME.py`` (see ``configs.load``).
-
-Overrides address any field by its dotted path (``train.steps=200``,
-``model.mlstm_block.mlstm.num_heads=2``); the string is coerced to the field's type, and
-the tree is rebuilt bottom-up so every section's validation runs again. An unknown key
-raises ``ConfigError`` listing the valid keys at that level.
+``xLSTMLMModelConfig`` or ``TransformerConfig``), ``data``, ``optimizer``, ``schedule``,
+``train``, ``checkpoint``, ``logging`` and ``mesh``. Named runs live in ``configs/NAME.py``
+(resolved by ``train.registry``); ``--set key=value`` overrides are ``train.overrides``.
 """
 
 from __future__ import annotations
 
-import ast
-import dataclasses
-import json
-import types
-import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal
 
-from xlstm_jax.config import (
-    ConfigError,
-    FeedForwardConfig,
-    mLSTMBlockConfig,
-    mLSTMLayerConfig,
-    sLSTMBlockConfig,
-    sLSTMLayerConfig,
-    xLSTMLMModelConfig,
-)
+from xlstm_jax.config import ConfigError, TransformerConfig, require, xLSTMLMModelConfig
 from xlstm_jax.sharding import DEFAULT_RULES
-from xlstm_jax.transformer import TransformerConfig
 
 __all__ = [
     "CheckpointConfig",
@@ -42,16 +23,7 @@ __all__ = [
     "OptimizerConfig",
     "ScheduleConfig",
     "TrainConfig",
-    "apply_overrides",
-    "config_diff",
-    "flatten",
-    "to_dict",
 ]
-
-
-def _require(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ConfigError(msg)
 
 
 @dataclass(frozen=True)
@@ -86,18 +58,18 @@ class DataConfig:
     num_kv_pairs: int = 8
 
     def __post_init__(self):
-        _require(self.seq_len >= 1, f"data.seq_len must be >= 1; got {self.seq_len}.")
+        require(self.seq_len >= 1, f"data.seq_len must be >= 1; got {self.seq_len}.")
         lo_hi, edges = self.train_lengths, self.eval_buckets
-        _require(
+        require(
             len(lo_hi) == 2 and 1 <= lo_hi[0] <= lo_hi[1],
             f"data.train_lengths must be (min, max) with 1 <= min <= max; got {lo_hi}.",
         )
-        _require(
+        require(
             len(edges) >= 2 and edges[0] >= 1 and list(edges) == sorted(set(edges)),
             f"data.eval_buckets must be >= 2 increasing lengths, e.g. [40, 64, 128, 256]; "
             f"got {edges}.",
         )
-        _require(self.num_kv_pairs >= 1, "data.num_kv_pairs must be >= 1.")
+        require(self.num_kv_pairs >= 1, "data.num_kv_pairs must be >= 1.")
         if self.path.startswith("synthetic:"):
             from train.synthetic import check_setup  # lazy: keeps this module light
 
@@ -105,12 +77,12 @@ class DataConfig:
                 check_setup(self)
             except ValueError as e:
                 raise ConfigError(str(e)) from e
-        _require(
+        require(
             0.0 <= self.val_fraction < 1.0,
             f"data.val_fraction must be in [0, 1); got {self.val_fraction}.",
         )
-        _require(bool(self.path), "data.path is empty; use builtin:stdlib or a file/folder.")
-        _require(bool(self.tokenizer), "data.tokenizer is empty; use bytes or a path/name.")
+        require(bool(self.path), "data.path is empty; use builtin:stdlib or a file/folder.")
+        require(bool(self.tokenizer), "data.tokenizer is empty; use bytes or a path/name.")
 
 
 @dataclass(frozen=True)
@@ -126,11 +98,11 @@ class OptimizerConfig:
     grad_clip: float = 1.0
 
     def __post_init__(self):
-        _require(self.lr > 0, f"optimizer.lr must be > 0; got {self.lr}.")
-        _require(0 <= self.b1 < 1 and 0 <= self.b2 < 1, "optimizer.b1 and b2 must be in [0, 1).")
-        _require(self.eps > 0, "optimizer.eps must be > 0.")
-        _require(self.weight_decay >= 0, "optimizer.weight_decay must be >= 0.")
-        _require(self.grad_clip >= 0, "optimizer.grad_clip must be >= 0 (0 disables clipping).")
+        require(self.lr > 0, f"optimizer.lr must be > 0; got {self.lr}.")
+        require(0 <= self.b1 < 1 and 0 <= self.b2 < 1, "optimizer.b1 and b2 must be in [0, 1).")
+        require(self.eps > 0, "optimizer.eps must be > 0.")
+        require(self.weight_decay >= 0, "optimizer.weight_decay must be >= 0.")
+        require(self.grad_clip >= 0, "optimizer.grad_clip must be >= 0 (0 disables clipping).")
 
 
 @dataclass(frozen=True)
@@ -143,9 +115,9 @@ class ScheduleConfig:
     decay_steps: int = -1
 
     def __post_init__(self):
-        _require(self.warmup_steps >= 0, "schedule.warmup_steps must be >= 0.")
-        _require(0 <= self.final_lr_ratio <= 1, "schedule.final_lr_ratio must be in [0, 1].")
-        _require(
+        require(self.warmup_steps >= 0, "schedule.warmup_steps must be >= 0.")
+        require(0 <= self.final_lr_ratio <= 1, "schedule.final_lr_ratio must be in [0, 1].")
+        require(
             self.decay_steps == -1 or self.decay_steps >= 1,
             "schedule.decay_steps must be -1 (= train.steps) or >= 1.",
         )
@@ -179,21 +151,21 @@ class TrainConfig:
         return self.batch_size // self.micro
 
     def __post_init__(self):
-        _require(self.steps >= 1, f"train.steps must be >= 1; got {self.steps}.")
-        _require(self.batch_size >= 1, f"train.batch_size must be >= 1; got {self.batch_size}.")
-        _require(
+        require(self.steps >= 1, f"train.steps must be >= 1; got {self.steps}.")
+        require(self.batch_size >= 1, f"train.batch_size must be >= 1; got {self.batch_size}.")
+        require(
             self.micro_batch_size == -1 or 1 <= self.micro_batch_size <= self.batch_size,
             f"train.micro_batch_size must be -1 or in [1, batch_size={self.batch_size}]; "
             f"got {self.micro_batch_size}.",
         )
-        _require(
+        require(
             self.batch_size % self.micro == 0,
             f"train.batch_size={self.batch_size} must be a multiple of "
             f"train.micro_batch_size={self.micro_batch_size}.",
         )
-        _require(self.eval_every >= 0, "train.eval_every must be >= 0 (0 disables eval).")
-        _require(self.eval_batches >= 1, "train.eval_batches must be >= 1.")
-        _require(
+        require(self.eval_every >= 0, "train.eval_every must be >= 0 (0 disables eval).")
+        require(self.eval_batches >= 1, "train.eval_batches must be >= 1.")
+        require(
             self.stop_after == -1 or self.stop_after >= 1,
             "train.stop_after must be -1 (never) or >= 1.",
         )
@@ -208,8 +180,8 @@ class CheckpointConfig:
     async_save: bool = True
 
     def __post_init__(self):
-        _require(self.every >= 1, "checkpoint.every must be >= 1.")
-        _require(self.keep >= 1, "checkpoint.keep must be >= 1.")
+        require(self.every >= 1, "checkpoint.every must be >= 1.")
+        require(self.keep >= 1, "checkpoint.keep must be >= 1.")
 
 
 @dataclass(frozen=True)
@@ -222,7 +194,7 @@ class LoggingConfig:
     plot: bool = True
 
     def __post_init__(self):
-        _require(self.every >= 1, "logging.every must be >= 1.")
+        require(self.every >= 1, "logging.every must be >= 1.")
 
 
 @dataclass(frozen=True)
@@ -243,8 +215,8 @@ class MeshConfig:
 
     def __post_init__(self):
         sizes = (self.data, self.fsdp, self.tensor)
-        _require(all(s == -1 or s >= 1 for s in sizes), "mesh.data/fsdp/tensor must be -1 or >= 1.")
-        _require(sizes.count(-1) <= 1, "at most one of mesh.data/fsdp/tensor may be -1.")
+        require(all(s == -1 or s >= 1 for s in sizes), "mesh.data/fsdp/tensor must be -1 or >= 1.")
+        require(sizes.count(-1) <= 1, "at most one of mesh.data/fsdp/tensor may be -1.")
 
     def resolve(self, num_devices: int) -> tuple[int, int, int]:
         """Axis sizes (data, fsdp, tensor) for ``num_devices`` devices."""
@@ -253,7 +225,7 @@ class MeshConfig:
         for s in sizes:
             fixed *= s if s != -1 else 1
         if -1 in sizes:
-            _require(
+            require(
                 num_devices % fixed == 0,
                 f"mesh: the fixed axes ({fixed} devices) do not divide {num_devices} devices.",
             )
@@ -278,197 +250,3 @@ class ExperimentConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
     name: str = "unnamed"
-
-
-# Classes a `--set` may instantiate when a section that is None gets a field set.
-_KNOWN = {
-    c.__name__: c
-    for c in (
-        mLSTMBlockConfig,
-        mLSTMLayerConfig,
-        sLSTMBlockConfig,
-        sLSTMLayerConfig,
-        FeedForwardConfig,
-    )
-}
-
-
-def _public_fields(obj_or_cls) -> list[dataclasses.Field]:
-    # Underscore fields (_num_blocks, _block_idx) are filled in by the model config itself.
-    return [f for f in dataclasses.fields(obj_or_cls) if not f.name.startswith("_")]
-
-
-def _hints(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls, localns=_KNOWN)
-
-
-def _union_args(tp) -> tuple:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return typing.get_args(tp)
-    return (tp,)
-
-
-def _dataclass_in(tp):
-    for arg in _union_args(tp):
-        if dataclasses.is_dataclass(arg):
-            return arg
-    return None
-
-
-def _coerce(raw: str, tp, key: str):
-    """Parses the string ``raw`` into a value of type ``tp`` (for the field ``key``)."""
-    args = _union_args(tp)
-    low = raw.strip().lower()
-    if type(None) in args and low in ("none", "null"):
-        return None
-    for arg in args:
-        if arg is bool:
-            if low in ("true", "1", "yes", "on"):
-                return True
-            if low in ("false", "0", "no", "off"):
-                return False
-            raise ConfigError(f"--set {key}={raw}: expected true or false.")
-    if int in args and float not in args:
-        try:
-            return int(raw)
-        except ValueError:
-            pass
-    if float in args:
-        try:
-            return float(raw)
-        except ValueError:
-            pass
-    literals = [v for a in args if typing.get_origin(a) is Literal for v in typing.get_args(a)]
-    if raw in literals:
-        return raw
-    if str in args:
-        return raw
-    if any(typing.get_origin(a) is tuple for a in args):
-        try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = tuple(int(v) for v in raw.split(",") if v.strip()) if raw.strip() else ()
-        if isinstance(value, int):
-            value = (value,)
-        if isinstance(value, list | tuple):
-            return tuple(value)
-    expected = ", ".join(sorted(str(v) for v in literals)) or " | ".join(
-        getattr(a, "__name__", str(a)) for a in args
-    )
-    raise ConfigError(f"--set {key}={raw}: cannot parse the value; expected {expected}.")
-
-
-def _apply(obj, updates: dict, prefix: str):
-    """Returns ``obj`` with ``updates`` (field name -> raw string or nested dict) applied,
-    in one ``replace`` per section so that fields validated together change together."""
-    valid = [f.name for f in _public_fields(obj)]
-    hints = _hints(type(obj))
-    changes = {}
-    for name, raw in updates.items():
-        key = f"{prefix}.{name}" if prefix else name
-        if name not in valid:
-            where = f"under '{prefix}'" if prefix else "at the top level"
-            raise ConfigError(
-                f"unknown config key '{key}'; valid keys {where}: {', '.join(valid)}."
-            )
-        current = getattr(obj, name)
-        if isinstance(raw, dict):
-            if current is None:
-                cls = _dataclass_in(hints[name])
-                if cls is None:
-                    raise ConfigError(f"config key '{key}' is not a section.")
-                current = cls()
-            if not dataclasses.is_dataclass(current):
-                raise ConfigError(
-                    f"config key '{key}' is a value, not a section; set it as --set {key}=VALUE."
-                )
-            changes[name] = _apply(current, raw, key)
-        else:
-            if dataclasses.is_dataclass(current) and raw.strip().lower() not in ("none", "null"):
-                fields = ", ".join(f.name for f in _public_fields(current))
-                raise ConfigError(
-                    f"config key '{key}' is a section; set one of its keys: {fields}."
-                )
-            changes[name] = _coerce(raw, hints[name], key)
-    return dataclasses.replace(obj, **changes)
-
-
-def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
-    """Applies ``key=value`` strings to ``cfg`` and returns the new config.
-
-    Order does not matter (a repeated key keeps its last value): all changes to one
-    section are applied together, then the section is validated, so e.g.
-    ``model.num_blocks=1 model.slstm_at=[]`` works in either order.
-
-    Raises:
-        ConfigError: a malformed override, an unknown key (the message lists the valid
-            keys at that level) or a value the section's validation rejects.
-    """
-    tree: dict = {}
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.steps=100.")
-        key, raw = item.split("=", 1)
-        parts = [p for p in key.strip().split(".") if p]
-        if not parts:
-            raise ConfigError(f"--set {item!r}: the key is empty.")
-        node = tree
-        for i, part in enumerate(parts[:-1]):
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(
-                    f"--set {key}: '{'.'.join(parts[: i + 1])}' is also set as a value."
-                )
-        if isinstance(node.get(parts[-1]), dict):
-            raise ConfigError(f"--set {key}: its fields are also set one by one.")
-        node[parts[-1]] = raw
-    return _apply(cfg, tree, "")
-
-
-def to_dict(cfg) -> dict:
-    """The config as plain JSON-ready data (tuples become lists, private fields dropped)."""
-    if dataclasses.is_dataclass(cfg):
-        return {f.name: to_dict(getattr(cfg, f.name)) for f in _public_fields(cfg)}
-    if isinstance(cfg, tuple | list):
-        return [to_dict(v) for v in cfg]
-    return cfg
-
-
-def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}.{k}" if prefix else k
-        if isinstance(v, dict):
-            out.update(flatten(v, key))
-        else:
-            out[key] = v
-    return out
-
-
-def config_diff(old: dict, new: dict) -> list[str]:
-    """Human-readable ``key: old -> new`` lines for the keys that differ."""
-    a, b = flatten(old), flatten(new)
-    return [
-        f"{k}: {json.dumps(a.get(k))} -> {json.dumps(b.get(k))}"
-        for k in sorted(set(a) | set(b))
-        if a.get(k) != b.get(k)
-    ]
-
-
-def _tuplify(value):
-    return tuple(_tuplify(v) for v in value) if isinstance(value, list) else value
-
-
-def from_dict(cls, data: dict):
-    """The inverse of ``to_dict``: rebuilds the frozen config ``cls`` (e.g. the
-    ``config.json`` of a run: ``from_dict(ExperimentConfig, json.load(f))``)."""
-    hints = _hints(cls)
-    kw = {}
-    for f in _public_fields(cls):
-        if f.name not in data:
-            continue
-        value = data[f.name]
-        sub = _dataclass_in(hints[f.name])
-        kw[f.name] = from_dict(sub, value) if sub and isinstance(value, dict) else _tuplify(value)
-    return cls(**kw)

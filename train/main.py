@@ -72,13 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _init_distributed(args)
     # Imports after parsing so --help is instant; the config errors below need no JAX work.
-    import configs
+    from train import registry
     from train.checkpoint import CheckpointError
-    from train.config import ConfigError, apply_overrides
+    from train.config import ConfigError
     from train.loop import NonFiniteLossError, train
+    from train.overrides import apply_overrides
 
     try:
-        cfg = apply_overrides(configs.load(args.config), args.overrides)
+        cfg = apply_overrides(registry.load(args.config), args.overrides)
         workdir = Path(args.workdir or Path("runs") / args.config)
         summary = train(cfg, workdir)
     except ConfigError as e:  # includes DataError (bad data path or tokenizer)

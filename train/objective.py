@@ -2,9 +2,8 @@
 
 Shapes: B batch, S + 1 tokens per row, K predictions per row, V vocabulary.
 
-A batch is one int32 array ``(B, S + 1)`` whose scored tokens carry their id and the
-others ``~id`` (``train.synthetic.decode``; text batches are all scored). Row ``b`` is
-scored at position ``t`` when its token ``t + 1`` is.
+A ``train.batch.Batch`` carries its loss mask: row ``b`` is scored at position ``t`` (the
+prediction of token ``t + 1`` from tokens ``0..t``) when ``loss_mask[b, t + 1]`` is set.
 """
 
 from __future__ import annotations
@@ -13,17 +12,17 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from train.synthetic import decode
+from train.batch import Batch
 
-__all__ = ["scored_cross_entropy", "scored_predictions"]
+__all__ = ["mean_loss", "scored_cross_entropy", "scored_predictions"]
 
 
-def scored_predictions(model, tokens: jax.Array, max_scored: int | None = None):
+def scored_predictions(model, batch: Batch, max_scored: int | None = None):
     """The model's logits where the batch is scored, their targets and mask.
 
     Args:
         model: an LM with ``hidden_states(ids) -> (B, S, E)`` and ``logits(h) -> (..., V)``.
-        tokens: the encoded batch, int (B, S + 1).
+        batch: tokens int (B, S + 1) and their loss mask.
         max_scored: None: every position (K = S). An int K: only the first K scored
             positions of each row go through the LM head. A task that scores a few known
             positions (MQAR: its value positions) then skips the (B, S, V) logits, which
@@ -34,8 +33,8 @@ def scored_predictions(model, tokens: jax.Array, max_scored: int | None = None):
     Returns:
         ``(logits (B, K, V) float32, targets (B, K) int, mask (B, K) bool)``.
     """
-    ids, scored = decode(tokens)
-    inputs, targets, mask = ids[:, :-1], ids[:, 1:], scored[:, 1:]
+    tokens, loss_mask = batch
+    inputs, targets, mask = tokens[:, :-1], tokens[:, 1:], loss_mask[:, 1:]
     h = model.hidden_states(inputs)  # (B, S, E)
     if max_scored is not None:
         # Positions of each row's scored tokens, in order, padded with index 0.
@@ -47,10 +46,16 @@ def scored_predictions(model, tokens: jax.Array, max_scored: int | None = None):
     return model.logits(h), targets, mask
 
 
-def scored_cross_entropy(model, tokens: jax.Array, max_scored: int | None = None):
+def scored_cross_entropy(model, batch: Batch, max_scored: int | None = None):
     """Per-row sums over the scored positions: ``(cross-entropy, correct arg-max, count)``,
     each float/int (B,)."""
-    logits, targets, mask = scored_predictions(model, tokens, max_scored)
+    logits, targets, mask = scored_predictions(model, batch, max_scored)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
     correct = (jnp.argmax(logits, axis=-1) == targets) & mask
     return jnp.sum(ce * mask, axis=-1), jnp.sum(correct, axis=-1), jnp.sum(mask, axis=-1)
+
+
+def mean_loss(model, batch: Batch, max_scored: int | None = None) -> jax.Array:
+    """The mean cross-entropy per scored token of the batch (the training loss)."""
+    ce, _, count = scored_cross_entropy(model, batch, max_scored)
+    return jnp.sum(ce) / jnp.maximum(jnp.sum(count), 1)

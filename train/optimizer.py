@@ -6,11 +6,25 @@ import jax
 import optax
 
 from train.config import OptimizerConfig, ScheduleConfig
-from xlstm_jax.sharding import path_str
 
 __all__ = ["decay_mask", "make_optimizer", "make_schedule", "path_str"]
 
 _EMBEDDING = "token_embedding"
+
+
+def path_str(path) -> str:
+    """Dotted path of a pytree leaf, without the ``.value`` of NNX variables."""
+    parts = []
+    for k in path:
+        if getattr(k, "name", None) == "value":
+            continue
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    return ".".join(parts)
 
 
 def decay_mask(params, weight_decay_on_embedding: bool = False):

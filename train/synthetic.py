@@ -25,10 +25,8 @@ half), then the keys again, each once and in random order, at gaps drawn from a 
 positions hold random tokens. The model is scored where it must predict a queried key's
 value. Its sequence is ``data.seq_len + 1`` tokens (the context).
 
-**The loss mask travels in the sign of the token ids.** A batch stays one int32 array
-``(b, s + 1)`` (the shape every data source gives the loop): a token whose prediction is
-scored is stored as its id, any other token as ``~id`` (= ``-id - 1``). ``decode`` turns a
-batch back into ``(ids, scored)``; text corpora are all non-negative, i.e. fully scored.
+A batch is a ``train.batch.Batch``: the token rows ``(b, s + 1)`` and their loss mask (the
+answer tokens, padding unscored).
 
 Metric: the accuracy of the arg-max prediction on scored tokens (the mean over a
 sequence's scored tokens, then over sequences), scaled so that chance is 0 and perfect is
@@ -44,15 +42,16 @@ from dataclasses import dataclass
 import grain
 import numpy as np
 
+from train.batch import Batch
+
 __all__ = [
     "MQAR_VOCAB",
     "PREFIX",
     "TASKS",
+    "EvalBatch",
     "Example",
     "SyntheticTask",
-    "decode",
     "describe",
-    "encode",
     "eval_set",
     "format_eval",
     "get_task",
@@ -84,18 +83,6 @@ class Example:
 def scaled_accuracy(acc, s_rand: float):
     """``(acc - s_rand) / (1 - s_rand)``: 0 at chance level, 1 when perfect."""
     return (acc - s_rand) / (1.0 - s_rand)
-
-
-def encode(tokens: np.ndarray, scored: np.ndarray) -> np.ndarray:
-    """Folds the loss mask into the ids: scored tokens keep their id, others become ``~id``."""
-    tokens = np.asarray(tokens, np.int32)
-    return np.where(scored, tokens, ~tokens).astype(np.int32)
-
-
-def decode(batch):
-    """``(ids, scored)`` of an encoded batch; works on NumPy and JAX arrays alike."""
-    scored = batch >= 0
-    return (batch * scored + ~batch * (~scored)), scored
 
 
 # ---------------------------------------------------------------------------------------
@@ -510,13 +497,15 @@ def max_scored(data_cfg) -> int | None:
     return data_cfg.num_kv_pairs if get_task(data_cfg.path).kind == "mqar" else None
 
 
-def _batch(examples: list[Example], width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pads encoded examples to ``width`` (padding is unscored); returns the batch
+def _batch(examples: list[Example], width: int) -> tuple[Batch, np.ndarray]:
+    """Right-pads examples to ``width`` (padding: id 0, unscored); returns the batch
     ``(b, width)`` and the input lengths ``(b,)``."""
-    out = np.full((len(examples), width), ~0, np.int32)
+    tokens = np.zeros((len(examples), width), np.int32)
+    mask = np.zeros((len(examples), width), bool)
     for i, ex in enumerate(examples):
-        out[i, : len(ex.tokens)] = encode(ex.tokens, ex.scored)
-    return out, np.array([ex.length for ex in examples], np.int64)
+        tokens[i, : len(ex.tokens)] = ex.tokens
+        mask[i, : len(ex.tokens)] = ex.scored
+    return Batch(tokens, mask), np.array([ex.length for ex in examples], np.int64)
 
 
 def make_batch(
@@ -526,12 +515,12 @@ def make_batch(
     width: int,
     lengths: tuple[int, int],
     num_kv_pairs: int,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[Batch, np.ndarray]:
     """``batch_size`` examples padded to ``width`` tokens with input lengths drawn uniformly
     from the task's valid lengths in ``lengths`` (MQAR: each example is ``width`` long).
 
     Returns:
-        The encoded batch (b, width) int32 and the input lengths (b,).
+        The batch (b, width) and the input lengths (b,).
     """
     if task.kind == "mqar":
         exs = [mqar_example(rng, width, num_kv_pairs) for _ in range(batch_size)]
@@ -551,7 +540,7 @@ class _TrainSource:
     def __len__(self) -> int:
         return 2**40  # endless for any practical run
 
-    def __getitem__(self, step: int) -> np.ndarray:
+    def __getitem__(self, step: int) -> Batch:
         rng = np.random.default_rng([self.seed, _TRAIN_STREAM, int(step)])
         return make_batch(self.args[0], rng, *self.args[1:])[0]
 
@@ -560,7 +549,7 @@ def train_batches(
     data_cfg, batch_size: int, seed: int, process_index: int = 0, process_count: int = 1
 ) -> grain.MapDataset:
     """Endless training batches of ``data.path=synthetic:TASK``: ``ds[step]`` is this
-    host's rows (``process_index::process_count``) of the encoded int32 global batch
+    host's rows (``process_index::process_count``) of the global ``Batch``
     ``(batch_size, data.seq_len + 1)``, a pure function of ``(seed, step)``."""
     task = get_task(data_cfg.path)
     src = _TrainSource(
@@ -573,7 +562,7 @@ def train_batches(
     )
     ds = grain.MapDataset.source(src)
     if process_count > 1:
-        ds = ds.map(lambda batch: batch[process_index::process_count])
+        ds = ds.map(lambda batch: Batch(*(x[process_index::process_count] for x in batch)))
     return ds
 
 
@@ -608,10 +597,10 @@ def format_eval(record: dict) -> str:
 
 @dataclass(frozen=True)
 class EvalBatch:
-    """A fixed evaluation batch: encoded tokens ``(b, w)``, input lengths ``(b,)`` and the
+    """A fixed evaluation batch: the ``Batch`` ``(b, w)``, input lengths ``(b,)`` and the
     bucket (``"40-63"``) it belongs to."""
 
-    tokens: np.ndarray
+    batch: Batch
     lengths: np.ndarray
     bucket: str
 
@@ -639,6 +628,6 @@ def eval_set(data_cfg, batch_size: int, batches_per_bucket: int, seed: int) -> l
         ns = task.lengths(lo, hi)
         width = max(task.width(int(n)) for n in ns)
         for _ in range(batches_per_bucket):
-            tokens, lengths = make_batch(task, rng, batch_size, width, (lo, hi), 0)
-            out.append(EvalBatch(tokens, lengths, f"{lo}-{hi}"))
+            batch, lengths = make_batch(task, rng, batch_size, width, (lo, hi), 0)
+            out.append(EvalBatch(batch, lengths, f"{lo}-{hi}"))
     return out

@@ -1,6 +1,10 @@
-"""Building blocks shared by the mLSTM and sLSTM layers (reference semantics, our code).
+"""Building blocks shared by the layers (reference semantics, our code).
 
-Shape legend: B batch, S sequence, E/F feature dim, NH heads, DH head dim, K conv taps.
+Every parameter is created with its logical axes (``xlstm_jax.sharding.param``), which the
+sharding rules map to the mesh; a parameter without axes is left to the FSDP fallback.
+
+Shape legend: B batch, S sequence, E/F feature dim, NH heads, DH head dim, K conv taps,
+V vocabulary.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from xlstm_jax.config import FeedForwardConfig
+from xlstm_jax.sharding import Axes, param
+from xlstm_jax.state import ConvState
 
 
 def small_init(dim: int) -> nnx.Initializer:
@@ -22,6 +28,73 @@ def small_init(dim: int) -> nnx.Initializer:
 def wang_init(dim: int, num_blocks: int) -> nnx.Initializer:
     """N(0, 2 / (num_blocks sqrt(dim))), for output projections into the residual stream."""
     return nnx.initializers.normal(2.0 / num_blocks / math.sqrt(dim))
+
+
+class Dense(nnx.Module):
+    """``x @ kernel (+ bias)`` over the last axis, computed in ``dtype``.
+
+    Args: x (..., in_features) -> (..., out_features). ``kernel_axes``/``bias_axes`` are the
+    parameters' logical axes (see ``xlstm_jax.sharding``).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        use_bias: bool,
+        kernel_init: nnx.Initializer,
+        rngs: nnx.Rngs,
+        bias_init: nnx.Initializer = nnx.initializers.zeros,
+        kernel_axes: Axes | None = None,
+        bias_axes: Axes | None = None,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+    ):
+        self.dtype = dtype
+        shape = (in_features, out_features)
+        self.kernel = param(kernel_init(rngs.params(), shape, param_dtype), kernel_axes)
+        self.bias = (
+            param(bias_init(rngs.params(), (out_features,), param_dtype), bias_axes)
+            if use_bias
+            else None
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = x.astype(self.dtype)
+        dims = (((x.ndim - 1,), (0,)), ((), ()))
+        y = jax.lax.dot_general(x, self.kernel[...].astype(self.dtype), dims)
+        if self.bias is not None:
+            y = y + self.bias[...].astype(self.dtype)
+        return y
+
+
+class Embedding(nnx.Module):
+    """Token embedding ``(V, E)`` (logical axes vocab, embed); ``attend`` is the tied LM head.
+
+    Args: ids int (...) -> (..., E) in ``dtype``.
+    """
+
+    def __init__(
+        self,
+        num_embeddings: int,
+        features: int,
+        *,
+        init: nnx.Initializer,
+        rngs: nnx.Rngs,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+    ):
+        self.dtype = dtype
+        value = init(rngs.params(), (num_embeddings, features), param_dtype)
+        self.embedding = param(value, ("vocab", "embed"))
+
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        return jnp.take(self.embedding[...].astype(self.dtype), ids, axis=0)
+
+    def attend(self, x: jax.Array) -> jax.Array:
+        """Logits (..., V) of hidden states x (..., E) against the embedding."""
+        return jnp.dot(x.astype(self.dtype), self.embedding[...].astype(self.dtype).T)
 
 
 def _layer_norm(x: jax.Array, eps: float) -> jax.Array:
@@ -49,8 +122,8 @@ class LayerNorm(nnx.Module):
         param_dtype=jnp.float32,
     ):
         self.eps, self.dtype = eps, dtype
-        self.weight = nnx.Param(jnp.zeros((ndim,), param_dtype)) if weight else None
-        self.bias = nnx.Param(jnp.zeros((ndim,), param_dtype)) if bias else None
+        self.weight = param(jnp.zeros((ndim,), param_dtype)) if weight else None
+        self.bias = param(jnp.zeros((ndim,), param_dtype)) if bias else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = _layer_norm(x, self.eps)
@@ -79,7 +152,7 @@ class MultiHeadLayerNorm(nnx.Module):
     ):
         self.eps, self.dtype = eps, dtype
         self.num_heads, self.head_dim = num_heads, head_dim
-        self.weight = nnx.Param(jnp.zeros((num_heads * head_dim,), param_dtype)) if weight else None
+        self.weight = param(jnp.zeros((num_heads * head_dim,), param_dtype)) if weight else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = _layer_norm(x, self.eps)
@@ -95,7 +168,8 @@ class CausalConv1d(nnx.Module):
     The carried state is the last ``K - 1`` inputs, so a sequence processed in pieces
     equals the whole. Tap ``K - 1`` multiplies the current step.
 
-    Args: x (B, S, F), state (B, K-1, F) or None (zeros) -> y (B, S, F), new state.
+    Args: x (B, S, F), state a ``ConvState`` (buffer (B, K-1, F)) or None (zeros) ->
+    (y (B, S, F), the new ``ConvState``).
     """
 
     def __init__(
@@ -111,29 +185,30 @@ class CausalConv1d(nnx.Module):
         # PyTorch's Conv1d default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = K (depthwise).
         bound = 1.0 / math.sqrt(kernel_size)
         uniform = nnx.initializers.uniform(2 * bound)
-        self.weight = nnx.Param(
-            uniform(rngs.params(), (kernel_size, feature_dim), param_dtype) - bound
+        self.weight = param(uniform(rngs.params(), (kernel_size, feature_dim), param_dtype) - bound)
+        self.bias = param(uniform(rngs.params(), (feature_dim,), param_dtype) - bound)
+
+    def init_state(self, batch_size: int) -> ConvState:
+        return ConvState(
+            jnp.zeros((batch_size, self.kernel_size - 1, self.feature_dim), self.dtype)
         )
-        self.bias = nnx.Param(uniform(rngs.params(), (feature_dim,), param_dtype) - bound)
 
-    def init_state(self, batch_size: int) -> jax.Array:
-        return jnp.zeros((batch_size, self.kernel_size - 1, self.feature_dim), self.dtype)
-
-    def __call__(self, x: jax.Array, state: jax.Array | None = None):
+    def __call__(self, x: jax.Array, state: ConvState | None = None) -> tuple[jax.Array, ConvState]:
         K, S = self.kernel_size, x.shape[1]
         if state is None:
             state = self.init_state(x.shape[0])
-        xp = jnp.concatenate([state.astype(self.dtype), x.astype(self.dtype)], axis=1)
+        xp = jnp.concatenate([state.buffer.astype(self.dtype), x.astype(self.dtype)], axis=1)
         w = self.weight[...].astype(self.dtype)
         y = sum(xp[:, k : k + S] * w[k] for k in range(K))
         y = y + self.bias[...].astype(self.dtype)
-        return y, xp[:, xp.shape[1] - (K - 1) :]
+        return y, ConvState(xp[:, xp.shape[1] - (K - 1) :])
 
 
 class LinearHeadwiseExpand(nnx.Module):
     """Block-diagonal linear map: ``out[..., h, o] = sum_d x[..., h, d] W[h, o, d] (+ b)``.
 
-    Args: x (..., F) -> (..., F) with F split into ``num_heads`` blocks.
+    Args: x (..., F) -> (..., F) with F split into ``num_heads`` blocks. ``head_axis`` is
+    the logical axis of the blocks (the weight's first dim and the bias).
     """
 
     def __init__(
@@ -144,6 +219,7 @@ class LinearHeadwiseExpand(nnx.Module):
         bias: bool,
         init: nnx.Initializer,
         rngs: nnx.Rngs,
+        head_axis: str,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
     ):
@@ -151,8 +227,9 @@ class LinearHeadwiseExpand(nnx.Module):
             raise ValueError(f"num_heads={num_heads} must divide in_features={in_features}.")
         self.num_heads, self.dtype = num_heads, dtype
         d = in_features // num_heads
-        self.weight = nnx.Param(init(rngs.params(), (num_heads, d, d), param_dtype))
-        self.bias = nnx.Param(jnp.zeros((in_features,), param_dtype)) if bias else None
+        weight = init(rngs.params(), (num_heads, d, d), param_dtype)
+        self.weight = param(weight, (head_axis, None, None))
+        self.bias = param(jnp.zeros((in_features,), param_dtype), (head_axis,)) if bias else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
         xh = x.astype(self.dtype).reshape(*x.shape[:-1], self.num_heads, -1)
@@ -189,25 +266,17 @@ class GatedFeedForward(nnx.Module):
     ):
         E, P = config.embedding_dim, config.proj_up_dim
         self.act = _ACTS[config.act_fn]
-        self.proj_up = nnx.Linear(
+        kw = dict(use_bias=config.bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.proj_up = Dense(
             E,
             2 * P,
-            use_bias=config.bias,
             kernel_init=small_init(E),
-            bias_init=nnx.initializers.zeros,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            rngs=rngs,
+            kernel_axes=("embed", "mlp"),
+            bias_axes=("mlp",),
+            **kw,
         )
-        self.proj_down = nnx.Linear(
-            P,
-            E,
-            use_bias=config.bias,
-            kernel_init=wang_init(E, config._num_blocks),
-            bias_init=nnx.initializers.zeros,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            rngs=rngs,
+        self.proj_down = Dense(
+            P, E, kernel_init=wang_init(E, config._num_blocks), kernel_axes=("mlp", "embed"), **kw
         )
         self.dropout = nnx.Dropout(config.dropout, rngs=rngs) if config.dropout > 0 else None
 

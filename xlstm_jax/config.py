@@ -4,39 +4,41 @@ A reference config ports field by field (``xlstm_jax.convert.config_from_torch``
 for you). Differences from the reference, all deliberate:
 
 * Frozen and hashable (usable as static arguments under ``jax.jit``); ``slstm_at`` is a
-  tuple. Values the reference writes into sub-configs in ``__post_init__``
-  (``embedding_dim``, ``bias``, ``dropout``, ``_num_blocks``, ``_block_idx``) are filled in
-  by ``xLSTMBlockStackConfig`` on copies, so a config object is never mutated.
+  tuple (or ``"all"``). Nothing is written into a config after it is made: values the
+  reference copies into its sub-configs in ``__post_init__`` (``embedding_dim``, ``bias``,
+  ``dropout``, ``context_length``, ``_num_blocks``, ``_block_idx``) are filled in on demand
+  by ``xLSTMBlockStackConfig.block_config(idx)``, a resolved view of one block.
 * ``context_length`` is informational: no causal-mask buffer is sized from it, any S works.
-* Added: ``mLSTMLayerConfig.backend`` / ``chunk_size`` / ``impl`` (which mLSTM form and
-  kernel run), ``sLSTMLayerConfig.impl``, and the model-wide ``dtype`` / ``param_dtype``.
+* Added knobs, one per decision: ``mLSTMLayerConfig.form`` (which form of the mLSTM cell
+  runs) and ``chunk_size``; ``impl`` on both layer configs (the XLA path or the Pallas
+  kernels); the model-wide ``dtype`` / ``param_dtype`` and ``remat``.
+* ``TransformerConfig`` is the Transformer baseline's (``xlstm_jax.transformer``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Literal
 
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 ACT_FNS = ("gelu", "relu", "relu^2", "sigmoid", "swish", "selu")
-MLSTM_BACKENDS = ("auto", "parallel", "chunkwise", "recurrent")
+MLSTM_FORMS = ("auto", "parallel", "chunkwise", "recurrent")
 IMPLS = ("auto", "xla", "pallas")
+SLSTM_FUNCTIONS = ("slstm", "lstm")
+SLSTM_BIAS_INITS = ("powerlaw_blockdependent", "small_init", "standard", "zeros")
 
 
 class ConfigError(ValueError):
     """An invalid configuration; the message names the field and the fix."""
 
 
-def _require(cond: bool, msg: str) -> None:
+def require(cond: bool, msg: str) -> None:
+    """Raises ``ConfigError(msg)`` unless ``cond``: the one validation helper of all configs."""
     if not cond:
         raise ConfigError(msg)
-
-
-def _set(obj, **kw) -> None:
-    for k, v in kw.items():
-        object.__setattr__(obj, k, v)
 
 
 def round_up_dim(factor: float, dim: int, multiple: int, up: bool = True) -> int:
@@ -45,9 +47,23 @@ def round_up_dim(factor: float, dim: int, multiple: int, up: bool = True) -> int
     return int((math.ceil(q) if up else math.floor(q)) * multiple)
 
 
+def _is_pow2(x: int) -> bool:
+    return x > 0 and (x & (x - 1)) == 0
+
+
 @dataclass(frozen=True)
 class mLSTMLayerConfig:
-    """mLSTM layer (paper version): up-projection, causal conv, matrix-memory cell."""
+    """mLSTM layer (paper version): up-projection, causal conv, matrix-memory cell.
+
+    ``form`` picks the form of the cell (all compute the same function):
+    ``"parallel"`` (the reference's, quadratic in S), ``"chunkwise"`` (linear in S, chunks
+    of ``chunk_size``), ``"recurrent"`` (a scan over steps), or ``"auto"``: parallel up to
+    ``chunk_size`` tokens, chunkwise above, and chunkwise always when ``impl="pallas"``.
+    A single token with a carried state runs the recurrent step (decoding), whatever the
+    form. ``impl`` picks the XLA path or the Pallas kernels ("auto": the kernels on a CUDA
+    GPU); only the chunkwise form and the step have kernels, so ``impl="pallas"`` with
+    ``form="parallel"`` or ``"recurrent"`` is rejected.
+    """
 
     conv1d_kernel_size: int = 4
     qkv_proj_blocksize: int = 4
@@ -59,12 +75,9 @@ class mLSTMLayerConfig:
     bias: bool = False
     dropout: float = 0.0
     context_length: int = -1
-    # Ours: which form of the cell runs. "auto" = parallel for S <= chunk_size, else chunkwise.
-    backend: Literal["auto", "parallel", "chunkwise", "recurrent"] = "auto"
+    form: Literal["auto", "parallel", "chunkwise", "recurrent"] = "auto"
     chunk_size: int = 64
     impl: Literal["auto", "xla", "pallas"] = "auto"
-    # Run the Pallas kernels in interpret mode (CPU testing of impl="pallas"; slow).
-    interpret: bool = False
     _num_blocks: int = 1
     _block_idx: int = 0
 
@@ -82,39 +95,59 @@ class mLSTMLayerConfig:
         return self.inner_embedding_dim // self.num_heads
 
     def validate(self) -> None:
-        """Checks that need ``embedding_dim`` (called once the stack has set it)."""
-        _require(self.embedding_dim > 0, "mLSTMLayerConfig.embedding_dim must be > 0.")
+        """Checks that need ``embedding_dim`` (run once it is known)."""
+        require(self.embedding_dim > 0, "mLSTMLayerConfig.embedding_dim must be > 0.")
         inner = self.inner_embedding_dim
-        _require(
+        require(
             inner % self.num_heads == 0,
             f"mLSTMLayerConfig.num_heads={self.num_heads} must divide the inner dim {inner} "
             f"(= proj_factor * embedding_dim rounded to {self.round_proj_up_to_multiple_of}).",
         )
-        _require(
+        require(
             inner % self.qkv_proj_blocksize == 0,
             f"mLSTMLayerConfig.qkv_proj_blocksize={self.qkv_proj_blocksize} must divide the "
             f"inner dim {inner}.",
         )
 
     def __post_init__(self):
-        _require(self.num_heads >= 1, "mLSTMLayerConfig.num_heads must be >= 1.")
-        _require(self.conv1d_kernel_size >= 0, "mLSTMLayerConfig.conv1d_kernel_size must be >= 0.")
-        _require(self.qkv_proj_blocksize >= 1, "mLSTMLayerConfig.qkv_proj_blocksize must be >= 1.")
-        _require(self.proj_factor > 0, "mLSTMLayerConfig.proj_factor must be > 0.")
-        _require(0.0 <= self.dropout < 1.0, "mLSTMLayerConfig.dropout must be in [0, 1).")
-        _require(
-            self.backend in MLSTM_BACKENDS,
-            f"mLSTMLayerConfig.backend must be one of {MLSTM_BACKENDS}; got {self.backend!r}.",
+        require(self.num_heads >= 1, "mLSTMLayerConfig.num_heads must be >= 1.")
+        require(self.conv1d_kernel_size >= 0, "mLSTMLayerConfig.conv1d_kernel_size must be >= 0.")
+        require(self.qkv_proj_blocksize >= 1, "mLSTMLayerConfig.qkv_proj_blocksize must be >= 1.")
+        require(self.proj_factor > 0, "mLSTMLayerConfig.proj_factor must be > 0.")
+        require(0.0 <= self.dropout < 1.0, "mLSTMLayerConfig.dropout must be in [0, 1).")
+        require(
+            self.form in MLSTM_FORMS,
+            f"mLSTMLayerConfig.form must be one of {MLSTM_FORMS}; got {self.form!r}.",
         )
-        _require(self.chunk_size >= 1, "mLSTMLayerConfig.chunk_size must be >= 1.")
-        _require(self.impl in IMPLS, f"mLSTMLayerConfig.impl must be one of {IMPLS}.")
+        require(self.chunk_size >= 1, "mLSTMLayerConfig.chunk_size must be >= 1.")
+        require(
+            self.impl in IMPLS,
+            f"mLSTMLayerConfig.impl must be one of {IMPLS}; got {self.impl!r}.",
+        )
+        if self.impl == "pallas":
+            require(
+                self.form in ("auto", "chunkwise"),
+                f"mLSTMLayerConfig.impl='pallas' runs the chunkwise kernels, but form="
+                f"{self.form!r} has no Pallas kernel; set form='chunkwise' (or 'auto'), or "
+                f"impl='xla' / 'auto'.",
+            )
+            require(
+                self.chunk_size >= 16 and _is_pow2(self.chunk_size),
+                f"mLSTMLayerConfig.impl='pallas' needs chunk_size to be a power of two >= 16 "
+                f"(got {self.chunk_size}); set chunk_size=64, or impl='xla'.",
+            )
         if self.embedding_dim > 0:
             self.validate()
 
 
 @dataclass(frozen=True)
 class sLSTMLayerConfig:
-    """sLSTM layer: causal conv, four headwise gate projections, sLSTM cell, group norm."""
+    """sLSTM layer: causal conv, four headwise gate projections, sLSTM cell, group norm.
+
+    ``impl`` picks the XLA scan or the Pallas kernel ("auto": the kernel on a CUDA GPU).
+    (The reference's ``backend`` chose its CUDA or vanilla kernel; the layout of a
+    reference checkpoint's weights is an argument of ``xlstm_jax.convert`` instead.)
+    """
 
     embedding_dim: int = -1
     num_heads: int = 4
@@ -127,10 +160,7 @@ class sLSTMLayerConfig:
         "powerlaw_blockdependent"
     )
     recurrent_weight_init: Literal["zeros", "standard"] = "zeros"
-    # The reference's kernel choice; here it only names the layout of converted checkpoints.
-    backend: Literal["vanilla", "cuda"] = "cuda"
     impl: Literal["auto", "xla", "pallas"] = "auto"
-    interpret: bool = False
     _num_blocks: int = 1
     _block_idx: int = 0
 
@@ -143,31 +173,36 @@ class sLSTMLayerConfig:
         return self.embedding_dim // self.num_heads
 
     def validate(self) -> None:
-        _require(self.embedding_dim > 0, "sLSTMLayerConfig.embedding_dim must be > 0.")
-        _require(
+        """Checks that need ``embedding_dim`` (run once it is known)."""
+        require(self.embedding_dim > 0, "sLSTMLayerConfig.embedding_dim must be > 0.")
+        require(
             self.embedding_dim % self.num_heads == 0,
             f"sLSTMLayerConfig.num_heads={self.num_heads} must divide embedding_dim="
             f"{self.embedding_dim}.",
         )
 
     def __post_init__(self):
-        _require(self.num_heads >= 1, "sLSTMLayerConfig.num_heads must be >= 1.")
-        _require(self.conv1d_kernel_size >= 0, "sLSTMLayerConfig.conv1d_kernel_size must be >= 0.")
-        _require(
-            self.function in ("slstm", "lstm"),
-            f"sLSTMLayerConfig.function must be 'slstm' or 'lstm'; got {self.function!r}.",
+        require(self.num_heads >= 1, "sLSTMLayerConfig.num_heads must be >= 1.")
+        require(self.conv1d_kernel_size >= 0, "sLSTMLayerConfig.conv1d_kernel_size must be >= 0.")
+        require(
+            self.function in SLSTM_FUNCTIONS,
+            f"sLSTMLayerConfig.function must be one of {SLSTM_FUNCTIONS}; got {self.function!r}.",
         )
-        _require(
-            self.bias_init in ("powerlaw_blockdependent", "small_init", "standard", "zeros"),
-            f"sLSTMLayerConfig.bias_init {self.bias_init!r} is unknown.",
+        require(
+            self.bias_init in SLSTM_BIAS_INITS,
+            f"sLSTMLayerConfig.bias_init {self.bias_init!r} is unknown; use one of "
+            f"{SLSTM_BIAS_INITS}.",
         )
-        _require(
+        require(
             self.recurrent_weight_init in ("zeros", "standard"),
-            f"sLSTMLayerConfig.recurrent_weight_init {self.recurrent_weight_init!r} is unknown.",
+            f"sLSTMLayerConfig.recurrent_weight_init {self.recurrent_weight_init!r} is unknown; "
+            "use 'zeros' or 'standard'.",
         )
-        _require(self.backend in ("vanilla", "cuda"), "sLSTMLayerConfig.backend: vanilla|cuda.")
-        _require(self.impl in IMPLS, f"sLSTMLayerConfig.impl must be one of {IMPLS}.")
-        _require(0.0 <= self.dropout < 1.0, "sLSTMLayerConfig.dropout must be in [0, 1).")
+        require(
+            self.impl in IMPLS,
+            f"sLSTMLayerConfig.impl must be one of {IMPLS}; got {self.impl!r}.",
+        )
+        require(0.0 <= self.dropout < 1.0, "sLSTMLayerConfig.dropout must be in [0, 1).")
         if self.embedding_dim > 0:
             self.validate()
 
@@ -196,12 +231,12 @@ class FeedForwardConfig:
         )
 
     def __post_init__(self):
-        _require(
+        require(
             self.act_fn in ACT_FNS,
             f"FeedForwardConfig.act_fn must be one of {ACT_FNS}; got {self.act_fn!r}.",
         )
-        _require(self.ff_type == "ffn_gated", "FeedForwardConfig.ff_type must be 'ffn_gated'.")
-        _require(self.proj_factor > 0, "FeedForwardConfig.proj_factor must be > 0.")
+        require(self.ff_type == "ffn_gated", "FeedForwardConfig.ff_type must be 'ffn_gated'.")
+        require(self.proj_factor > 0, "FeedForwardConfig.proj_factor must be > 0.")
 
 
 @dataclass(frozen=True)
@@ -217,7 +252,12 @@ class sLSTMBlockConfig:
 
 @dataclass(frozen=True)
 class xLSTMBlockStackConfig:
-    """A stack of mLSTM and sLSTM blocks (sLSTM at the indices in ``slstm_at``)."""
+    """A stack of mLSTM and sLSTM blocks (sLSTM at the indices in ``slstm_at``).
+
+    The stack owns ``embedding_dim``, ``bias``, ``dropout`` and ``context_length`` for all
+    of its blocks (as in the reference); ``block_config(idx)`` is block ``idx``'s resolved
+    config.
+    """
 
     mlstm_block: mLSTMBlockConfig | None = None
     slstm_block: sLSTMBlockConfig | None = None
@@ -236,69 +276,91 @@ class xLSTMBlockStackConfig:
     remat: bool = False
 
     def __post_init__(self):
-        _require(self.num_blocks >= 1, "xLSTMBlockStackConfig.num_blocks must be >= 1.")
-        _require(self.embedding_dim >= 1, "xLSTMBlockStackConfig.embedding_dim must be >= 1.")
-        _require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}; got {self.dtype!r}.")
-        _require(
+        require(self.num_blocks >= 1, "xLSTMBlockStackConfig.num_blocks must be >= 1.")
+        require(self.embedding_dim >= 1, "xLSTMBlockStackConfig.embedding_dim must be >= 1.")
+        require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}; got {self.dtype!r}.")
+        require(
             self.param_dtype in DTYPES,
             f"param_dtype must be one of {DTYPES}; got {self.param_dtype!r}.",
         )
-        _require(
+        require(
             self.mlstm_block is not None or self.slstm_block is not None,
             "xLSTMBlockStackConfig needs mlstm_block or slstm_block (or both).",
         )
-        slstm_at = self.slstm_at
-        if self.mlstm_block is None or slstm_at == "all":
-            slstm_at = tuple(range(self.num_blocks))
-        slstm_at = tuple(sorted(int(i) for i in slstm_at))
-        for i in slstm_at:
-            _require(
+        require(
+            self.slstm_at == "all"
+            or (
+                isinstance(self.slstm_at, tuple)
+                and all(isinstance(i, numbers.Integral) for i in self.slstm_at)
+            ),
+            f"xLSTMBlockStackConfig.slstm_at must be a tuple of block indices or 'all'; got "
+            f"{self.slstm_at!r} (write e.g. slstm_at=(1,)).",
+        )
+        for i in self.slstm_positions:
+            require(
                 0 <= i < self.num_blocks,
                 f"xLSTMBlockStackConfig.slstm_at has {i}, outside "
                 f"[0, num_blocks={self.num_blocks}).",
             )
-        _require(
-            not slstm_at or self.slstm_block is not None,
+        require(
+            not self.slstm_positions or self.slstm_block is not None,
             "xLSTMBlockStackConfig.slstm_at places sLSTM blocks but slstm_block is None; "
             "set slstm_block=sLSTMBlockConfig() or slstm_at=().",
         )
-        _set(self, slstm_at=slstm_at)
-        # Fill in the values the stack owns (validating each layer config once).
-        if self.mlstm_block is not None:
-            layer = dataclasses.replace(
-                self.mlstm_block.mlstm,
-                embedding_dim=self.embedding_dim,
-                bias=self.bias,
-                dropout=self.dropout,
-                context_length=self.context_length,
-                _num_blocks=self.num_blocks,
+        layers = {
+            "mlstm_block.mlstm": self.mlstm_block.mlstm if self.mlstm_block else None,
+            "slstm_block.slstm": self.slstm_block.slstm if self.slstm_block else None,
+        }
+        for name, layer in layers.items():
+            require(
+                layer is None or layer.embedding_dim in (-1, self.embedding_dim),
+                f"{name}.embedding_dim contradicts the stack's embedding_dim="
+                f"{self.embedding_dim}; leave it at -1 (the stack sets it).",
             )
-            _set(self, mlstm_block=dataclasses.replace(self.mlstm_block, mlstm=layer))
-        if self.slstm_block is not None:
-            layer = dataclasses.replace(
-                self.slstm_block.slstm,
-                embedding_dim=self.embedding_dim,
-                dropout=self.dropout,
-                _num_blocks=self.num_blocks,
-            )
-            ff = self.slstm_block.feedforward
-            if ff is not None:
-                ff = dataclasses.replace(
-                    ff, embedding_dim=self.embedding_dim, _num_blocks=self.num_blocks
-                )
-            _set(self, slstm_block=sLSTMBlockConfig(slstm=layer, feedforward=ff))
+        # Resolve each kind once: the layer configs validate themselves on creation.
+        for kind in set(self.block_map):
+            self.block_config(self.block_map.index(kind))
+
+    @property
+    def slstm_positions(self) -> tuple[int, ...]:
+        """The sorted indices of the sLSTM blocks (all of them without an mLSTM block)."""
+        if self.mlstm_block is None or self.slstm_at == "all":
+            return tuple(range(self.num_blocks))
+        return tuple(sorted(self.slstm_at))
 
     @property
     def block_map(self) -> tuple[int, ...]:
         """0 = mLSTM block, 1 = sLSTM block, per position."""
-        return tuple(int(i in self.slstm_at) for i in range(self.num_blocks))
+        positions = set(self.slstm_positions)
+        return tuple(int(i in positions) for i in range(self.num_blocks))
 
     def block_config(self, idx: int) -> mLSTMBlockConfig | sLSTMBlockConfig:
-        """The resolved config of block ``idx`` (with its ``_block_idx`` set)."""
+        """The resolved config of block ``idx``: its layer (and feed-forward) config with the
+        values the stack owns filled in, ``_block_idx`` included."""
         if self.block_map[idx]:
-            layer = dataclasses.replace(self.slstm_block.slstm, _block_idx=idx)
-            return dataclasses.replace(self.slstm_block, slstm=layer)
-        layer = dataclasses.replace(self.mlstm_block.mlstm, _block_idx=idx)
+            sb = self.slstm_block
+            layer = dataclasses.replace(
+                sb.slstm,
+                embedding_dim=self.embedding_dim,
+                dropout=self.dropout,
+                _num_blocks=self.num_blocks,
+                _block_idx=idx,
+            )
+            ff = sb.feedforward
+            if ff is not None:
+                ff = dataclasses.replace(
+                    ff, embedding_dim=self.embedding_dim, _num_blocks=self.num_blocks
+                )
+            return sLSTMBlockConfig(slstm=layer, feedforward=ff)
+        layer = dataclasses.replace(
+            self.mlstm_block.mlstm,
+            embedding_dim=self.embedding_dim,
+            bias=self.bias,
+            dropout=self.dropout,
+            context_length=self.context_length,
+            _num_blocks=self.num_blocks,
+            _block_idx=idx,
+        )
         return mLSTMBlockConfig(mlstm=layer)
 
 
@@ -313,7 +375,65 @@ class xLSTMLMModelConfig(xLSTMBlockStackConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        _require(
+        require(
             self.vocab_size >= 1,
             f"xLSTMLMModelConfig.vocab_size must be >= 1; got {self.vocab_size}.",
         )
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """The Transformer baseline's shape. Field names follow ``xLSTMLMModelConfig`` where they
+    mean the same (``embedding_dim``, ``num_blocks``, ``vocab_size``, ``dtype``, ``remat``).
+
+    ``ffn_proj_factor`` sets the SwiGLU hidden size ``F`` (Llama's 8/3, rounded up to a
+    multiple of ``ffn_round_to``). ``dropout`` exists for the trainer's checks and must be 0.
+    """
+
+    vocab_size: int = -1
+    embedding_dim: int = 128
+    num_blocks: int = 2
+    num_heads: int = 4
+    ffn_proj_factor: float = 8 / 3
+    ffn_round_to: int = 64
+    rope_theta: float = 10_000.0
+    norm_eps: float = 1e-6
+    # Informational, as for the xLSTM: nothing is sized from it, any S works.
+    context_length: int = -1
+    tie_weights: bool = False
+    weight_decay_on_embedding: bool = False
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    remat: bool = False
+    dropout: float = 0.0
+
+    @property
+    def head_dim(self) -> int:
+        return self.embedding_dim // self.num_heads
+
+    @property
+    def ffn_dim(self) -> int:
+        f = self.ffn_proj_factor * self.embedding_dim
+        return int(math.ceil(f / self.ffn_round_to) * self.ffn_round_to)
+
+    def __post_init__(self):
+        require(
+            self.vocab_size >= 1,
+            f"TransformerConfig.vocab_size must be >= 1; got {self.vocab_size}.",
+        )
+        require(self.num_blocks >= 1, "TransformerConfig.num_blocks must be >= 1.")
+        require(self.num_heads >= 1, "TransformerConfig.num_heads must be >= 1.")
+        require(
+            self.embedding_dim % self.num_heads == 0 and self.head_dim % 2 == 0,
+            f"TransformerConfig.num_heads={self.num_heads} must divide embedding_dim="
+            f"{self.embedding_dim} into an even head dim (rotary positions rotate pairs).",
+        )
+        require(
+            self.ffn_proj_factor > 0 and self.ffn_round_to >= 1,
+            "TransformerConfig.ffn_proj_factor must be > 0 and ffn_round_to >= 1.",
+        )
+        require(self.dtype in DTYPES, f"TransformerConfig.dtype must be one of {DTYPES}.")
+        require(
+            self.param_dtype in DTYPES, f"TransformerConfig.param_dtype must be one of {DTYPES}."
+        )
+        require(self.dropout == 0.0, "TransformerConfig.dropout is not implemented; set it to 0.")

@@ -14,6 +14,10 @@ Layout facts (see the reference's ``sLSTMCell_vanilla`` / ``sLSTMCell_cuda``):
   The bias (NH, 4, DH) is stored flat in (4, NH, DH) order by vanilla, (NH, 4, DH) by cuda.
 * The reference's sLSTM module named ``fgate`` feeds the cell's input gate and ``igate``
   the forget gate; our modules are named by the gate they feed.
+
+The sLSTM layout of a checkpoint (``slstm_backend``, the reference's name for the kernel
+that stores it) is read from the recurrent kernel's shape when not given: the two layouts
+never have the same shape.
 """
 
 from __future__ import annotations
@@ -55,10 +59,39 @@ def _same(a: np.ndarray) -> np.ndarray:
     return a
 
 
+SLSTM_LAYOUTS = ("vanilla", "cuda")
+_RECURRENT = "xlstm.slstm_cell._recurrent_kernel_"
+
+
+def _stored_shapes(cfg: sLSTMLayerConfig) -> dict[str, tuple[int, ...]]:
+    NH, DH = cfg.num_heads, cfg.head_dim
+    return {"vanilla": (NH, 4 * DH, DH), "cuda": (NH, DH, 4 * DH)}
+
+
+def _detect_slstm_layout(state_dict: Mapping, config: xLSTMBlockStackConfig, lm: bool) -> str:
+    """The sLSTM layout of ``state_dict``, from its first sLSTM recurrent kernel's shape
+    ("cuda", the reference's default, when the model has no sLSTM block)."""
+    pre = _STACK if lm else ""
+    for idx, kind in enumerate(config.block_map):
+        key = f"{pre}blocks.{idx}.{_RECURRENT}"
+        if kind and key in state_dict:
+            shape = tuple(state_dict[key].shape)
+            shapes = _stored_shapes(config.block_config(idx).slstm)
+            for layout, stored in shapes.items():
+                if shape == stored:
+                    return layout
+            raise ValueError(
+                f"{key} has shape {shape}, neither the vanilla {shapes['vanilla']} nor the "
+                f"cuda {shapes['cuda']} layout of this config's sLSTM; check num_heads and "
+                "embedding_dim."
+            )
+    return "cuda"
+
+
 def _slstm_layout(cfg: sLSTMLayerConfig, backend: str):
     """(R, bias) converters between our layout and the given backend's storage."""
     NH, DH = cfg.num_heads, cfg.head_dim
-    stored = {"vanilla": (NH, 4 * DH, DH), "cuda": (NH, DH, 4 * DH)}
+    stored = _stored_shapes(cfg)
 
     def check(a):
         if tuple(a.shape) != stored[backend]:
@@ -151,7 +184,7 @@ def _slstm_rules(cfg: sLSTMBlockConfig, backend: str) -> list[Rule]:
     ):
         rules.append((f"xlstm.{ours}.weight", f"xlstm.{theirs}.weight", _same, _same))
     rules += [
-        ("xlstm.recurrent_kernel", "xlstm.slstm_cell._recurrent_kernel_", r_from, r_to),
+        ("xlstm.recurrent_kernel", _RECURRENT, r_from, r_to),
         ("xlstm.bias", "xlstm.slstm_cell._bias_", b_from, b_to),
     ]
     if cfg.slstm.group_norm_weight:
@@ -164,7 +197,7 @@ def _slstm_rules(cfg: sLSTMBlockConfig, backend: str) -> list[Rule]:
     return rules
 
 
-def _rules(config: xLSTMBlockStackConfig, lm: bool, slstm_backend: str | None) -> list[Rule]:
+def _rules(config: xLSTMBlockStackConfig, lm: bool, slstm_backend: str) -> list[Rule]:
     pre = _STACK if lm else ""
     rules: list[Rule] = []
     for idx in range(config.num_blocks):
@@ -172,7 +205,7 @@ def _rules(config: xLSTMBlockStackConfig, lm: bool, slstm_backend: str | None) -
         if isinstance(bc, mLSTMBlockConfig):
             block_rules = _mlstm_rules(bc.mlstm)
         else:
-            block_rules = _slstm_rules(bc, slstm_backend or bc.slstm.backend)
+            block_rules = _slstm_rules(bc, slstm_backend)
         p = f"blocks.{idx}."
         rules += [(pre + p + o, pre + p + t, f, g) for o, t, f, g in block_rules]
     if config.add_post_blocks_norm:
@@ -238,10 +271,12 @@ def from_state_dict(
       state_dict: names -> tensors/arrays, as ``torch_model.state_dict()``.
       config: our config; an ``xLSTMLMModelConfig`` gives an ``xLSTMLMModel``, an
         ``xLSTMBlockStackConfig`` an ``xLSTMBlockStack``.
-      slstm_backend: storage layout of the sLSTM weights ("vanilla" or "cuda"); default
-        the config's ``sLSTMLayerConfig.backend``.
+      slstm_backend: storage layout of the sLSTM weights ("vanilla" or "cuda"); default:
+        read from the recurrent kernels' shapes.
     """
     lm = isinstance(config, xLSTMLMModelConfig)
+    if slstm_backend is None:
+        slstm_backend = _detect_slstm_layout(state_dict, config, lm)
     cls = xLSTMLMModel if lm else xLSTMBlockStack
     # Build abstractly (no random init work): every parameter is overwritten below.
     model = nnx.eval_shape(lambda: cls(config, rngs=nnx.Rngs(0)))
@@ -280,18 +315,22 @@ def from_state_dict(
 def from_torch(torch_model, slstm_backend: str | None = None):
     """Our model (config and weights) from a reference ``xLSTMLMModel`` or ``xLSTMBlockStack``.
 
-    The sLSTM weight layout is read from the reference config's ``backend`` unless given.
+    The sLSTM weight layout is the reference config's ``backend`` unless given.
     """
     config = config_from_torch(torch_model.config)
+    if slstm_backend is None:
+        sb = getattr(torch_model.config, "slstm_block", None)
+        slstm_backend = getattr(getattr(sb, "slstm", None), "backend", None)
     return from_state_dict(torch_model.state_dict(), config, slstm_backend)
 
 
-def to_torch_state_dict(model, slstm_backend: str | None = None, *, as_torch: bool = True):
+def to_torch_state_dict(model, slstm_backend: str = "cuda", *, as_torch: bool = True):
     """The reference state dict of ``model`` (``xLSTMLMModel`` or ``xLSTMBlockStack``).
 
     Args:
-      slstm_backend: layout of the target reference model's sLSTM cells ("vanilla" for a
-        model built on CPU); default the config's ``backend``.
+      slstm_backend: the ``backend`` of the target reference model's sLSTM cells, which
+        decides their weight layout: "cuda" (the reference's default) or "vanilla" (a
+        reference built with ``sLSTMLayerConfig(backend="vanilla")``, e.g. on a CPU).
       as_torch: return torch tensors (needs torch) rather than NumPy arrays.
     """
     lm = isinstance(model, xLSTMLMModel)

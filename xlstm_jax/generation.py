@@ -3,7 +3,7 @@
     from xlstm_jax import generate
     out = generate(model, [[1, 2, 3], [4, 5]], max_new_tokens=20, temperature=0.0)
 
-The command line (``python -m xlstm_jax.generate``) lives in ``xlstm_jax/generate.py``.
+The command line that samples from a training run is ``python -m train.generate``.
 
 The decode loop is one ``lax.scan`` (no Python loop per token). Prompts of different
 lengths are handled without padding the recurrence: the shared prefix is prefilled in one
@@ -57,7 +57,8 @@ def sample_logits(
     return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
 
 
-def _check_args(max_new_tokens, temperature, top_k, top_p):
+def check_sampling_args(max_new_tokens, temperature, top_k, top_p) -> None:
+    """Raises ``ValueError`` naming the argument when a sampling setting is invalid."""
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"`max_new_tokens` must be an integer >= 1; got {max_new_tokens!r}.")
     if temperature < 0:
@@ -116,7 +117,7 @@ def _generate(
 ):
     model = nnx.merge(graphdef, params)
     B, P = prompts.shape
-    logits, state = model(prompts[:, :prefill_len], state=model.init_state(B), return_state=True)
+    logits, state = model.with_state(prompts[:, :prefill_len], model.init_state(B))
     last = logits[:, -1]
 
     def step(carry, t):
@@ -131,7 +132,7 @@ def _generate(
         out = out.at[rows, col].set(jnp.where(generating, token, out[rows, col]))
         n_out = n_out + generating.astype(jnp.int32)
         done = done | (generating & (token == eos_id))
-        logits, state = nnx.merge(graphdef, params)(token[:, None], state=state, return_state=True)
+        logits, state = nnx.merge(graphdef, params).with_state(token[:, None], state)
         return (state, logits[:, 0], rng, out, n_out, done), None
 
     fill = jnp.where(eos_id >= 0, eos_id, 0)
@@ -167,7 +168,7 @@ def generate(
     Returns:
       (B, max_new_tokens) int32 NumPy array of generated ids.
     """
-    _check_args(max_new_tokens, temperature, top_k, top_p)
+    check_sampling_args(max_new_tokens, temperature, top_k, top_p)
     prompts, lengths = _pack_prompts(prompt_tokens)
     vocab = model.config.vocab_size
     if prompts.min() < 0 or prompts.max() >= vocab:

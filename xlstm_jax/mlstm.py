@@ -13,6 +13,7 @@ from flax import nnx
 import pallas_kernels as pk
 from xlstm_jax.components import (
     CausalConv1d,
+    Dense,
     LayerNorm,
     LinearHeadwiseExpand,
     MultiHeadLayerNorm,
@@ -20,18 +21,30 @@ from xlstm_jax.components import (
     wang_init,
 )
 from xlstm_jax.config import mLSTMLayerConfig
-from xlstm_jax.sharding import shard_op
+from xlstm_jax.sharding import param, shard_op
+from xlstm_jax.state import BlockState, MLSTMState
 
-# Per-layer recurrent state: {"conv": (B, K-1, I), "cell": (C (B,NH,DH,DH), n (B,NH,DH), m (B,NH))}
-MLSTMLayerState = dict
+# Logical axes of the cell's operands: heads and batch are independent.
+_SEQ, _GATE = ("batch", "heads", None, None), ("batch", "heads", None)
+_STATE = (_SEQ, _GATE, ("batch", "heads"))
+
+
+def cell_form(config: mLSTMLayerConfig, S: int, has_state: bool) -> str:
+    """Which op runs the cell for S tokens: "step", "parallel", "chunkwise" or
+    "recurrent" (see ``mLSTMLayerConfig``)."""
+    if has_state and S == 1:
+        return "step"  # decoding: one fused step (every form computes the same there)
+    if config.form != "auto":
+        return config.form
+    return "parallel" if config.chunk_size >= S and config.impl != "pallas" else "chunkwise"
 
 
 class mLSTMLayer(nnx.Module):
-    """x (B, S, E) -> y (B, S, E).
+    """x (B, S, E) -> (y (B, S, E), new state).
 
     ``x_m, z = proj_up(x)``; ``x_c = silu(conv(x_m))``; ``q, k = proj(x_c)``, ``v = proj(x_m)``;
     scalar gates per head from ``[q, k, v]``; ``h = (outnorm(cell) + skip * x_c) * silu(z)``;
-    ``y = proj_down(h)``.
+    ``y = proj_down(h)``. The state is a ``BlockState`` (conv buffer, ``MLSTMState``).
     """
 
     def __init__(
@@ -46,109 +59,96 @@ class mLSTMLayer(nnx.Module):
         self.config, self.dtype = config, dtype
         E, I, NH = config.embedding_dim, config.inner_embedding_dim, config.num_heads
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        zeros = nnx.initializers.zeros
-        self.proj_up = nnx.Linear(
-            E, 2 * I, use_bias=config.bias, kernel_init=small_init(E), bias_init=zeros, **kw
+        self.proj_up = Dense(
+            E,
+            2 * I,
+            use_bias=config.bias,
+            kernel_init=small_init(E),
+            kernel_axes=("embed", "inner"),
+            bias_axes=("inner",),
+            **kw,
         )
         n_blocks = I // config.qkv_proj_blocksize
         # The reference initialises q, k, v with the *embedding* dim, not the inner dim.
         for name in ("q_proj", "k_proj", "v_proj"):
-            setattr(
-                self,
-                name,
-                LinearHeadwiseExpand(I, n_blocks, bias=config.bias, init=small_init(E), **kw),
+            proj = LinearHeadwiseExpand(
+                I, n_blocks, bias=config.bias, init=small_init(E), head_axis="inner", **kw
             )
+            setattr(self, name, proj)
         self.conv1d = CausalConv1d(I, config.conv1d_kernel_size, **kw)
         # Gate pre-activations are computed in float32 whatever the compute dtype.
         gate_kw = dict(
-            dtype=jnp.promote_types(dtype, jnp.float32), param_dtype=param_dtype, rngs=rngs
+            use_bias=True,
+            kernel_init=nnx.initializers.zeros,
+            kernel_axes=(None, "heads"),
+            bias_axes=("heads",),
+            dtype=jnp.promote_types(dtype, jnp.float32),
+            param_dtype=param_dtype,
+            rngs=rngs,
         )
-        self.igate = nnx.Linear(
-            3 * I, NH, kernel_init=zeros, bias_init=nnx.initializers.normal(0.1), **gate_kw
-        )
-        self.fgate = nnx.Linear(
-            3 * I, NH, kernel_init=zeros, bias_init=_linspace(3.0, 6.0), **gate_kw
-        )
+        self.igate = Dense(3 * I, NH, bias_init=nnx.initializers.normal(0.1), **gate_kw)
+        self.fgate = Dense(3 * I, NH, bias_init=_linspace(3.0, 6.0), **gate_kw)
         self.outnorm = MultiHeadLayerNorm(NH, I // NH, dtype=dtype, param_dtype=param_dtype)
-        self.learnable_skip = nnx.Param(jnp.ones((I,), param_dtype))
-        self.proj_down = nnx.Linear(
+        self.learnable_skip = param(jnp.ones((I,), param_dtype))
+        self.proj_down = Dense(
             I,
             E,
             use_bias=config.bias,
             kernel_init=wang_init(E, config._num_blocks),
-            bias_init=zeros,
+            kernel_axes=("inner", "embed"),
             **kw,
         )
         self.dropout = nnx.Dropout(config.dropout, rngs=rngs) if config.dropout > 0 else None
 
-    def init_state(self, batch_size: int) -> MLSTMLayerState:
+    def init_state(self, batch_size: int) -> BlockState:
         c = self.config
-        return {
-            "conv": self.conv1d.init_state(batch_size),
-            "cell": pk.mlstm_zero_state(batch_size, c.num_heads, c.head_dim, c.head_dim),
-        }
+        cell = pk.mlstm_zero_state(batch_size, c.num_heads, c.head_dim, c.head_dim)
+        return BlockState(conv=self.conv1d.init_state(batch_size), cell=cell)
 
-    def _cell(self, q, k, v, i, f, state):
-        """q, k, v: (B, NH, S, DH); i, f: (B, NH, S) float32. Returns (h, new state)."""
+    def _cell(self, q, k, v, i, f, state: MLSTMState | None) -> tuple[jax.Array, MLSTMState]:
+        """q, k, v: (B, NH, S, DH); i, f: (B, NH, S) float32. Returns (h, new cell state)."""
         c = self.config
         S = q.shape[2]
-        if state is None:
-            backend = c.backend
-            if backend == "auto":
-                backend = "parallel" if c.chunk_size >= S else "chunkwise"
-        elif S == 1:
-            backend = "step"  # decoding: one fused step
-        else:
-            backend = "recurrent" if c.backend == "recurrent" else "chunkwise"
+        form = cell_form(c, S, state is not None)
 
         def cell(q, k, v, i, f, *state):
-            state = state or None
-            if backend == "parallel":
-                return pk.mlstm_parallel(q, k, v, i, f), None
-            if backend == "step":
+            state = MLSTMState(*state) if state else None
+            if form == "step":
                 h, new = pk.mlstm_step(
-                    q[:, :, 0],
-                    k[:, :, 0],
-                    v[:, :, 0],
-                    i[..., 0],
-                    f[..., 0],
-                    state,
-                    impl=c.impl,
-                    interpret=c.interpret,
+                    q[:, :, 0], k[:, :, 0], v[:, :, 0], i[..., 0], f[..., 0], state, impl=c.impl
                 )
-                return h[:, :, None], new
-            if backend == "recurrent":
-                return pk.mlstm_recurrent(
-                    q, k, v, i, f, initial_state=state, return_last_state=True
+                return h[:, :, None], tuple(new)
+            if form == "recurrent":
+                h, last = pk.mlstm_recurrent(
+                    q, k, v, i, f, initial_state=state, return_last_state=True, impl=c.impl
                 )
-            return pk.mlstm_chunkwise(
-                q,
-                k,
-                v,
-                i,
-                f,
-                chunk_size=c.chunk_size,
-                initial_state=state,
-                return_last_state=True,
-                impl=c.impl,
-                interpret=c.interpret,
+                return h, tuple(last)
+            # The parallel form with a carried state is one chunk of the chunkwise form (on
+            # XLA, the parallel form's only implementation).
+            L, impl = (S, "xla") if form == "parallel" else (c.chunk_size, c.impl)
+            h, last = pk.mlstm_chunkwise(
+                q, k, v, i, f, chunk_size=L, initial_state=state, return_last_state=True, impl=impl
             )
+            if form == "parallel" and state is None:
+                # From a zero state, the outputs are the reference's stabilised parallel form;
+                # the final state above continues them (dead code under jit when unused).
+                h = pk.mlstm_parallel(q, k, v, i, f, impl=c.impl)
+            return h, tuple(last)
 
-        # Heads and batch are independent: run the op per shard (no hidden all-gathers).
-        seq, gate = ("batch", "heads", None, None), ("batch", "heads", None)
-        state_axes = (seq, gate, ("batch", "heads"))
         args = (q, k, v, i, f) + (tuple(state) if state is not None else ())
-        in_axes = (seq, seq, seq, gate, gate) + (state_axes if state is not None else ())
-        out_axes = (seq, None if backend == "parallel" else state_axes)
-        return shard_op(cell, args, in_axes, out_axes)
+        in_axes = (_SEQ, _SEQ, _SEQ, _GATE, _GATE) + (_STATE if state is not None else ())
+        h, last = shard_op(cell, args, in_axes, (_SEQ, _STATE))
+        return h, MLSTMState(*last)
 
-    def __call__(self, x: jax.Array, state: MLSTMLayerState | None = None):
-        """Returns y (B, S, E), and the new state when ``state`` is given."""
+    def __call__(
+        self, x: jax.Array, state: BlockState | None = None
+    ) -> tuple[jax.Array, BlockState]:
+        """x (B, S, E) and the state (None: zeros) -> (y (B, S, E), the new state)."""
         c = self.config
         B, S, _ = x.shape
         NH, I = c.num_heads, c.inner_embedding_dim
         x_m, z = jnp.split(self.proj_up(x), 2, axis=-1)
-        x_c, conv_state = self.conv1d(x_m, None if state is None else state["conv"])
+        x_c, conv_state = self.conv1d(x_m, None if state is None else state.conv)
         x_c = jax.nn.silu(x_c)
         q, k, v = self.q_proj(x_c), self.k_proj(x_c), self.v_proj(x_m)
         gate_in = jnp.concatenate([q, k, v], axis=-1)
@@ -160,16 +160,14 @@ class mLSTMLayer(nnx.Module):
             return t.reshape(B, S, NH, I // NH).transpose(0, 2, 1, 3)
 
         h, cell_state = self._cell(
-            heads(q), heads(k), heads(v), i, f, None if state is None else state["cell"]
+            heads(q), heads(k), heads(v), i, f, None if state is None else state.cell
         )
         h = self.outnorm(h.transpose(0, 2, 1, 3)).reshape(B, S, I)
         h = (h + self.learnable_skip[...].astype(self.dtype) * x_c) * jax.nn.silu(z)
         y = self.proj_down(h)
         if self.dropout is not None:
             y = self.dropout(y)
-        if state is None:
-            return y
-        return y, {"conv": conv_state, "cell": cell_state}
+        return y, BlockState(conv=conv_state, cell=cell_state)
 
 
 def _linspace(start: float, end: float) -> nnx.Initializer:
@@ -181,7 +179,10 @@ def _linspace(start: float, end: float) -> nnx.Initializer:
 
 
 class mLSTMBlock(nnx.Module):
-    """``x + mLSTMLayer(LayerNorm(x))`` (no feed-forward). x (B, S, E) -> (B, S, E)."""
+    """``x + mLSTMLayer(LayerNorm(x))`` (no feed-forward).
+
+    x (B, S, E) and a ``BlockState`` (None: zeros) -> (y (B, S, E), the new state).
+    """
 
     def __init__(
         self,
@@ -194,11 +195,11 @@ class mLSTMBlock(nnx.Module):
         self.xlstm_norm = LayerNorm(config.embedding_dim, dtype=dtype, param_dtype=param_dtype)
         self.xlstm = mLSTMLayer(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
 
-    def init_state(self, batch_size: int):
+    def init_state(self, batch_size: int) -> BlockState:
         return self.xlstm.init_state(batch_size)
 
-    def __call__(self, x: jax.Array, state=None):
-        if state is None:
-            return x + self.xlstm(self.xlstm_norm(x))
+    def __call__(
+        self, x: jax.Array, state: BlockState | None = None
+    ) -> tuple[jax.Array, BlockState]:
         y, state = self.xlstm(self.xlstm_norm(x), state)
         return x + y, state

@@ -9,11 +9,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from xlstm_jax.components import LayerNorm, small_init
+from xlstm_jax.components import Dense, Embedding, LayerNorm, small_init
 from xlstm_jax.config import mLSTMBlockConfig, xLSTMBlockStackConfig, xLSTMLMModelConfig
 from xlstm_jax.mlstm import mLSTMBlock
 from xlstm_jax.sharding import constrain
 from xlstm_jax.slstm import sLSTMBlock
+from xlstm_jax.state import StackState
 
 
 def _check_tokens(tokens: jax.Array) -> None:
@@ -26,8 +27,8 @@ def _check_tokens(tokens: jax.Array) -> None:
 class xLSTMBlockStack(nnx.Module):
     """Blocks in the order of ``config.block_map``, then an optional post-blocks LayerNorm.
 
-    Call: ``stack(x)`` with x (B, S, E) -> (B, S, E); ``stack(x, state)`` -> (y, new_state)
-    where ``state`` is a tuple with one entry per block (``init_state``).
+    Call: ``stack(x, state)`` with x (B, S, E) and a ``StackState`` (``init_state(B)``; None
+    means zeros) -> ``(y (B, S, E), new StackState)``.
     """
 
     def __init__(self, config: xLSTMBlockStackConfig, *, rngs: nnx.Rngs):
@@ -47,40 +48,44 @@ class xLSTMBlockStack(nnx.Module):
             else None
         )
 
-    def init_state(self, batch_size: int) -> tuple:
-        """Zero recurrent state: per block {"conv": ..., "cell": ...} (see the layers)."""
-        return tuple(block.init_state(batch_size) for block in self.blocks)
+    def init_state(self, batch_size: int) -> StackState:
+        """The zero state: one ``BlockState`` per block."""
+        return StackState(tuple(block.init_state(batch_size) for block in self.blocks))
 
-    def __call__(self, x: jax.Array, state: tuple | None = None):
-        new_state = []
+    def __call__(
+        self, x: jax.Array, state: StackState | None = None
+    ) -> tuple[jax.Array, StackState]:
+        states = (None,) * len(self.blocks) if state is None else state.blocks
+        new_states = []
         x = constrain(x, ("batch", None, None))
-        for idx, block in enumerate(self.blocks):
-            if state is None:
-                x = nnx.remat(lambda blk, h: blk(h))(block, x) if self.config.remat else block(x)
+        for block, block_state in zip(self.blocks, states, strict=True):
+            if self.config.remat:
+                x, block_state = nnx.remat(lambda blk, h, s: blk(h, s))(block, x, block_state)
             else:
-                x, s = block(x, state[idx])
-                new_state.append(s)
+                x, block_state = block(x, block_state)
+            new_states.append(block_state)
             x = constrain(x, ("batch", None, None))
         if self.post_blocks_norm is not None:
             x = self.post_blocks_norm(x)
-        return x if state is None else (x, tuple(new_state))
+        return x, StackState(tuple(new_states))
 
 
 class xLSTMLMModel(nnx.Module):
     """xLSTM language model: ``lm_head(blocks(token_embedding(tokens)))``.
 
-    Call: ``model(tokens)`` with tokens int (B, S) -> logits (B, S, V) in float32 (float64 for a
-    float64 model). Any S works.
-    With ``state`` (from ``init_state(B)``) and ``return_state=True`` it returns
-    ``(logits, new_state)``, so a long sequence can be processed in pieces.
+    ``model(tokens)``: tokens int (B, S) -> logits (B, S, V) in float32 (float64 for a
+    float64 model), from the zero state. Any S works.
+
+    ``model.with_state(tokens, state)`` -> ``(logits, new_state)`` continues from a
+    ``StackState`` (``model.init_state(B)``), so a long sequence can be processed in pieces.
     """
 
     def __init__(self, config: xLSTMLMModelConfig, *, rngs: nnx.Rngs):
         self.config = config
         dtype, param_dtype = jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
         E, V = config.embedding_dim, config.vocab_size
-        self.token_embedding = nnx.Embed(
-            V, E, embedding_init=small_init(E), dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        self.token_embedding = Embedding(
+            V, E, init=small_init(E), dtype=dtype, param_dtype=param_dtype, rngs=rngs
         )
         self.emb_dropout = (
             nnx.Dropout(config.dropout, rngs=rngs)
@@ -91,31 +96,32 @@ class xLSTMLMModel(nnx.Module):
         self.lm_head = (
             None
             if config.tie_weights
-            else nnx.Linear(
+            else Dense(
                 E,
                 V,
                 use_bias=False,
                 kernel_init=small_init(E),
+                kernel_axes=("embed", "vocab"),
                 dtype=dtype,
                 param_dtype=param_dtype,
                 rngs=rngs,
             )
         )
 
-    def init_state(self, batch_size: int) -> tuple:
+    def init_state(self, batch_size: int) -> StackState:
         return self.xlstm_block_stack.init_state(batch_size)
 
-    def __call__(self, tokens: jax.Array, state: tuple | None = None, return_state: bool = False):
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        return self.logits(self.hidden_states(tokens))
+
+    def with_state(
+        self, tokens: jax.Array, state: StackState | None
+    ) -> tuple[jax.Array, StackState]:
+        """Logits (B, S, V) of ``tokens`` (B, S) continuing from ``state`` (None: zeros),
+        and the state after them."""
         _check_tokens(tokens)
-        if return_state and state is None:
-            state = self.init_state(tokens.shape[0])
-        x = self._embed(tokens)
-        if state is None:
-            x = self.xlstm_block_stack(x)
-        else:
-            x, state = self.xlstm_block_stack(x, state)
-        logits = self.logits(x)
-        return (logits, state) if state is not None else logits
+        x, state = self.xlstm_block_stack(self._embed(tokens), state)
+        return self.logits(x), state
 
     def hidden_states(self, tokens: jax.Array) -> jax.Array:
         """The final hidden states (B, S, E) of ``tokens`` (B, S), from a zero state:
@@ -123,7 +129,7 @@ class xLSTMLMModel(nnx.Module):
         few positions applies ``logits`` to those only (the V-wide head dominates small
         models' cost)."""
         _check_tokens(tokens)
-        return self.xlstm_block_stack(self._embed(tokens))
+        return self.xlstm_block_stack(self._embed(tokens))[0]
 
     def _embed(self, tokens: jax.Array) -> jax.Array:
         x = self.token_embedding(tokens)

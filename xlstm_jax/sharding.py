@@ -1,12 +1,15 @@
 """Logical axis names for parameters and activations, and their mapping to a device mesh.
 
-Model code names *logical* axes only ("batch", "embed", "heads", ...); one rules table maps
-them to the mesh axes ``("data", "fsdp", "tensor")``. With no active mesh (the default,
-one device) every helper here is a no-op, so the model runs unsharded.
+Every parameter is created with its logical axes (``param(value, axes)``, stored as the
+variable's ``logical_axes`` metadata), so how a weight is sharded follows from where it
+was made, not from its attribute path. One rules table maps the logical names to the
+mesh axes ``("data", "fsdp", "tensor")``; the mesh is JAX's own (``jax.set_mesh``) and the
+rules Flax's (``nnx.logical_axis_rules``), both entered by ``activate``. With no active
+mesh (the default, one device) every helper here is a no-op and the model runs unsharded.
 
     mesh = make_mesh((2, 2, 2))
-    with activate(mesh):                       # DEFAULT_RULES unless given
-        shardings = tree_shardings(state)      # NamedSharding per leaf, by parameter path
+    shardings = param_shardings(nnx.state(model, nnx.Param), mesh)   # NamedSharding per leaf
+    with activate(mesh):                                             # DEFAULT_RULES unless given
         ...jit the train step with these shardings...
 
 Recurrent ops (``pallas_kernels``) are opaque to the SPMD partitioner, so the layers call
@@ -17,14 +20,14 @@ device runs the op on its own shard with no hidden all-gather.
 from __future__ import annotations
 
 import contextlib
-import contextvars
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from flax import nnx
+from flax.core import spmd as flax_spmd
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -40,36 +43,35 @@ DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("mlp", "tensor"),
 )
 
-# Parameter path (suffix regex) -> logical axes, first match wins. Paths are the dotted
-# NNX paths (an optimizer state that mirrors the parameters matches by the same suffix).
-PARAM_AXES: tuple[tuple[str, tuple[str | None, ...]], ...] = (
-    (r"token_embedding\.embedding$", ("vocab", "embed")),
-    (r"lm_head\.kernel$", ("embed", "vocab")),
-    (r"ffn\.proj_up\.kernel$", ("embed", "mlp")),
-    (r"ffn\.proj_up\.bias$", ("mlp",)),
-    (r"ffn\.proj_down\.kernel$", ("mlp", "embed")),
-    (r"xlstm\.proj_up\.kernel$", ("embed", "inner")),
-    (r"xlstm\.proj_up\.bias$", ("inner",)),
-    (r"xlstm\.proj_down\.kernel$", ("inner", "embed")),
-    (r"xlstm\.[qkv]_proj\.weight$", ("inner", None, None)),
-    (r"xlstm\.[qkv]_proj\.bias$", ("inner",)),
-    (r"xlstm\.[ifzo]gate\.weight$", ("heads", None, None)),  # sLSTM headwise gates
-    (r"xlstm\.recurrent_kernel$", ("heads", None, None, None)),
-    (r"xlstm\.bias$", ("heads", None, None)),
-    (r"xlstm\.[if]gate\.kernel$", (None, "heads")),  # mLSTM scalar gates
-    (r"xlstm\.[if]gate\.bias$", ("heads",)),
-)
-
+Axes = tuple[str | None, ...]
 Rules = Sequence[tuple[str, str | tuple[str, ...] | None]]
 # Parameters smaller than this stay replicated under FSDP (norm scales, biases, gates).
 FSDP_MIN_SIZE = 1024
-_ACTIVE: contextvars.ContextVar[tuple[Mesh, dict] | None] = contextvars.ContextVar(
-    "xlstm_jax_mesh", default=None
-)
+# The variable metadata key that holds a parameter's logical axes.
+AXES_KEY = "logical_axes"
 
 
 class ShardingError(ValueError):
     """A mesh or sharding that cannot work; the message names the problem and the fix."""
+
+
+def param(value: jax.Array, axes: Axes | None = None) -> nnx.Param:
+    """An ``nnx.Param`` carrying its logical axes (one name or None per dim of ``value``).
+
+    Dims left None (or no axes at all) are free: FSDP may still shard them (see
+    ``param_shardings``).
+    """
+    if axes is None:
+        return nnx.Param(value)
+    if len(axes) != value.ndim:
+        raise ValueError(f"logical axes {axes} do not match a parameter of shape {value.shape}.")
+    return nnx.Param(value, **{AXES_KEY: tuple(axes)})
+
+
+def logical_axes(variable: nnx.Variable) -> Axes:
+    """The logical axes a parameter was created with (all None if it has none)."""
+    axes = variable.get_metadata().get(AXES_KEY)
+    return tuple(axes) if axes is not None else (None,) * np.ndim(variable.get_value())
 
 
 def make_mesh(sizes: Sequence[int], devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -96,25 +98,33 @@ def make_mesh(sizes: Sequence[int], devices: Sequence[jax.Device] | None = None)
             f"devices, but {len(devices)} are available; set the sizes so that their product is "
             f"{len(devices)} (or one of them to -1)."
         )
-    return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
+    return Mesh(
+        np.asarray(devices).reshape(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * len(sizes)
+    )
 
 
 @contextlib.contextmanager
 def activate(mesh: Mesh, rules: Rules = DEFAULT_RULES):
-    """Makes ``mesh`` and ``rules`` the target of the helpers below (at trace time)."""
-    token = _ACTIVE.set((mesh, dict(rules)))
-    try:
+    """Makes ``mesh`` JAX's current mesh and ``rules`` Flax's logical-axis rules (read at
+    trace time by ``constrain`` and ``shard_op``)."""
+    with jax.set_mesh(mesh), nnx.logical_axis_rules(tuple(rules)):
         yield mesh
-    finally:
-        _ACTIVE.reset(token)
 
 
-def active() -> tuple[Mesh, dict] | None:
-    """The active (mesh, rules), or None when running unsharded."""
-    return _ACTIVE.get()
+def _rules() -> dict:
+    return dict(flax_spmd.get_logical_axis_rules() or DEFAULT_RULES)
 
 
-def _axis_size(mesh: Mesh, axes) -> int:
+def _mesh_for(x) -> Mesh | jax.sharding.AbstractMesh | None:
+    """The active mesh, or None: abstract while tracing (under ``jax.jit``), concrete for
+    eager calls."""
+    abstract = jax.sharding.get_abstract_mesh()
+    if abstract.empty:
+        return None
+    return abstract if isinstance(x, jax.core.Tracer) else jax.sharding.get_mesh()
+
+
+def _axis_size(mesh, axes) -> int:
     axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
     return int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
 
@@ -123,16 +133,14 @@ def logical_to_spec(
     logical: Sequence[str | None],
     shape: Sequence[int] | None = None,
     *,
-    mesh: Mesh | None = None,
-    rules: dict | None = None,
+    mesh,
+    rules: dict,
     what: str = "array",
 ) -> PartitionSpec:
     """PartitionSpec for logical axis names under the rules (unknown names replicate).
 
     With ``shape``, a dim not divisible by its mesh axes raises ``ShardingError``.
     """
-    if mesh is None:
-        mesh, rules = active()
     spec = []
     for d, name in enumerate(logical):
         axes = rules.get(name) if name is not None else None
@@ -148,48 +156,7 @@ def logical_to_spec(
     return PartitionSpec(*spec)
 
 
-def param_logical_axes(path: str, ndim: int) -> tuple[str | None, ...]:
-    """Logical axes of the parameter at dotted ``path`` (replicated if no rule matches)."""
-    for pattern, axes in PARAM_AXES:
-        if re.search(pattern, path) and len(axes) == ndim:
-            return axes
-    return (None,) * ndim
-
-
-def path_str(path) -> str:
-    """Dotted path of a pytree leaf, without the ``.value`` of NNX variables."""
-    parts = []
-    for k in path:
-        if getattr(k, "name", None) == "value":
-            continue
-        for attr in ("key", "name", "idx"):
-            if hasattr(k, attr):
-                parts.append(str(getattr(k, attr)))
-                break
-        else:
-            parts.append(str(k))
-    return ".".join(parts)
-
-
-def tree_shardings(tree: Any, mesh: Mesh | None = None, rules: Rules | None = None) -> Any:
-    """A ``NamedSharding`` for every array leaf of ``tree`` (params, grads, optimizer state),
-    chosen by the leaf's path; scalars and unmatched leaves are replicated."""
-    if mesh is None:
-        mesh, rules_d = active()
-    else:
-        rules_d = dict(DEFAULT_RULES if rules is None else rules)
-
-    def one(path, leaf):
-        shape = getattr(leaf, "shape", ())
-        p = path_str(path)
-        logical = param_logical_axes(p, len(shape))
-        spec = logical_to_spec(logical, shape, mesh=mesh, rules=rules_d, what=f"parameter {p}")
-        return NamedSharding(mesh, _fsdp_fallback(spec, shape, mesh))
-
-    return jax.tree_util.tree_map_with_path(one, tree)
-
-
-def _fsdp_fallback(spec: PartitionSpec, shape, mesh: Mesh) -> PartitionSpec:
+def _fsdp_fallback(spec: PartitionSpec, shape, mesh) -> PartitionSpec:
     """FSDP shards every sizeable parameter: one whose logical axes put nothing on ``fsdp``
     (headwise weights, conv kernels, gates) is split over ``fsdp`` along its largest free,
     divisible dim. Small ones (under ``FSDP_MIN_SIZE`` elements) stay replicated."""
@@ -204,13 +171,40 @@ def _fsdp_fallback(spec: PartitionSpec, shape, mesh: Mesh) -> PartitionSpec:
     return PartitionSpec(*entries)
 
 
+def param_shardings(params: nnx.State, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> dict:
+    """A ``NamedSharding`` for every parameter of ``params`` (an ``nnx.State`` of
+    ``nnx.Param``s, e.g. ``nnx.state(model, nnx.Param)``), from the logical axes each was
+    created with, as a pure dict shaped like ``nnx.to_pure_dict(params)``.
+
+    Raises:
+        ShardingError: a dim is not divisible by the mesh axes its logical name maps to.
+    """
+    rules_d = dict(rules)
+
+    def one(path, var):
+        shape = np.shape(var.get_value())
+        name = ".".join(str(p) for p in path)
+        spec = logical_to_spec(
+            logical_axes(var), shape, mesh=mesh, rules=rules_d, what=f"parameter {name}"
+        )
+        return NamedSharding(mesh, _fsdp_fallback(spec, shape, mesh))
+
+    flat = nnx.to_flat_state(params)
+    out: dict = {}
+    for path, var in flat:
+        node = out
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = one(path, var)
+    return out
+
+
 def constrain(x: jax.Array, logical: Sequence[str | None]) -> jax.Array:
     """``with_sharding_constraint`` by logical names; identity when no mesh is active."""
-    ctx = active()
-    if ctx is None:
+    mesh = _mesh_for(x)
+    if mesh is None:
         return x
-    mesh, rules = ctx
-    spec = logical_to_spec(logical, x.shape, mesh=mesh, rules=rules, what="activation")
+    spec = logical_to_spec(logical, x.shape, mesh=mesh, rules=_rules(), what="activation")
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
@@ -218,27 +212,24 @@ def shard_op(fn: Callable, args: Sequence[Any], in_logical: Sequence[Any], out_l
     """Calls ``fn(*args)`` inside ``jax.shard_map`` with specs from logical axes.
 
     ``in_logical``/``out_logical`` mirror the structure of ``args``/the output with a tuple
-    of logical names per array (None for an absent optional argument). Without an active
-    mesh this is ``fn(*args)``.
+    of logical names per array. Without an active mesh this is ``fn(*args)``.
     """
-    ctx = active()
-    if ctx is None:
+    mesh = _mesh_for(args[0])
+    if mesh is None:
         return fn(*args)
-    mesh, rules = ctx
+    rules = _rules()
 
     def is_axes(x):
         return isinstance(x, tuple) and all(a is None or isinstance(a, str) for a in x)
 
-    def spec_tree(logical, values):
-        return jax.tree.map(
+    in_specs = tuple(
+        jax.tree.map(
             lambda lg, v: logical_to_spec(lg, v.shape, mesh=mesh, rules=rules, what="op input"),
-            logical,
-            values,
+            lg,
+            a,
             is_leaf=is_axes,
         )
-
-    in_specs = tuple(
-        spec_tree(lg, a) if a is not None else None for lg, a in zip(in_logical, args, strict=True)
+        for lg, a in zip(in_logical, args, strict=True)
     )
     out_specs = jax.tree.map(
         lambda lg: logical_to_spec(lg, mesh=mesh, rules=rules), out_logical, is_leaf=is_axes

@@ -21,7 +21,11 @@ from xlstm_jax.components import (
     small_init,
 )
 from xlstm_jax.config import sLSTMBlockConfig, sLSTMLayerConfig
-from xlstm_jax.sharding import shard_op
+from xlstm_jax.sharding import param, shard_op
+from xlstm_jax.state import BlockState, SLSTMState
+
+# Logical axes of the cell's operands: heads and batch are independent.
+_UNIT = ("batch", "heads", None)
 
 
 def _bias_init(config: sLSTMLayerConfig) -> jax.Array:
@@ -40,7 +44,8 @@ def _bias_init(config: sLSTMLayerConfig) -> jax.Array:
 
 
 class sLSTMLayer(nnx.Module):
-    """x (B, S, E) -> y (B, S, E): conv, headwise gate projections, sLSTM cell, group norm.
+    """x (B, S, E) -> (y (B, S, E), new state): conv, headwise gate projections, sLSTM cell,
+    group norm. The state is a ``BlockState`` (conv buffer or None, ``SLSTMState``).
 
     Our ``igate`` feeds the cell's input gate and ``fgate`` its forget gate. (The reference
     swaps the two *names*; ``xlstm_jax.convert`` maps them.)
@@ -64,38 +69,43 @@ class sLSTMLayer(nnx.Module):
             else None
         )
         for name in ("igate", "fgate", "zgate", "ogate"):
-            setattr(self, name, LinearHeadwiseExpand(E, NH, bias=False, init=small_init(E), **kw))
+            gate = LinearHeadwiseExpand(
+                E, NH, bias=False, init=small_init(E), head_axis="heads", **kw
+            )
+            setattr(self, name, gate)
         if config.recurrent_weight_init == "zeros":
             R = jnp.zeros((NH, DH, 4, DH), param_dtype)
         else:
             bound = 1.0 / math.sqrt(E)
             R = jax.random.uniform(rngs.params(), (NH, DH, 4, DH), param_dtype, -bound, bound)
-        self.recurrent_kernel = nnx.Param(R)  # (NH, DH_in, 4, DH_out)
+        self.recurrent_kernel = param(R, ("heads", None, None, None))  # (NH, DH_in, 4, DH_out)
         if config.bias_init == "standard":
             bound = 1.0 / math.sqrt(E)
             bias = jax.random.uniform(rngs.params(), (NH, 4, DH), jnp.float32, -bound, bound)
         else:
             bias = _bias_init(config)
-        self.bias = nnx.Param(bias.astype(param_dtype))  # (NH, 4, DH)
+        self.bias = param(bias.astype(param_dtype), ("heads", None, None))  # (NH, 4, DH)
         self.group_norm = MultiHeadLayerNorm(
             NH, DH, weight=config.group_norm_weight, dtype=dtype, param_dtype=param_dtype
         )
         self.dropout = nnx.Dropout(config.dropout, rngs=rngs) if config.dropout > 0 else None
 
-    def init_state(self, batch_size: int) -> dict:
+    def init_state(self, batch_size: int) -> BlockState:
         c = self.config
-        return {
-            "conv": None if self.conv1d is None else self.conv1d.init_state(batch_size),
-            "cell": pk.slstm_zero_state(batch_size, c.num_heads, c.head_dim),
-        }
+        return BlockState(
+            conv=None if self.conv1d is None else self.conv1d.init_state(batch_size),
+            cell=pk.slstm_zero_state(batch_size, c.num_heads, c.head_dim),
+        )
 
-    def __call__(self, x: jax.Array, state: dict | None = None):
-        """Returns y (B, S, E), and the new state when ``state`` is given."""
+    def __call__(
+        self, x: jax.Array, state: BlockState | None = None
+    ) -> tuple[jax.Array, BlockState]:
+        """x (B, S, E) and the state (None: zeros) -> (y (B, S, E), the new state)."""
         c = self.config
         B, S, E = x.shape
         conv_state = None
         if self.conv1d is not None:
-            x_c, conv_state = self.conv1d(x, None if state is None else state["conv"])
+            x_c, conv_state = self.conv1d(x, None if state is None else state.conv)
             x_c = jax.nn.silu(x_c)
         else:
             x_c = x.astype(self.dtype)
@@ -104,19 +114,17 @@ class sLSTMLayer(nnx.Module):
         ).reshape(B, S, 4, c.num_heads, c.head_dim)
 
         def cell(gates, R, b, *state):
-            return pk.slstm(
+            y, last = pk.slstm(
                 gates,
                 R,
                 b,
-                initial_state=state or None,
+                initial_state=SLSTMState(*state) if state else None,
                 return_last_state=True,
                 function=c.function,
                 impl=c.impl,
-                interpret=c.interpret,
             )
+            return y, tuple(last)
 
-        # Heads and batch are independent: run the op per shard (no hidden all-gathers).
-        unit = ("batch", "heads", None)
         args = (gates, self.recurrent_kernel[...], self.bias[...])
         in_axes = [
             ("batch", None, None, "heads", None),
@@ -124,19 +132,22 @@ class sLSTMLayer(nnx.Module):
             ("heads", None, None),
         ]
         if state is not None:
-            args += tuple(state["cell"])
-            in_axes += [unit] * 4
-        y, cell_state = shard_op(cell, args, in_axes, (("batch", None, "heads", None), (unit,) * 4))
+            args += tuple(state.cell)
+            in_axes += [_UNIT] * 4
+        y, cell_state = shard_op(
+            cell, args, in_axes, (("batch", None, "heads", None), (_UNIT,) * 4)
+        )
         if self.dropout is not None:
             y = self.dropout(y)
         y = self.group_norm(y).reshape(B, S, E)
-        if state is None:
-            return y
-        return y, {"conv": conv_state, "cell": cell_state}
+        return y, BlockState(conv=conv_state, cell=SLSTMState(*cell_state))
 
 
 class sLSTMBlock(nnx.Module):
-    """``x + sLSTMLayer(LayerNorm(x))`` then ``x + FFN(LayerNorm(x))``. (B, S, E) -> (B, S, E)."""
+    """``x + sLSTMLayer(LayerNorm(x))`` then ``x + FFN(LayerNorm(x))``.
+
+    x (B, S, E) and a ``BlockState`` (None: zeros) -> (y (B, S, E), the new state).
+    """
 
     def __init__(
         self,
@@ -158,15 +169,14 @@ class sLSTMBlock(nnx.Module):
         else:
             self.ffn_norm = self.ffn = None
 
-    def init_state(self, batch_size: int):
+    def init_state(self, batch_size: int) -> BlockState:
         return self.xlstm.init_state(batch_size)
 
-    def __call__(self, x: jax.Array, state=None):
-        if state is None:
-            x = x + self.xlstm(self.xlstm_norm(x))
-        else:
-            y, state = self.xlstm(self.xlstm_norm(x), state)
-            x = x + y
+    def __call__(
+        self, x: jax.Array, state: BlockState | None = None
+    ) -> tuple[jax.Array, BlockState]:
+        y, state = self.xlstm(self.xlstm_norm(x), state)
+        x = x + y
         if self.ffn is not None:
             x = x + self.ffn(self.ffn_norm(x))
-        return x if state is None else (x, state)
+        return x, state

@@ -13,79 +13,14 @@ and exposes ``.config``; the training CLI builds it for a ``model`` section of t
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from xlstm_jax.components import small_init, wang_init
-from xlstm_jax.config import ConfigError
+from xlstm_jax.components import Dense, Embedding, small_init, wang_init
+from xlstm_jax.config import TransformerConfig
 
 __all__ = ["TransformerConfig", "TransformerLM", "apply_rotary"]
-
-_DTYPES = ("float32", "bfloat16", "float16", "float64")
-
-
-def _require(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ConfigError(msg)
-
-
-@dataclass(frozen=True)
-class TransformerConfig:
-    """The baseline's shape. Field names follow ``xLSTMLMModelConfig`` where they mean the
-    same (``embedding_dim``, ``num_blocks``, ``vocab_size``, ``dtype``, ``remat``, ...).
-
-    ``ffn_proj_factor`` sets the SwiGLU hidden size ``F`` (Llama's 8/3, rounded up to a
-    multiple of ``ffn_round_to``). ``dropout`` exists for the trainer's checks and must be 0.
-    """
-
-    vocab_size: int = -1
-    embedding_dim: int = 128
-    num_blocks: int = 2
-    num_heads: int = 4
-    ffn_proj_factor: float = 8 / 3
-    ffn_round_to: int = 64
-    rope_theta: float = 10_000.0
-    norm_eps: float = 1e-6
-    # Informational, as for the xLSTM: nothing is sized from it, any S works.
-    context_length: int = -1
-    tie_weights: bool = False
-    weight_decay_on_embedding: bool = False
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-    remat: bool = False
-    dropout: float = 0.0
-
-    @property
-    def head_dim(self) -> int:
-        return self.embedding_dim // self.num_heads
-
-    @property
-    def ffn_dim(self) -> int:
-        f = self.ffn_proj_factor * self.embedding_dim
-        return int(math.ceil(f / self.ffn_round_to) * self.ffn_round_to)
-
-    def __post_init__(self):
-        _require(
-            self.vocab_size >= 1,
-            f"TransformerConfig.vocab_size must be >= 1; got {self.vocab_size}.",
-        )
-        _require(self.num_blocks >= 1, "TransformerConfig.num_blocks must be >= 1.")
-        _require(self.num_heads >= 1, "TransformerConfig.num_heads must be >= 1.")
-        _require(
-            self.embedding_dim % self.num_heads == 0 and self.head_dim % 2 == 0,
-            f"TransformerConfig.num_heads={self.num_heads} must divide embedding_dim="
-            f"{self.embedding_dim} into an even head dim (rotary positions rotate pairs).",
-        )
-        _require(self.ffn_proj_factor > 0 and self.ffn_round_to >= 1, "bad feed-forward size.")
-        _require(self.dtype in _DTYPES, f"TransformerConfig.dtype must be one of {_DTYPES}.")
-        _require(
-            self.param_dtype in _DTYPES, f"TransformerConfig.param_dtype must be one of {_DTYPES}."
-        )
-        _require(self.dropout == 0.0, "TransformerConfig.dropout is not implemented; set it to 0.")
 
 
 def apply_rotary(x: jax.Array, theta: float) -> jax.Array:
@@ -109,11 +44,11 @@ class _Block(nnx.Module):
         lin = {"use_bias": False, "rngs": rngs, **kw}
         self.cfg = cfg
         self.attn_norm = nnx.RMSNorm(E, epsilon=cfg.norm_eps, rngs=rngs, **kw)
-        self.qkv = nnx.Linear(E, 3 * E, kernel_init=small_init(E), **lin)
-        self.attn_out = nnx.Linear(E, E, kernel_init=wang_init(E, cfg.num_blocks), **lin)
+        self.qkv = Dense(E, 3 * E, kernel_init=small_init(E), **lin)
+        self.attn_out = Dense(E, E, kernel_init=wang_init(E, cfg.num_blocks), **lin)
         self.ffn_norm = nnx.RMSNorm(E, epsilon=cfg.norm_eps, rngs=rngs, **kw)
-        self.gate_up = nnx.Linear(E, 2 * F, kernel_init=small_init(E), **lin)
-        self.ffn_down = nnx.Linear(F, E, kernel_init=wang_init(E, cfg.num_blocks), **lin)
+        self.gate_up = Dense(E, 2 * F, kernel_init=small_init(E), **lin)
+        self.ffn_down = Dense(F, E, kernel_init=wang_init(E, cfg.num_blocks), **lin)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         B, S, E = x.shape
@@ -137,13 +72,21 @@ class TransformerLM(nnx.Module):
         self.config = config
         E, V = config.embedding_dim, config.vocab_size
         kw = {"dtype": jnp.dtype(config.dtype), "param_dtype": jnp.dtype(config.param_dtype)}
-        self.token_embedding = nnx.Embed(V, E, embedding_init=small_init(E), rngs=rngs, **kw)
+        self.token_embedding = Embedding(V, E, init=small_init(E), rngs=rngs, **kw)
         self.blocks = nnx.List([_Block(config, rngs=rngs) for _ in range(config.num_blocks)])
         self.final_norm = nnx.RMSNorm(E, epsilon=config.norm_eps, rngs=rngs, **kw)
         self.lm_head = (
             None
             if config.tie_weights
-            else nnx.Linear(E, V, use_bias=False, kernel_init=small_init(E), rngs=rngs, **kw)
+            else Dense(
+                E,
+                V,
+                use_bias=False,
+                kernel_init=small_init(E),
+                kernel_axes=("embed", "vocab"),
+                rngs=rngs,
+                **kw,
+            )
         )
 
     def __call__(self, tokens: jax.Array) -> jax.Array:

@@ -23,14 +23,12 @@ from xlstm_jax import (
     xLSTMLMModel,
     xLSTMLMModelConfig,
 )
-from xlstm_jax.sharding import FSDP_MIN_SIZE, activate, make_mesh, tree_shardings
+from xlstm_jax.sharding import FSDP_MIN_SIZE, activate, make_mesh, param_shardings
 
 assert len(jax.devices()) == 8, jax.devices()
-backend = sys.argv[1] if len(sys.argv) > 1 else "chunkwise"
+form = sys.argv[1] if len(sys.argv) > 1 else "chunkwise"
 cfg = xLSTMLMModelConfig(
-    mlstm_block=mLSTMBlockConfig(
-        mlstm=mLSTMLayerConfig(num_heads=4, chunk_size=8, backend=backend)
-    ),
+    mlstm_block=mLSTMBlockConfig(mlstm=mLSTMLayerConfig(num_heads=4, chunk_size=8, form=form)),
     slstm_block=sLSTMBlockConfig(slstm=sLSTMLayerConfig(num_heads=4)),
     num_blocks=3,
     slstm_at=(1,),
@@ -38,7 +36,8 @@ cfg = xLSTMLMModelConfig(
     vocab_size=128,
 )
 model = xLSTMLMModel(cfg, rngs=nnx.Rngs(0))
-graphdef, params = nnx.split(model)
+graphdef, param_state = nnx.split(model)
+params = nnx.to_pure_dict(param_state)
 params = jax.tree.map(
     lambda p, k: p + 0.1 * jax.random.normal(k, p.shape, p.dtype),
     params,
@@ -59,8 +58,9 @@ ref_loss, ref_grads = jax.jit(jax.value_and_grad(loss_fn))(params, tokens)
 results = {}
 for sizes in [(8, 1, 1), (1, 8, 1), (2, 2, 2), (1, 2, 4)]:
     mesh = make_mesh(sizes)
+    # Shardings from the parameters' logical axes, as the trainer computes them.
+    shardings = param_shardings(param_state, mesh)
     with activate(mesh):
-        shardings = tree_shardings(params)
         p = jax.device_put(params, shardings)
         x = jax.device_put(tokens, NamedSharding(mesh, P(("data", "fsdp"))))
         loss, grads = jax.jit(jax.value_and_grad(loss_fn))(p, x)

@@ -1,41 +1,86 @@
-"""Evaluation of the synthetic tasks: scaled accuracy overall and per length bucket, and
-the accuracy-against-length plot.
+"""Evaluators: what the evaluation hook runs every ``train.eval_every`` steps.
 
-Shapes: b batch, w an evaluation batch's width (its bucket's longest example), V vocabulary.
+Shapes: b batch, w a batch's width (s + 1, or a synthetic bucket's longest example).
 
-The evaluation set is fixed for a run (``train.synthetic.eval_set``: ``train.eval_batches``
-batches of ``train.micro_batch_size`` sequences per bucket), so successive evaluations are
-comparable. Each evaluation returns the record fields written to ``metrics.jsonl``:
-
-* ``val_loss``: cross-entropy per scored token;
-* ``val_acc``: accuracy (the mean over sequences of each one's accuracy on its scored
-  tokens), ``val_scaled_acc``: the same scaled by the task's chance level
-  (``(acc - s_rand) / (1 - s_rand)``);
-* ``val_scaled_acc/LO-HI``: the scaled accuracy of the sequences whose input length is in
-  bucket LO-HI (every bucket holds the same number of sequences, so the overall figure is
-  the mean of the buckets').
+* ``TextEvaluator``: the mean validation loss per token over fixed validation batches, and
+  its perplexity (``val_loss``, ``val_ppl``).
+* ``SyntheticEvaluator`` (``data.path=synthetic:TASK``): the fixed evaluation set of the
+  task (``train.synthetic.eval_set``: ``train.eval_batches`` batches of
+  ``train.micro_batch_size`` sequences per length bucket), so successive evaluations are
+  comparable. Its record fields: ``val_loss`` (cross-entropy per scored token),
+  ``val_acc`` (the mean over sequences of each one's accuracy on its scored tokens),
+  ``val_scaled_acc`` (the same scaled by the chance level, ``(acc - s_rand) / (1 -
+  s_rand)``) and ``val_scaled_acc/LO-HI`` per input-length bucket (every bucket holds the
+  same number of sequences, so the overall figure is the mean of the buckets').
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import jax
 import numpy as np
 from flax import nnx
 
+from train.batch import Batch
 from train.objective import scored_cross_entropy
 from train.synthetic import eval_set, get_task, scaled_accuracy
 
-__all__ = ["SyntheticEvaluator", "plot_accuracy_vs_length"]
+__all__ = ["Evaluator", "SyntheticEvaluator", "TextEvaluator", "plot_accuracy_vs_length"]
 
 
-def _make_eval_fn(graphdef, rest, max_scored: int | None) -> Callable:
-    def fn(params, batch):
-        return scored_cross_entropy(nnx.merge(graphdef, params, rest), batch, max_scored)
+class Evaluator(Protocol):
+    """Evaluates parameters on a fixed set; the evaluation hook calls it."""
 
-    return jax.jit(fn)
+    # A sentence saying why evaluation is off (no batches), or None when it can run.
+    empty_note: str | None
+
+    def __call__(self, params) -> dict[str, float]:
+        """The metrics record fields for ``params`` (``val_loss`` among them)."""
+        ...
+
+    def describe(self, record: dict) -> str:
+        """The evaluation part of the progress line."""
+        ...
+
+    def finish(self, workdir: Path, records: list[dict], title: str) -> None:
+        """End-of-run outputs (plots) from the run's metrics records."""
+        ...
+
+
+class TextEvaluator:
+    """The mean loss per token over fixed validation batches.
+
+    Args:
+        loss_fn: ``(params, batch) -> scalar``, the training loss (jitted here).
+        batches: this host's rows of the validation batches, in order.
+        put: places a host's batch as the global batch the step function expects.
+        empty_note: the sentence to print when ``batches`` is empty.
+    """
+
+    def __init__(
+        self,
+        loss_fn: Callable,
+        batches: list[Batch],
+        put: Callable[[Batch], Batch],
+        empty_note: str,
+    ):
+        self._fn = jax.jit(loss_fn)
+        self.batches, self._put = batches, put
+        self.empty_note = None if batches else empty_note
+
+    def __call__(self, params) -> dict[str, float]:
+        loss = float(np.mean([float(self._fn(params, self._put(b))) for b in self.batches]))
+        return {"val_loss": loss, "val_ppl": math.exp(min(loss, 700.0))}
+
+    def describe(self, record: dict) -> str:
+        return f"val_loss {record['val_loss']:.4f}, val_ppl {record['val_ppl']:.2f}"
+
+    def finish(self, workdir: Path, records: list[dict], title: str) -> None:
+        del workdir, records, title  # the loss curve covers validation too
 
 
 class SyntheticEvaluator:
@@ -50,6 +95,8 @@ class SyntheticEvaluator:
         max_scored: see ``train.objective.scored_predictions``.
     """
 
+    empty_note = None
+
     def __init__(
         self,
         data_cfg,
@@ -60,19 +107,23 @@ class SyntheticEvaluator:
         seed,
         max_scored: int | None = None,
     ):
+        self.data_cfg = data_cfg
         self.task = get_task(data_cfg.path)
         self.batches = eval_set(data_cfg, batch_size, batches_per_bucket, seed)
         self.buckets = list(dict.fromkeys(b.bucket for b in self.batches))
-        self._fn = _make_eval_fn(graphdef, rest, max_scored)
+
+        def fn(params, batch):
+            return scored_cross_entropy(nnx.merge(graphdef, params, rest), batch, max_scored)
+
+        self._fn = jax.jit(fn)
         # Per-sequence (input length, accuracy) of the latest evaluation, for the plot.
         self.last: tuple[np.ndarray, np.ndarray] | None = None
         self.latest: dict[str, float] | None = None
 
     def __call__(self, params) -> dict[str, float]:
-        """The metrics record fields (see the module docstring) for ``params``."""
         loss_sum, count, lengths, accs, buckets = 0.0, 0, [], [], []
         for b in self.batches:
-            ce, correct, scored = (np.asarray(a) for a in self._fn(params, b.tokens))
+            ce, correct, scored = (np.asarray(a) for a in self._fn(params, b.batch))
             loss_sum += float(ce.sum())
             count += int(scored.sum())
             accs.append(correct / np.maximum(scored, 1))
@@ -92,6 +143,28 @@ class SyntheticEvaluator:
             )
         self.latest = record
         return record
+
+    def describe(self, record: dict) -> str:
+        """Loss, scaled accuracy overall and per bucket."""
+        per_bucket = ", ".join(
+            f"{k.split('/', 1)[1]}: {v:.3f}"
+            for k, v in record.items()
+            if k.startswith("val_scaled_acc/")
+        )
+        return (
+            f"val_loss {record['val_loss']:.4f}, val_acc {record['val_acc']:.3f}, "
+            f"val_scaled_acc {record['val_scaled_acc']:.3f} ({per_bucket})"
+        )
+
+    def finish(self, workdir: Path, records: list[dict], title: str) -> None:
+        if self.last is not None:
+            plot_accuracy_vs_length(
+                self,
+                records,
+                Path(workdir) / "accuracy_vs_length.png",
+                title,
+                train_max_len=self.data_cfg.train_lengths[1],
+            )
 
 
 def plot_accuracy_vs_length(

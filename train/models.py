@@ -1,0 +1,27 @@
+"""The model families the trainer builds, by the type of ``ExperimentConfig.model``."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from flax import nnx
+
+from xlstm_jax import TransformerLM, xLSTMLMModel
+from xlstm_jax.config import ConfigError, TransformerConfig, xLSTMLMModelConfig
+
+__all__ = ["MODELS", "build_model"]
+
+# Config type -> model class. Every model is called ``model(tokens) -> logits`` and has
+# ``hidden_states(tokens)`` and ``logits(h)`` (the loss heads only the scored positions).
+MODELS = MappingProxyType({xLSTMLMModelConfig: xLSTMLMModel, TransformerConfig: TransformerLM})
+
+
+def build_model(model_cfg, rngs: nnx.Rngs) -> nnx.Module:
+    """The model for ``model_cfg`` (an ``xLSTMLMModelConfig`` or a ``TransformerConfig``)."""
+    cls = MODELS.get(type(model_cfg))
+    if cls is None:
+        raise ConfigError(
+            f"model: {type(model_cfg).__name__} is not a model config the trainer knows "
+            f"({', '.join(c.__name__ for c in MODELS)})."
+        )
+    return cls(model_cfg, rngs=rngs)
