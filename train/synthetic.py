@@ -53,7 +53,6 @@ __all__ = [
     "SyntheticTask",
     "describe",
     "eval_set",
-    "format_eval",
     "get_task",
     "max_scored",
     "scaled_accuracy",
@@ -579,19 +578,6 @@ def describe(data_cfg) -> str:
         f"synthetic:{task.name}, vocabulary {task.vocab_size}, s_rand {task.s_rand:.3g}, "
         f"train lengths {lo}-{hi}, eval buckets {list(data_cfg.eval_buckets)}, generated on "
         f"the fly"
-    )
-
-
-def format_eval(record: dict) -> str:
-    """The evaluation line: loss, scaled accuracy overall and per bucket."""
-    buckets = ", ".join(
-        f"{k.split('/', 1)[1]}: {v:.3f}"
-        for k, v in record.items()
-        if k.startswith("val_scaled_acc/")
-    )
-    return (
-        f"val_loss {record['val_loss']:.4f}, val_acc {record['val_acc']:.3f}, "
-        f"val_scaled_acc {record['val_scaled_acc']:.3f} ({buckets})"
     )
 
 
