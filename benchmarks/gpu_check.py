@@ -1,15 +1,30 @@
-"""GPU check and benchmark of the Pallas kernels: correctness against the XLA reference, then
-forward and forward+backward timings, written as a markdown table to benchmarks/results/.
+"""GPU check and benchmark: the Pallas kernels against the XLA reference (correctness),
+kernel times, and the model's train step and decoding, written as one markdown report.
 
-    PYTHONPATH=. python benchmarks/gpu_check.py             # on a CUDA GPU (well under 5 min)
-    PYTHONPATH=. python benchmarks/gpu_check.py --dry-run   # anywhere: interpret mode, tiny shapes
+    PYTHONPATH=. python benchmarks/gpu_check.py --quick     # on a GPU: < 4 min on an H200
+    PYTHONPATH=. python benchmarks/gpu_check.py             # more shapes, block-size variants
+    PYTHONPATH=. python benchmarks/gpu_check.py --dry-run   # anywhere: interpret mode, tiny
 
-One section per kernel (``SECTIONS``); each returns its markdown lines.
+The report goes to ``benchmarks/results/gpu_<device>_<date>.md`` (``--out`` to change) with
+the device, the JAX version and the command. Every row is isolated: a compile error,
+``RESOURCE_EXHAUSTED`` shared memory, a NaN or a mismatch is written into its row and the
+script goes on; rows that would overrun the time budget (``--budget-s``) are marked skipped.
+
+Times: kernel time from CUPTI (``jax.experimental.mosaic.gpu.profiler.measure``, the sum of
+the kernels a call launches) where JAX offers it, and the device-synchronised wall clock
+(``block_until_ready``), medians over ``--reps`` calls after a warm-up that compiles. Rates
+are set against the card's measured bf16 matmul rate and device-to-device copy bandwidth.
+
+The PyTorch comparisons run in subprocesses when their packages import: the reference's
+CUDA sLSTM (``xlstm``), TFLA (``mlstm_kernels``) and FlashRNN (``flashrnn``); on a machine
+without them, install their wheels first (all three are pure-Python wheels that build
+their CUDA code on first use). Nothing here imports a training-only package (no grain).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import functools
 import json
@@ -34,21 +49,254 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CHECK_BOUND = {"float32": 1e-4, "bfloat16": 3e-2}
 
 
+class Budget:
+    """Wall-clock budget of the whole run: rows check it before they start."""
+
+    def __init__(self, seconds: float):
+        self.end = time.time() + seconds
+
+    def left(self) -> float:
+        return self.end - time.time()
+
+    def allows(self, seconds: float) -> bool:
+        return self.left() > seconds
+
+
+def failure(err: BaseException) -> str:
+    """A table cell for an exception: its type and first line (e.g. RESOURCE_EXHAUSTED)."""
+    first = (str(err).strip().splitlines() or [""])[0]
+    return f"failed: {type(err).__name__}: {first[:120]}".replace("|", "/")
+
+
 def rel_err(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
 
 
-def time_ms(fn: Callable, *args, reps: int, warmup: int = 2) -> float:
-    """Median wall time in ms of ``fn(*args)`` (compiled by the warm-up calls)."""
+def _cupti():
+    try:
+        from jax.experimental.mosaic.gpu import profiler
+
+        return profiler.measure
+    except Exception:  # noqa: BLE001 - no Mosaic GPU profiler here: wall clock only
+        return None
+
+
+@dataclasses.dataclass
+class Timing:
+    wall_ms: float
+    kernel_ms: float | None  # CUPTI, None where unavailable
+
+    @property
+    def best_ms(self) -> float:
+        return self.kernel_ms if self.kernel_ms is not None else self.wall_ms
+
+    def cells(self) -> str:
+        kernel = f"{self.kernel_ms:.3f}" if self.kernel_ms is not None else "-"
+        return f"{kernel} | {self.wall_ms:.3f}"
+
+
+def measure(fn: Callable, *args, reps: int, warmup: int = 2, cupti: bool = True) -> Timing:
+    """Median kernel (CUPTI) and wall-clock milliseconds of ``fn(*args)`` (compiled by the
+    warm-up calls)."""
     for _ in range(warmup):
         jax.block_until_ready(fn(*args))
-    times = []
+    walls = []
     for _ in range(reps):
         t0 = time.perf_counter()
         jax.block_until_ready(fn(*args))
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+        walls.append((time.perf_counter() - t0) * 1e3)
+    kernel = None
+    profile = _cupti() if cupti and jax.devices()[0].platform == "gpu" else None
+    if profile is not None:
+        try:
+            _, ms = profile(fn, iterations=reps)(*args)
+            ms = ms if isinstance(ms, list) else [ms]
+            ms = [m for m in ms if m is not None]
+            kernel = statistics.median(ms) if ms else None
+        except Exception:  # noqa: BLE001 - CUPTI busy or unsupported: wall clock stands
+            kernel = None
+    return Timing(statistics.median(walls), kernel)
+
+
+# ---------------------------------------------------------------------------------------------
+# The card: measured bf16 matmul rate and copy bandwidth (the roofs of the rate columns).
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Roofs:
+    tflops: float  # bf16 matmul, TFLOP/s
+    gbps: float  # device-to-device copy, GB/s (bytes read + written)
+
+
+def measure_roofs(args) -> tuple[Roofs, list[str]]:
+    if args.dry_run:
+        return Roofs(0.0, 0.0), ["## Device", "", "(dry run: no roofs measured)", ""]
+    n = 8192
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.bfloat16)
+    mm = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
+    t_mm = measure(mm, a, a, reps=args.reps)
+    x = jax.random.normal(jax.random.key(1), (256 * 1024 * 1024,), jnp.float32)  # 1 GiB
+    cp = jax.jit(lambda x: x + 1.0)
+    t_cp = measure(cp, x, reps=args.reps)
+    roofs = Roofs(
+        2.0 * n**3 / (t_mm.best_ms * 1e-3) / 1e12, 2 * x.nbytes / (t_cp.best_ms * 1e-3) / 1e9
+    )
+    lines = [
+        "## Device",
+        "",
+        f"- bf16 matmul {n}^3 (fp32 accumulation): {roofs.tflops:.0f} TFLOP/s "
+        f"(kernel ms | wall ms: {t_mm.cells()})",
+        f"- copy of 1 GiB (read + write): {roofs.gbps:.0f} GB/s (kernel ms | wall ms: "
+        f"{t_cp.cells()})",
+        "",
+    ]
+    return roofs, lines
+
+
+# ---------------------------------------------------------------------------------------------
+# Correctness rows (shared by the sLSTM and mLSTM sections).
+# ---------------------------------------------------------------------------------------------
+
+
+def _value_and_grads(run, w, nargs):
+    """jit(grad) of a linear loss of the first output and of every final state."""
+
+    def loss(*a):
+        out, last = run(*a)
+        return jnp.sum(out.astype(jnp.float32) * w) + sum(jnp.sum(s) for s in last), (out, last)
+
+    return jax.jit(jax.grad(loss, argnums=tuple(range(nargs)), has_aux=True))
+
+
+def check_row(label: str, dtype, ref_run, pallas_run, args, w, names, last: int) -> str:
+    """Pallas vs XLA (full-precision matmuls in the reference) for outputs, the final state
+    ``last`` (its index) and every gradient; an exception or a non-finite value fails the
+    row."""
+    cols = len(names) + 1
+    try:
+        with jax.default_matmul_precision("float32"):
+            g_ref, (o_ref, l_ref) = _value_and_grads(ref_run, w, len(args))(*args)
+        g_pal, (o_pal, l_pal) = _value_and_grads(pallas_run, w, len(args))(*args)
+        got = [o_pal, l_pal[last], *g_pal]
+        want = [o_ref, l_ref[last], *g_ref]
+        errs = []
+        for a, b in zip(got, want, strict=True):
+            a_leaves = [np.asarray(x, np.float32) for x in jax.tree.leaves(a)]
+            b_leaves = [np.asarray(x, np.float32) for x in jax.tree.leaves(b)]
+            if not all(np.isfinite(x).all() for x in a_leaves):
+                errs.append(float("nan"))
+                continue
+            errs.append(max(rel_err(x, y) for x, y in zip(a_leaves, b_leaves, strict=True)))
+    except Exception as err:  # noqa: BLE001 - one failing configuration, not the run
+        return f"| {jnp.dtype(dtype).name} | {label} | {failure(err)} |" + " |" * (cols - 1)
+    ok = all(np.isfinite(e) and e < CHECK_BOUND[jnp.dtype(dtype).name] for e in errs)
+    cells = " | ".join("NaN" if not np.isfinite(e) else f"{e:.1e}" for e in errs)
+    return f"| {jnp.dtype(dtype).name} | {label} | {cells} | {'yes' if ok else 'NO'} |"
+
+
+# ---------------------------------------------------------------------------------------------
+# PyTorch comparisons, each in a subprocess (a missing package or a failed CUDA build is a
+# row that says so).
+# ---------------------------------------------------------------------------------------------
+
+# Median milliseconds of fwd() and of its backward, after two warm-up calls each.
+_TORCH_TIMING = textwrap.dedent(
+    """
+    import json, sys, time, torch
+    def median_ms(fwd, reps):
+        def fwdbwd():
+            fwd().float().sum().backward()
+        out = {}
+        for name, fn in (("fwd", fwd), ("fwdbwd", fwdbwd)):
+            for _ in range(2):
+                fn()
+            torch.cuda.synchronize()
+            ts = []
+            for _ in range(reps):
+                t0 = time.perf_counter(); fn(); torch.cuda.synchronize()
+                ts.append((time.perf_counter() - t0) * 1e3)
+            out[name] = sorted(ts)[len(ts) // 2]
+        return out
+    """
+)
+
+
+def run_torch(script: str, args: list[str], timeout_s: int, what: str) -> tuple[dict, str]:
+    """Runs ``_TORCH_TIMING + script`` with ``args``; returns its ``RESULT<key>=<json>``
+    lines as {key: value} (those printed before a timeout too) and the reason to report
+    for a missing key."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _TORCH_TIMING + script, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+        stdout, tail = proc.stdout, (proc.stderr or proc.stdout).strip().splitlines()
+        why = "unavailable: " + (tail[-1][:120] if tail else f"exit code {proc.returncode}")
+    except subprocess.TimeoutExpired as err:
+        stdout = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
+        why = f"timed out after {timeout_s}s ({what})"
+    found = {}
+    for line in stdout.splitlines():
+        if line.startswith("RESULT"):
+            key, val = line[len("RESULT") :].split("=", 1)
+            found[key] = json.loads(val)
+    return found, why.replace("|", "/")
+
+
+_XLSTM_CUDA = textwrap.dedent(
+    """
+    from xlstm.blocks.slstm.cell import sLSTMCell, sLSTMCellConfig
+    B, S, NH, DH, reps = (int(a) for a in sys.argv[1:6])
+    cfg = sLSTMCellConfig(hidden_size=NH * DH, num_heads=NH, backend="cuda", batch_size=B,
+                          dtype="bfloat16", enable_automatic_mixed_precision=True)
+    cell = sLSTMCell(cfg).cuda()
+    x = torch.randn(B, S, 4 * NH * DH, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    print("RESULT=" + json.dumps(median_ms(lambda: cell(x)[0], reps)))
+    """
+)
+
+_FLASHRNN = textwrap.dedent(
+    """
+    from flashrnn.flashrnn import flashrnn
+    B, S, NH, DH, reps = (int(a) for a in sys.argv[1:6])
+    kw = dict(device="cuda", dtype=torch.bfloat16)
+    Wx = torch.randn(B, S, 4, NH, DH, requires_grad=True, **kw)
+    R = (torch.randn(4, NH, DH, DH, **kw) / DH**0.5).requires_grad_()
+    b = torch.randn(4, NH, DH, requires_grad=True, **kw)
+    def fwd():
+        return flashrnn(Wx, R, b, function="slstm", backend="cuda_fused", dtype="bfloat16")[0]
+    print("RESULT=" + json.dumps(median_ms(fwd, reps)))
+    """
+)
+
+_TFLA = textwrap.dedent(
+    """
+    from mlstm_kernels.torch.chunkwise.triton_xl_chunk import mlstm_chunkwise__xl_chunk as tfla
+    reps = int(sys.argv[1])
+    for spec in sys.argv[2:]:
+        B, NH, S, DQ, DV, L = (int(x) for x in spec.split(","))
+        kw = dict(device="cuda", dtype=torch.bfloat16)
+        q, k = (torch.randn(B, NH, S, DQ, requires_grad=True, **kw) for _ in range(2))
+        v = torch.randn(B, NH, S, DV, requires_grad=True, **kw)
+        i, f = (torch.randn(B, NH, S, requires_grad=True, **kw) for _ in range(2))
+        def fwd():
+            return tfla(q, k, v, i, f, chunk_size=L, autocast_kernel_dtype=torch.bfloat16)
+        print("RESULT" + spec + "=" + json.dumps(median_ms(fwd, reps)), flush=True)
+    """
+)
+
+
+def torch_row(label: str, shape: str, found: dict | str, base: tuple | None, cols: int) -> str:
+    """A table row of ``cols`` cells for a PyTorch comparison (wall-clock times only)."""
+    if not isinstance(found, dict):
+        return f"| {shape} | {label} | {found} |" + " |" * (cols - 3)
+    speed = f"{found['fwdbwd'] / base[1]:.2f}x" if base is not None else ""
+    times = f"- / {found['fwd']:.3f} | - / {found['fwdbwd']:.3f}"
+    return f"| {shape} | {label} | {times} |" + " |" * (cols - 5) + f" {speed} |"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,178 +334,16 @@ def _slstm_fn(impl, interpret, block_sizes=None):
     return run
 
 
-def _slstm_value_and_grads(run, w):
-    def loss(gx, R, bias, state):
-        ys, last = run(gx, R, bias, state)
-        return jnp.sum(ys.astype(jnp.float32) * w) + jnp.sum(last[1]), (ys, last)
-
-    return jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3), has_aux=True))
+def slstm_flops(B, S, NH, DH) -> float:
+    """Forward matmul FLOPs of the recurrence (y_{t-1} R per step); backward counted 2x."""
+    return 2.0 * B * S * NH * DH * 4 * DH
 
 
-def slstm_check(shapes, interpret) -> list[str]:
-    """Pallas vs XLA (fp32 math, full-precision matmuls) in fp32 and bf16: norm-relative errors."""
-    rows = ["| dtype | B, S, NH, DH | y | last c | dgates_x | dR | dbias | dstate0 | ok |"]
-    rows.append("|---|---|---|---|---|---|---|---|---|")
-    for dtype in (jnp.float32, jnp.bfloat16):
-        for B, S, NH, DH in shapes:
-            gx, R, bias, state = _slstm_inputs(B, S, NH, DH, dtype, seed=S + DH)
-            w = jax.random.normal(jax.random.key(1), (B, S, NH, DH))
-            with jax.default_matmul_precision("float32"):
-                g_ref, (y_ref, l_ref) = _slstm_value_and_grads(_slstm_fn("xla", False), w)(
-                    gx, R, bias, state
-                )
-            g_pal, (y_pal, l_pal) = _slstm_value_and_grads(_slstm_fn("pallas", interpret), w)(
-                gx, R, bias, state
-            )
-            line = _check_row(
-                dtype, f"{B}, {S}, {NH}, {DH}", (y_pal, l_pal[1], g_pal), (y_ref, l_ref[1], g_ref)
-            )
-            rows.append(line)
-            print(line, flush=True)
-    return rows
-
-
-def _check_row(dtype, shape: str, got, want) -> str:
-    """One correctness-table row: norm-relative errors of (output, a final state, grads),
-    where grads ends with the tuple of initial-state grads (reported as their worst)."""
-
-    def err(a, b):
-        return rel_err(
-            np.asarray(jnp.asarray(a, jnp.float32)), np.asarray(jnp.asarray(b, jnp.float32))
-        )
-
-    (out, state, grads), (out_ref, state_ref, grads_ref) = got, want
-    errs = [
-        err(out, out_ref),
-        err(state, state_ref),
-        *(err(a, b) for a, b in zip(grads[:-1], grads_ref[:-1], strict=True)),
-        max(err(a, b) for a, b in zip(grads[-1], grads_ref[-1], strict=True)),
-    ]
-    ok = all(e < CHECK_BOUND[jnp.dtype(dtype).name] for e in errs)
-    return (
-        f"| {jnp.dtype(dtype).name} | {shape} | "
-        + " | ".join(f"{e:.1e}" for e in errs)
-        + f" | {'yes' if ok else 'NO'} |"
-    )
-
-
-# Timing shared by the PyTorch reference scripts below (run in subprocesses): median
-# milliseconds of fwd() and of its backward, after two warm-up calls each.
-_TORCH_TIMING = textwrap.dedent(
-    """
-    import json, sys, time, torch
-    def median_ms(fwd, reps):
-        def fwdbwd():
-            fwd().float().sum().backward()
-        out = {}
-        for name, fn in (("fwd", fwd), ("fwdbwd", fwdbwd)):
-            for _ in range(2):
-                fn()
-            torch.cuda.synchronize()
-            ts = []
-            for _ in range(reps):
-                t0 = time.perf_counter(); fn(); torch.cuda.synchronize()
-                ts.append((time.perf_counter() - t0) * 1e3)
-            out[name] = sorted(ts)[len(ts) // 2]
-        return out
-    """
-)
-
-
-def _run_torch(script: str, args: list[str], timeout_s: int, what: str) -> tuple[dict, str]:
-    """Runs ``_TORCH_TIMING + script`` with ``args``; returns its ``RESULT<key>=<json>``
-    lines as {key: value} (those printed before a timeout too) and the reason to report
-    for a missing key."""
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", _TORCH_TIMING + script, *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
-        stdout, tail = proc.stdout, (proc.stderr or proc.stdout).strip().splitlines()
-        why = "unavailable: " + (tail[-1][:120] if tail else f"exit code {proc.returncode}")
-    except subprocess.TimeoutExpired as err:
-        stdout = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
-        why = f"timed out after {timeout_s}s ({what})"
-    found = {}
-    for line in stdout.splitlines():
-        if line.startswith("RESULT"):
-            key, val = line[len("RESULT") :].split("=", 1)
-            found[key] = json.loads(val)
-    return found, why
-
-
-_XLSTM_CUDA = textwrap.dedent(
-    """
-    from xlstm.blocks.slstm.cell import sLSTMCell, sLSTMCellConfig
-    B, S, NH, DH, reps = (int(a) for a in sys.argv[1:6])
-    cfg = sLSTMCellConfig(hidden_size=NH * DH, num_heads=NH, backend="cuda", batch_size=B,
-                          dtype="bfloat16", enable_automatic_mixed_precision=True)
-    cell = sLSTMCell(cfg).cuda()
-    x = torch.randn(B, S, 4 * NH * DH, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    print("RESULT=" + json.dumps(median_ms(lambda: cell(x)[0], reps)))
-    """
-)
-
-
-def xlstm_cuda_ms(B, S, NH, DH, reps, timeout_s) -> dict | str:
-    """The reference's CUDA sLSTM kernel (torch, compiled on first use) in a subprocess."""
-    found, why = _run_torch(
-        _XLSTM_CUDA, [str(a) for a in (B, S, NH, DH, reps)], timeout_s, "kernel build"
-    )
-    return found.get("", why)
-
-
-def slstm_bench(shapes, interpret, reps, variants, xlstm_timeout) -> list[str]:
-    """Forward and forward+backward times in bf16: lax.scan path vs Pallas (vs xlstm CUDA)."""
-    rows = [
-        "| B, S, NH, DH | implementation | fwd ms | fwd+bwd ms | fwd speed-up | fwd+bwd speed-up |",
-        "|---|---|---|---|---|---|",
-    ]
-    for B, S, NH, DH in shapes:
-        gx, R, bias, state = _slstm_inputs(B, S, NH, DH, jnp.bfloat16)
-        w = jax.random.normal(jax.random.key(1), (B, S, NH, DH))
-        impls = [("lax.scan (XLA)", _slstm_fn("xla", False))]
-        impls += [(f"Pallas {label}", _slstm_fn("pallas", interpret, bs)) for label, bs in variants]
-        base = None
-        for label, run in impls:
-            fwd = jax.jit(lambda *a, run=run: run(*a)[0])
-            fb = _slstm_value_and_grads(run, w)
-            try:
-                t_f = time_ms(fwd, gx, R, bias, state, reps=reps)
-                t_fb = time_ms(fb, gx, R, bias, state, reps=reps)
-            except Exception as err:  # report a variant that fails to build, keep going
-                line = f"| {B}, {S}, {NH}, {DH} | {label} | failed: {type(err).__name__} | | | |"
-                print(line, str(err)[:300], flush=True)
-                rows.append(line)
-                continue
-            base = base or (t_f, t_fb)
-            line = (
-                f"| {B}, {S}, {NH}, {DH} | {label} | {t_f:.2f} | {t_fb:.2f} | "
-                f"{base[0] / t_f:.2f}x | {base[1] / t_fb:.2f}x |"
-            )
-            rows.append(line)
-            print(line, flush=True)
-        if xlstm_timeout > 0:
-            ref = xlstm_cuda_ms(B, S, NH, DH, reps, xlstm_timeout)
-            if isinstance(ref, dict):
-                line = (
-                    f"| {B}, {S}, {NH}, {DH} | xlstm CUDA (torch) | {ref['fwd']:.2f} | "
-                    f"{ref['fwdbwd']:.2f} | {base[0] / ref['fwd']:.2f}x | "
-                    f"{base[1] / ref['fwdbwd']:.2f}x |"
-                )
-            else:
-                line = f"| {B}, {S}, {NH}, {DH} | xlstm CUDA (torch) | {ref} | | | |"
-            rows.append(line)
-            print(line, flush=True)
-    return rows
-
-
-def slstm_section(args) -> list[str]:
+def slstm_section(args, roofs: Roofs, budget: Budget) -> list[str]:
     if args.dry_run:
-        check_shapes = [(3, 5, 1, 16)]
-        bench_shapes = [(2, 8, 2, 16)]
+        check_shapes, bench_shapes = [(3, 5, 1, 16)], [(2, 8, 2, 16)]
+    elif args.quick:
+        check_shapes, bench_shapes = [(16, 256, 4, 256)], [(16, 2048, 4, 256)]
     else:
         check_shapes = [(16, 256, 4, 256), (16, 256, 16, 64)]
         bench_shapes = [(16, 2048, 4, 256), (16, 2048, 16, 64)]
@@ -268,12 +354,75 @@ def slstm_section(args) -> list[str]:
             ("dh_tile=32", slstm_tiles.BlockSizes(dh_tile=32)),
             ("R streamed", slstm_tiles.BlockSizes(r_on_chip_max_bytes=0)),
         ]
-    lines = ["## sLSTM", "", "Correctness, Pallas vs XLA reference (norm-relative errors):", ""]
-    lines += slstm_check(check_shapes, args.dry_run)
-    lines += ["", f"Timings, bf16, median of {args.reps} (`block_until_ready`):", ""]
-    xlstm_timeout = 0 if args.dry_run or args.skip_xlstm_cuda else args.xlstm_timeout
-    lines += slstm_bench(bench_shapes, args.dry_run, args.reps, variants, xlstm_timeout)
-    return lines + [""]
+    names = ["y", "last c", "dgates_x", "dR", "dbias", "dstate0"]
+    lines = ["## sLSTM", "", "Correctness, Pallas vs XLA (norm-relative errors):", ""]
+    lines += ["| dtype | B, S, NH, DH | " + " | ".join(names) + " | ok |"]
+    lines += ["|---|---|" + "---|" * (len(names) + 1)]
+    for dtype in (jnp.float32, jnp.bfloat16):
+        for B, S, NH, DH in check_shapes:
+            args_ = _slstm_inputs(B, S, NH, DH, dtype, seed=S + DH)
+            w = jax.random.normal(jax.random.key(1), (B, S, NH, DH))
+            row = check_row(
+                f"{B}, {S}, {NH}, {DH}",
+                dtype,
+                _slstm_fn("xla", False),
+                _slstm_fn("pallas", args.dry_run),
+                args_,
+                w,
+                names,
+                last=1,  # c
+            )
+            lines.append(row)
+            print(row, flush=True)
+    lines += [
+        "",
+        f"Times, bf16, median of {args.reps}: kernel (CUPTI) / wall ms; TFLOP/s of the "
+        "recurrent matmuls from the best time.",
+        "",
+        "| B, S, NH, DH | implementation | fwd ms | fwd+bwd ms | fwd TFLOP/s | "
+        "fwd+bwd TFLOP/s | fwd+bwd vs Pallas |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for B, S, NH, DH in bench_shapes:
+        shape = f"{B}, {S}, {NH}, {DH}"
+        gx, R, bias, state = _slstm_inputs(B, S, NH, DH, jnp.bfloat16)
+        w = jax.random.normal(jax.random.key(1), (B, S, NH, DH))
+        fl = slstm_flops(B, S, NH, DH)
+        impls = [
+            (f"Pallas {label}", _slstm_fn("pallas", args.dry_run, bs)) for label, bs in variants
+        ]
+        impls += [("lax.scan (XLA)", _slstm_fn("xla", False))]
+        base = None
+        for label, run in impls:
+            if not budget.allows(30):
+                lines.append(f"| {shape} | {label} | skipped (time budget) | | | | |")
+                continue
+            try:
+                fwd = jax.jit(lambda *a, run=run: run(*a)[0])
+                t_f = measure(fwd, gx, R, bias, state, reps=args.reps)
+                t_fb = measure(_value_and_grads(run, w, 4), gx, R, bias, state, reps=args.reps)
+            except Exception as err:  # noqa: BLE001 - record and go on
+                lines.append(f"| {shape} | {label} | {failure(err)} | | | | |")
+                print(lines[-1], flush=True)
+                continue
+            base = base or (t_f.best_ms, t_fb.best_ms)
+            lines.append(
+                f"| {shape} | {label} | {t_f.cells().replace(' | ', ' / ')} | "
+                f"{t_fb.cells().replace(' | ', ' / ')} | {fl / t_f.best_ms / 1e9:.1f} | "
+                f"{3 * fl / t_fb.best_ms / 1e9:.1f} | {t_fb.best_ms / base[1]:.2f}x |"
+            )
+            print(lines[-1], flush=True)
+        # The CUDA sLSTMs build their extensions on first use (minutes): not in --quick.
+        torch_ok = not (args.dry_run or args.skip_torch or args.quick)
+        if torch_ok and budget.allows(args.torch_timeout):
+            spec = [str(a) for a in (B, S, NH, DH, args.reps)]
+            for label, script in (("xlstm CUDA (torch)", _XLSTM_CUDA), ("FlashRNN", _FLASHRNN)):
+                found, why = run_torch(script, spec, args.torch_timeout, f"{label} build")
+                lines.append(torch_row(label, shape, found.get("", why), base, 7))
+                print(lines[-1], flush=True)
+    peak = f"{roofs.tflops:.0f}" if roofs.tflops else "-"
+    lines += ["", f"Measured bf16 matmul roof: {peak} TFLOP/s.", ""]
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,38 +465,6 @@ def _mlstm_fn(impl, L, interpret):
     return run
 
 
-def _mlstm_value_and_grads(run, w):
-    def loss(q, k, v, i, f, state):
-        h, last = run(q, k, v, i, f, state)
-        return jnp.sum(h.astype(jnp.float32) * w) + sum(jnp.sum(s) for s in last), (h, last)
-
-    return jax.jit(jax.grad(loss, argnums=tuple(range(6)), has_aux=True))
-
-
-def mlstm_check(shapes, interpret) -> list[str]:
-    """Pallas vs XLA (fp32 math, full-precision matmuls) in fp32 and bf16: norm-relative errors."""
-    rows = ["| dtype | B, NH, S, DQK, DV, L | h | last C | dq | dk | dv | di | df | dstate0 | ok |"]
-    rows.append("|---|---|---|---|---|---|---|---|---|---|---|")
-    for dtype in (jnp.float32, jnp.bfloat16):
-        for B, NH, S, DQ, DV, L in shapes:
-            args = _mlstm_inputs(B, NH, S, DQ, DV, dtype, seed=S + DQ + L)
-            w = jax.random.normal(jax.random.key(1), (B, NH, S, DV))
-            with jax.default_matmul_precision("float32"):
-                g_ref, (h_ref, l_ref) = _mlstm_value_and_grads(_mlstm_fn("xla", L, False), w)(*args)
-            g_pal, (h_pal, l_pal) = _mlstm_value_and_grads(_mlstm_fn("pallas", L, interpret), w)(
-                *args
-            )
-            line = _check_row(
-                dtype,
-                f"{B}, {NH}, {S}, {DQ}, {DV}, {L}",
-                (h_pal, l_pal[0], g_pal),
-                (h_ref, l_ref[0], g_ref),
-            )
-            rows.append(line)
-            print(line, flush=True)
-    return rows
-
-
 def mlstm_flops(B, NH, S, DQ, DV, L) -> float:
     """Forward FLOPs of the chunkwise algorithm (matmuls only, the causal L x L blocks counted
     in full, as computed): per chunk 2 L^2 (DQK + DV) intra-chunk, 2 L DQK DV for q C and
@@ -355,183 +472,295 @@ def mlstm_flops(B, NH, S, DQ, DV, L) -> float:
     return B * NH * S * (2.0 * L * (DQ + DV) + 4.0 * DQ * DV)
 
 
+def mlstm_bytes(B, NH, S, DQ, DV, dtype_bytes=2) -> float:
+    """Bytes the forward must move at least: q, k, v in, h out, the fp32 gates."""
+    return B * NH * S * ((2 * DQ + 2 * DV) * dtype_bytes + 8)
+
+
 def attention_flops(B, NH, S, D) -> float:
     """Causal attention forward FLOPs (half of 4 B NH S^2 D); the backward as 2.5x."""
     return 2.0 * B * NH * S * S * D
 
 
-def matmul_tflops(n: int, reps: int) -> float:
-    """Measured bf16 matmul rate (n x n x n, fp32 accumulation), TFLOP/s."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.bfloat16)
-    mm = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
-    return 2.0 * n**3 / (time_ms(mm, a, a, reps=reps) * 1e-3) / 1e12
-
-
-_TFLA = textwrap.dedent(
-    """
-    from mlstm_kernels.torch.chunkwise.triton_xl_chunk import mlstm_chunkwise__xl_chunk as tfla
-    reps = int(sys.argv[1])
-    for spec in sys.argv[2:]:
-        B, NH, S, DQ, DV, L = (int(x) for x in spec.split(","))
-        kw = dict(device="cuda", dtype=torch.bfloat16)
-        q, k = (torch.randn(B, NH, S, DQ, requires_grad=True, **kw) for _ in range(2))
-        v = torch.randn(B, NH, S, DV, requires_grad=True, **kw)
-        i, f = (torch.randn(B, NH, S, requires_grad=True, **kw) for _ in range(2))
-        def fwd():
-            return tfla(q, k, v, i, f, chunk_size=L, autocast_kernel_dtype=torch.bfloat16)
-        print("RESULT" + spec + "=" + json.dumps(median_ms(fwd, reps)), flush=True)
-    """
-)
-
-
-def tfla_ms(shapes, reps, timeout_s) -> dict:
-    """The mlstm_kernels TFLA Triton kernels (PyTorch) in a subprocess, all shapes in one run;
-    returns {shape: {"fwd": ms, "fwdbwd": ms} or a reason string}."""
-    specs = [",".join(map(str, s)) for s in shapes]
-    found, why = _run_torch(_TFLA, [str(reps), *specs], timeout_s, "TFLA")
-    return {s: found.get(sp, why) for s, sp in zip(shapes, specs, strict=True)}
-
-
-def mlstm_bench(shapes, interpret, reps, peak, tfla_timeout) -> list[str]:
-    """Forward and forward+backward times in bf16: Pallas vs XLA chunkwise vs cuDNN attention
-    (32 heads x 128, causal, same B and S) vs TFLA (mlstm_kernels)."""
-    rows = [
-        "| B, NH, S, DQK, DV, L | implementation | fwd ms | fwd+bwd ms | fwd TFLOP/s | "
-        "fwd+bwd TFLOP/s | Pallas fwd+bwd speed-up |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    tfla = tfla_ms(shapes, reps, tfla_timeout) if tfla_timeout > 0 else {}
-    done_attention = set()
-    for B, NH, S, DQ, DV, L in shapes:
-        args = _mlstm_inputs(B, NH, S, DQ, DV, jnp.bfloat16)
-        w = jax.random.normal(jax.random.key(1), (B, NH, S, DV), jnp.bfloat16)
-        fl = mlstm_flops(B, NH, S, DQ, DV, L)
-        results = []
-        # The XLA baseline once per S (its time hardly depends on L), to keep the script short.
-        impls = [("Pallas", "pallas")] + ([("XLA chunkwise", "xla")] if shapes[0][-1] == L else [])
-        for label, impl in impls:
-            run = _mlstm_fn(impl, L, interpret and impl == "pallas")
-            fwd = jax.jit(lambda *a, run=run: run(*a)[0])
-            fb = _mlstm_value_and_grads(run, w)
-            try:
-                t_f, t_fb = time_ms(fwd, *args, reps=reps), time_ms(fb, *args, reps=reps)
-                results.append((label, t_f, t_fb, fl, 3 * fl))
-            except Exception as err:  # report a path that fails to build or run, keep going
-                results.append((label, f"failed: {type(err).__name__}", None, fl, 3 * fl))
-                print(label, str(err)[:300], flush=True)
-        if S not in done_attention and not interpret:
-            done_attention.add(S)
-            results.append(attention_times(B, S, reps))
-        ref = tfla.get((B, NH, S, DQ, DV, L))
-        if isinstance(ref, dict):
-            results.append(("TFLA (mlstm_kernels)", ref["fwd"], ref["fwdbwd"], fl, 3 * fl))
-        elif ref is not None:
-            results.append(("TFLA (mlstm_kernels)", ref, None, fl, 3 * fl))
-        pallas_fb = results[0][2]
-        for label, t_f, t_fb, fl_f, fl_fb in results:
-            if t_fb is None:
-                line = f"| {B}, {NH}, {S}, {DQ}, {DV}, {L} | {label} | {t_f} | | | | |"
-            else:
-                speed = f"{t_fb / pallas_fb:.2f}x" if isinstance(pallas_fb, float) else ""
-                line = (
-                    f"| {B}, {NH}, {S}, {DQ}, {DV}, {L} | {label} | {t_f:.2f} | {t_fb:.2f} | "
-                    f"{fl_f / t_f / 1e9:.1f} | {fl_fb / t_fb / 1e9:.1f} | {speed} |"
-                )
-            rows.append(line)
-            print(line, flush=True)
-    rows += ["", f"Measured bf16 matmul rate: {peak:.0f} TFLOP/s (the roof for the columns above)."]
-    return rows
-
-
-def attention_times(B, S, reps):
-    """cuDNN flash attention, causal, 32 heads x 128, bf16: (label, fwd ms, fwd+bwd ms, fwd
-    flops, fwd+bwd flops), with the backward counted as 2.5x the forward (FA convention)."""
+def attention_row(B, S, reps, shape: str, base) -> str:
+    """cuDNN flash attention, causal, 32 heads x 128, bf16."""
     NA, D = 32, 128
     ks = jax.random.split(jax.random.key(2), 3)
-    q, k, v = (jax.random.normal(kk, (B, S, NA, D), jnp.bfloat16) for kk in ks)
-    att = functools.partial(jax.nn.dot_product_attention, is_causal=True, implementation="cudnn")
-    fwd = jax.jit(att)
-    fb = jax.jit(jax.grad(lambda q, k, v: jnp.sum(att(q, k, v).astype(jnp.float32)), (0, 1, 2)))
     label = "cuDNN attention (32 x 128)"
-    fl = attention_flops(B, NA, S, D)
     try:
-        return (
-            label,
-            time_ms(fwd, q, k, v, reps=reps),
-            time_ms(fb, q, k, v, reps=reps),
-            fl,
-            3.5 * fl,
+        q, k, v = (jax.random.normal(kk, (B, S, NA, D), jnp.bfloat16) for kk in ks)
+        att = functools.partial(
+            jax.nn.dot_product_attention, is_causal=True, implementation="cudnn"
         )
-    except Exception as err:  # cuDNN missing or shape unsupported: report, keep going
-        return (label, f"failed: {type(err).__name__}: {str(err)[:80]}", None, fl, 3.5 * fl)
+        fwd = jax.jit(att)
+        fb = jax.jit(jax.grad(lambda q, k, v: jnp.sum(att(q, k, v).astype(jnp.float32)), (0, 1, 2)))
+        t_f, t_fb = measure(fwd, q, k, v, reps=reps), measure(fb, q, k, v, reps=reps)
+    except Exception as err:  # noqa: BLE001 - cuDNN missing or shape unsupported
+        return f"| {shape} | {label} | {failure(err)} | | | | | |"
+    fl = attention_flops(B, NA, S, D)
+    speed = f"{t_fb.best_ms / base[1]:.2f}x" if base else ""
+    return (
+        f"| {shape} | {label} | {t_f.cells().replace(' | ', ' / ')} | "
+        f"{t_fb.cells().replace(' | ', ' / ')} | {fl / t_f.best_ms / 1e9:.1f} | "
+        f"{3.5 * fl / t_fb.best_ms / 1e9:.1f} | | {speed} |"
+    )
 
 
-def mlstm_section(args) -> list[str]:
+def mlstm_section(args, roofs: Roofs, budget: Budget) -> list[str]:
     if args.dry_run:
         check_shapes = [(1, 1, 40, 16, 32, 16)]
         bench_shapes = [(1, 1, 32, 16, 16, 16)]
-        peak = 0.0
+    elif args.quick:
+        check_shapes = [(2, 4, 512, 128, 256, 64)]
+        bench_shapes = [(8, 16, 8192, 128, 256, 64), (8, 16, 8192, 128, 256, 128)]
     else:
         check_shapes = [(2, 4, 512, 128, 256, 64), (1, 2, 1000, 64, 96, 128)]
         bench_shapes = [
             (65536 // S, 16, S, 128, 256, L) for S in (2048, 8192, 32768) for L in (64, 128)
         ]
-        peak = matmul_tflops(8192, args.reps)
-    lines = ["## mLSTM", "", "Correctness, Pallas vs XLA reference (norm-relative errors):", ""]
-    lines += mlstm_check(check_shapes, args.dry_run)
-    lines += ["", f"Timings, bf16, median of {args.reps} (`block_until_ready`):", ""]
-    tfla_timeout = 0 if args.dry_run or args.skip_tfla else args.tfla_timeout
-    lines += mlstm_bench(bench_shapes, args.dry_run, args.reps, peak, tfla_timeout)
+    names = ["h", "last C", "dq", "dk", "dv", "di", "df", "dstate0"]
+    lines = ["## mLSTM (chunkwise)", "", "Correctness, Pallas vs XLA (norm-relative errors):", ""]
+    lines += ["| dtype | B, NH, S, DQK, DV, L | " + " | ".join(names) + " | ok |"]
+    lines += ["|---|---|" + "---|" * (len(names) + 1)]
+    for dtype in (jnp.float32, jnp.bfloat16):
+        for B, NH, S, DQ, DV, L in check_shapes:
+            args_ = _mlstm_inputs(B, NH, S, DQ, DV, dtype, seed=S + DQ + L)
+            w = jax.random.normal(jax.random.key(1), (B, NH, S, DV))
+            row = check_row(
+                f"{B}, {NH}, {S}, {DQ}, {DV}, {L}",
+                dtype,
+                _mlstm_fn("xla", L, False),
+                _mlstm_fn("pallas", L, args.dry_run),
+                args_,
+                w,
+                names,
+                last=0,  # C
+            )
+            lines.append(row)
+            print(row, flush=True)
     lines += [
         "",
-        "TFLOP/s: mLSTM counts the chunkwise matmuls (`mlstm_flops`, backward = 2x forward); "
-        "attention counts the causal half of 4 B NH S^2 D, backward = 2.5x forward. "
-        "Speed-up column: that row's fwd+bwd time over the Pallas one (> 1: Pallas is faster).",
+        f"Times, bf16, median of {args.reps}: kernel (CUPTI) / wall ms; TFLOP/s from the best "
+        "time; fwd GB/s counts q, k, v, h and the gates once.",
+        "",
+        "| B, NH, S, DQK, DV, L | implementation | fwd ms | fwd+bwd ms | fwd TFLOP/s | "
+        "fwd+bwd TFLOP/s | fwd GB/s | fwd+bwd vs Pallas |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    tfla = {}
+    if not args.dry_run and not args.skip_torch and budget.allows(args.torch_timeout + 60):
+        specs = [",".join(map(str, s)) for s in bench_shapes]
+        found, why = run_torch(_TFLA, [str(args.reps), *specs], args.torch_timeout, "TFLA")
+        tfla = {s: found.get(sp, why) for s, sp in zip(bench_shapes, specs, strict=True)}
+    attention_done = set()
+    for B, NH, S, DQ, DV, L in bench_shapes:
+        shape = f"{B}, {NH}, {S}, {DQ}, {DV}, {L}"
+        args_ = _mlstm_inputs(B, NH, S, DQ, DV, jnp.bfloat16)
+        w = jax.random.normal(jax.random.key(1), (B, NH, S, DV), jnp.bfloat16)
+        fl, nbytes = mlstm_flops(B, NH, S, DQ, DV, L), mlstm_bytes(B, NH, S, DQ, DV)
+        base = None
+        # The XLA baseline once per S (its time hardly depends on L), to keep the run short.
+        impls = [("Pallas (Triton)", "pallas")]
+        impls += [("XLA chunkwise", "xla")] if bench_shapes[0][-1] == L else []
+        for label, impl in impls:
+            if not budget.allows(30):
+                lines.append(f"| {shape} | {label} | skipped (time budget) | | | | | |")
+                continue
+            run = _mlstm_fn(impl, L, args.dry_run and impl == "pallas")
+            try:
+                fwd = jax.jit(lambda *a, run=run: run(*a)[0])
+                t_f = measure(fwd, *args_, reps=args.reps)
+                t_fb = measure(_value_and_grads(run, w, 6), *args_, reps=args.reps)
+            except Exception as err:  # noqa: BLE001 - record and go on
+                lines.append(f"| {shape} | {label} | {failure(err)} | | | | | |")
+                print(lines[-1], flush=True)
+                continue
+            base = base or (t_f.best_ms, t_fb.best_ms)
+            lines.append(
+                f"| {shape} | {label} | {t_f.cells().replace(' | ', ' / ')} | "
+                f"{t_fb.cells().replace(' | ', ' / ')} | {fl / t_f.best_ms / 1e9:.1f} | "
+                f"{3 * fl / t_fb.best_ms / 1e9:.1f} | {nbytes / t_f.best_ms / 1e6:.0f} | "
+                f"{t_fb.best_ms / base[1]:.2f}x |"
+            )
+            print(lines[-1], flush=True)
+        if S not in attention_done and not args.dry_run and budget.allows(30):
+            attention_done.add(S)
+            lines.append(attention_row(B, S, args.reps, shape, base))
+            print(lines[-1], flush=True)
+        ref = tfla.get((B, NH, S, DQ, DV, L))
+        if ref is not None:
+            lines.append(torch_row("TFLA (mlstm_kernels)", shape, ref, base, 8))
+            print(lines[-1], flush=True)
+    peak = f"{roofs.tflops:.0f} TFLOP/s, {roofs.gbps:.0f} GB/s" if roofs.tflops else "-"
+    lines += [
+        "",
+        f"Measured roofs: {peak}. mLSTM TFLOP/s count the chunkwise matmuls (`mlstm_flops`, "
+        "backward = 2x forward); attention counts the causal half of 4 B NH S^2 D, backward = "
+        "2.5x forward. Last column: that row's fwd+bwd time over the Pallas one (> 1: Pallas "
+        "is faster).",
+        "",
+    ]
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# The model: a train step of the 125M xLSTM, and batch-1 decoding.
+# ---------------------------------------------------------------------------------------------
+
+
+def _model_config(args, impl: str):
+    """The 125M recipe's model (bf16 compute, fp32 parameters) with every layer on ``impl``;
+    the tiny model in a dry run."""
+    from configs import xlstm_125m, xlstm_tiny
+
+    cfg = (xlstm_tiny if args.dry_run else xlstm_125m).get_config().model
+    mb = cfg.mlstm_block
+    sb = cfg.slstm_block
+    mb = dataclasses.replace(mb, mlstm=dataclasses.replace(mb.mlstm, impl=impl))
+    if sb is not None:
+        sb = dataclasses.replace(sb, slstm=dataclasses.replace(sb.slstm, impl=impl))
+    return dataclasses.replace(cfg, mlstm_block=mb, slstm_block=sb)
+
+
+def train_step_row(args, impl: str, roofs: Roofs) -> str:
+    import optax
+    from flax import nnx
+
+    from train.batch import all_scored
+    from train.step import make_train_step
+    from xlstm_jax import xLSTMLMModel
+
+    B, S = (2, 32) if args.dry_run else (8, 2048)
+    try:
+        cfg = _model_config(args, impl)
+        model = xLSTMLMModel(cfg, rngs=nnx.Rngs(0))
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        params = nnx.to_pure_dict(params)
+        n_params = sum(x.size for x in jax.tree.leaves(params))
+        tx = optax.adamw(1e-4)
+        state = {"params": params, "opt_state": tx.init(params)}
+        step = jax.jit(make_train_step(graphdef, rest, tx), donate_argnums=0)
+        tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (1, B, S + 1))
+        batch = jax.device_put(all_scored(tokens.astype(np.int32)))
+        t0 = time.perf_counter()
+        state, out = step(state, batch)
+        jax.block_until_ready(out["loss"])
+        compile_s = time.perf_counter() - t0
+        walls = []
+        for _ in range(args.reps):
+            t0 = time.perf_counter()
+            state, out = step(state, batch)
+            jax.block_until_ready(out["loss"])
+            walls.append(time.perf_counter() - t0)
+        loss = float(out["loss"])
+    except Exception as err:  # noqa: BLE001 - record and go on
+        return f"| {impl} | {failure(err)} | | | | |"
+    sec = statistics.median(walls)
+    tps = B * S / sec
+    mfu = f"{6 * n_params * tps / (roofs.tflops * 1e12):.1%}" if roofs.tflops else "-"
+    return (
+        f"| {impl} | {n_params / 1e6:.1f}M ({cfg.dtype}), {B} x {S} | {sec * 1e3:.1f} | "
+        f"{tps:,.0f} | {mfu} | compile {compile_s:.0f} s, loss {loss:.3f} |"
+    )
+
+
+def decode_row(args, impl: str) -> str:
+    from flax import nnx
+
+    from xlstm_jax import generate, xLSTMLMModel
+
+    new = 16 if args.dry_run else 256
+    try:
+        model = xLSTMLMModel(_model_config(args, impl), rngs=nnx.Rngs(0))
+        prompt = [[1, 2, 3, 4, 5, 6, 7, 8]]
+        generate(model, prompt, new, temperature=0.0)  # compile
+        t0 = time.perf_counter()
+        generate(model, prompt, new, temperature=0.0)
+        sec = time.perf_counter() - t0
+    except Exception as err:  # noqa: BLE001 - record and go on
+        return f"| {impl} | {failure(err)} | |"
+    return f"| {impl} | {new} tokens in {sec * 1e3:.0f} ms | {new / sec:,.0f} |"
+
+
+def model_section(args, roofs: Roofs, budget: Budget) -> list[str]:
+    lines = [
+        "## The model",
+        "",
+        f"Train step (forward, backward, AdamW), median of {args.reps} steps after the "
+        "compiling one; MFU = 6 x parameters x tokens/s over the measured bf16 matmul rate:",
+        "",
+        "| impl | model, batch x seq | step ms | tokens/s | MFU | notes |",
+        "|---|---|---|---|---|---|",
+    ]
+    impls = ["xla"] if args.dry_run else ["pallas", "xla"]
+    for impl in impls:
+        if not budget.allows(60):
+            lines.append(f"| {impl} | skipped (time budget) | | | | |")
+            continue
+        lines.append(train_step_row(args, impl, roofs))
+        print(lines[-1], flush=True)
+    lines += ["", "Greedy decoding, batch 1, after an 8-token prompt:", ""]
+    lines += ["| impl | what | tokens/s |", "|---|---|---|"]
+    for impl in impls:
+        if not budget.allows(30):
+            lines.append(f"| {impl} | skipped (time budget) | |")
+            continue
+        lines.append(decode_row(args, impl))
+        print(lines[-1], flush=True)
     return lines + [""]
 
 
-SECTIONS: dict[str, Callable] = {"slstm": slstm_section, "mlstm": mlstm_section}
+SECTIONS: dict[str, Callable] = {
+    "slstm": slstm_section,
+    "mlstm": mlstm_section,
+    "model": model_section,
+}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="the headline shapes only (< 4 min)")
     p.add_argument("--dry-run", action="store_true", help="interpret mode, tiny shapes (CPU)")
     p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated sections")
     p.add_argument("--reps", type=int, default=None, help="timed repetitions (default 20)")
-    p.add_argument("--tune", action="store_true", help="also time a few block-size variants")
-    p.add_argument("--skip-xlstm-cuda", action="store_true", help="skip the torch reference")
-    p.add_argument("--xlstm-timeout", type=int, default=150, help="seconds for its build+run")
-    p.add_argument("--skip-tfla", action="store_true", help="skip the mlstm_kernels TFLA kernels")
-    p.add_argument("--tfla-timeout", type=int, default=100, help="seconds for all TFLA shapes")
+    p.add_argument("--tune", action="store_true", help="also time block-size variants")
+    p.add_argument("--skip-torch", action="store_true", help="skip the PyTorch comparisons")
+    p.add_argument("--torch-timeout", type=int, default=120, help="seconds per torch script")
+    p.add_argument("--budget-s", type=float, default=None, help="time budget (quick: 210)")
     p.add_argument("--out", default=None, help="markdown file (default: benchmarks/results/)")
     args = p.parse_args(argv)
-    args.reps = args.reps or (2 if args.dry_run else 20)
+    args.reps = args.reps or (2 if args.dry_run else 10 if args.quick else 20)
+    budget = Budget(args.budget_s or (210 if args.quick else 3600))
     dev = jax.devices()[0]
     if not args.dry_run and dev.platform != "gpu":
         print("No GPU found: run with --dry-run (interpret mode) on this machine.")
         return 2
     t0 = time.time()
-    header = [
+    command = "PYTHONPATH=. python benchmarks/gpu_check.py " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    lines = [
         "# GPU check: Pallas kernels vs the XLA reference"
         + (" (dry run: interpret mode on CPU, timings meaningless)" if args.dry_run else ""),
         "",
-        f"- device: {dev.device_kind} ({dev.platform})",
+        f"- device: {dev.device_kind} ({dev.platform}), {jax.device_count()} device(s)",
         f"- jax {jax.__version__}, date {datetime.date.today().isoformat()}",
-        "- command: `PYTHONPATH=. python benchmarks/gpu_check.py "
-        + " ".join(argv if argv is not None else sys.argv[1:])
-        + "`",
+        f"- command: `{command.strip()}`",
         "",
     ]
-    lines = list(header)
+    roofs, roof_lines = measure_roofs(args)
+    lines += roof_lines
     for name in args.sections.split(","):
-        lines += SECTIONS[name](args)
+        try:
+            lines += SECTIONS[name](args, roofs, budget)
+        except Exception as err:  # noqa: BLE001 - a broken section must not lose the rest
+            lines += [f"## {name}", "", failure(err), ""]
     lines.append(f"Total time: {time.time() - t0:.0f} s.")
     text = "\n".join(lines) + "\n"
     out = args.out
     if out is None and not args.dry_run:
-        slug = "".join(c if c.isalnum() else "_" for c in dev.device_kind.lower())
-        out = RESULTS / f"gpu_check_{slug}.md"
+        slug = "".join(c if c.isalnum() else "_" for c in dev.device_kind.lower()).strip("_")
+        out = RESULTS / f"gpu_{slug}_{datetime.date.today().isoformat()}.md"
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(text)

@@ -5,8 +5,10 @@ The XLA entry is the pure-JAX reference (the specification); a "pallas" entry ex
 a kernel does. Every entry of one op takes the same arguments (the Pallas ones also take
 ``interpret``, bound by ``select``).
 
-``impl="auto"`` picks Pallas on a CUDA GPU when the op has a kernel and XLA otherwise, and
-logs its choice once per op. An explicit ``"pallas"`` that cannot be honoured raises.
+``impl="auto"`` picks Pallas on a CUDA GPU when the op has a kernel and the kernel passed
+its check for the call's configuration (``pallas_kernels.selfcheck``: once per process),
+and XLA otherwise; it logs its choice once per op and path. An explicit ``"pallas"`` that
+cannot be honoured raises, and a failing kernel raises its own error.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from types import MappingProxyType
 
 import jax
 
+from pallas_kernels import selfcheck
 from pallas_kernels._checks import check_impl
 from pallas_kernels.mlstm import chunkwise as _mlstm_chunkwise
 from pallas_kernels.mlstm import reference as _mlstm
@@ -50,7 +53,8 @@ def on_cuda_gpu() -> bool:
 
 
 def resolve_impl(op: str, impl: str, interpret: bool) -> str:
-    """Returns ``"xla"`` or ``"pallas"`` for ``op`` (see the module docstring).
+    """Returns ``"xla"`` or ``"pallas"``: the path ``impl`` asks for on this machine,
+    before ``auto``'s check of the kernel (see ``select``).
 
     Raises:
       ValueError: an unknown ``impl``, or ``"pallas"`` for an op without a kernel, or on a
@@ -73,16 +77,26 @@ def resolve_impl(op: str, impl: str, interpret: bool) -> str:
                 "interpret=True (slow, for testing) or use impl='auto'."
             )
         return "pallas"
-    choice = "pallas" if "pallas" in table and on_cuda_gpu() else "xla"
-    if (op, choice) not in _logged:
-        _logged.add((op, choice))
-        logger.info("pallas_kernels.%s: impl='auto' chose the %s path", op, choice)
-    return choice
+    return "pallas" if "pallas" in table and on_cuda_gpu() else "xla"
 
 
-def select(op: str, impl: str, interpret: bool) -> Callable:
-    """The implementation of ``op`` that ``resolve_impl`` picks, ready to call (a Pallas
-    entry with ``interpret`` bound)."""
+def select(op: str, impl: str, interpret: bool, probe: selfcheck.Probe | None = None) -> Callable:
+    """The implementation of ``op`` to run, ready to call (a Pallas entry with
+    ``interpret`` bound).
+
+    With ``impl="auto"`` and a kernel available, the kernel is used only if it passes its
+    check on ``probe`` (a small input of the call's configuration); without a probe
+    ``auto`` takes the XLA path.
+    """
     choice = resolve_impl(op, impl, interpret)
-    fn = IMPLEMENTATIONS[op][choice]
-    return functools.partial(fn, interpret=interpret) if choice == "pallas" else fn
+    table = IMPLEMENTATIONS[op]
+    pallas = functools.partial(table["pallas"], interpret=interpret) if "pallas" in table else None
+    if impl == "auto":
+        if choice == "pallas" and (
+            probe is None or not selfcheck.verify(op, pallas, table["xla"], probe)
+        ):
+            choice = "xla"
+        if (op, choice) not in _logged:
+            _logged.add((op, choice))
+            logger.info("pallas_kernels.%s: impl='auto' chose the %s path", op, choice)
+    return pallas if choice == "pallas" else table["xla"]

@@ -110,6 +110,7 @@ def test_gradient_through_carried_state_equals_whole_sequence():
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.reference
 def test_converted_model_generates_like_reference_step_loop():
     torch, xlstm = require_reference()
     torch.manual_seed(0)

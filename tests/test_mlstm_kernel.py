@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import MODES, TOL, lower_for_cuda, rel_err, triton_calls
+from helpers import CUDA_TARGETS, MODES, TOL, lower_for_cuda, rel_err, triton_calls
 
 import pallas_kernels as pk
 from pallas_kernels.dispatch import on_cuda_gpu
@@ -377,7 +377,8 @@ BWD = FWD + ["mlstm_chunk_states", "mlstm_state_grads", "mlstm_chunk_grads"]
         "S2048-L64-fp32",
     ],
 )
-def test_cross_lowers_to_cuda(S, L, dtype):
+@pytest.mark.parametrize("target", CUDA_TARGETS)
+def test_cross_lowers_to_cuda(target, S, L, dtype):
     B, NH, DQ, DV = 65536 // S, 16, 128, 256
     spec = jax.ShapeDtypeStruct
     args = (
@@ -400,12 +401,16 @@ def test_cross_lowers_to_cuda(S, L, dtype):
         h, last = run(q, k, v, i, f, s0)
         return jnp.sum(h.astype(jnp.float32)) + sum(jnp.sum(s) for s in last)
 
-    assert triton_calls(lower_for_cuda(run, *args)) == FWD
-    assert triton_calls(lower_for_cuda(jax.grad(loss, argnums=tuple(range(6))), *args)) == BWD
+    assert triton_calls(lower_for_cuda(run, *args, target=target)) == FWD
+    assert (
+        triton_calls(lower_for_cuda(jax.grad(loss, argnums=tuple(range(6))), *args, target=target))
+        == BWD
+    )
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32], ids=["bf16", "fp32"])
-def test_step_cross_lowers_to_cuda(dtype):
+@pytest.mark.parametrize("target", CUDA_TARGETS)
+def test_step_cross_lowers_to_cuda(target, dtype):
     B, NH, DQ, DV = 8, 16, 128, 256
     spec = jax.ShapeDtypeStruct
     args = (
@@ -420,4 +425,6 @@ def test_step_cross_lowers_to_cuda(dtype):
             spec((B, NH), jnp.float32),
         ),
     )
-    assert triton_calls(lower_for_cuda(step_kernel.mlstm_step_pallas, *args)) == ["mlstm_step"]
+    assert triton_calls(lower_for_cuda(step_kernel.mlstm_step_pallas, *args, target=target)) == [
+        "mlstm_step"
+    ]

@@ -32,6 +32,7 @@ from xlstm_jax import (
 )
 
 
+@pytest.mark.reference
 def test_round_trip_torch_jax_torch_is_exact():
     torch, xlstm = require_reference()
     torch.manual_seed(0)
@@ -49,6 +50,7 @@ def test_round_trip_torch_jax_torch_is_exact():
     fresh.load_state_dict(back, strict=True)
 
 
+@pytest.mark.reference
 def test_cuda_layout_checkpoint_converts_like_vanilla():
     """A CUDA-backend sLSTM checkpoint (other storage layout) gives the same model."""
     torch, xlstm = require_reference()
@@ -83,6 +85,7 @@ def test_cuda_layout_checkpoint_converts_like_vanilla():
         assert torch.equal(back[k], sd[k]), k
 
 
+@pytest.mark.reference
 def test_from_state_dict_reports_mismatches():
     torch, xlstm = require_reference()
     tm = xlstm.xLSTMLMModel(torch_reference_config(xlstm))
@@ -95,6 +98,7 @@ def test_from_state_dict_reports_mismatches():
         convert.from_state_dict(tm.state_dict(), cfg, slstm_backend="cuda")
 
 
+@pytest.mark.reference
 def test_init_statistics_match_reference():
     torch, xlstm = require_reference()
     E, V = 128, 512
@@ -222,6 +226,7 @@ def test_bad_tokens_raise():
         model(jnp.zeros((2, 3), jnp.float32))
 
 
+@pytest.mark.reference
 def test_block_stack_converts_and_matches():
     torch, xlstm = require_reference()
     cfg = torch_reference_config(xlstm, num_blocks=2, slstm_at=(1,))

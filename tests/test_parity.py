@@ -30,6 +30,7 @@ from helpers import rel_err, require_reference
 
 from xlstm_jax import convert
 
+pytestmark = pytest.mark.reference
 torch, xlstm = require_reference(module_level=True)
 
 

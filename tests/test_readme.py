@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import require_reference
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +34,7 @@ def test_readme_blocks_run_as_written(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+@pytest.mark.reference
 def test_readme_conversion_block_runs_as_written(tmp_path):
     blocks = [b for b in _blocks() if "import torch" in b]
     assert blocks  # the conversion example

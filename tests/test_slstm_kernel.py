@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import MODES, TOL, lower_for_cuda, rel_err, triton_calls
+from helpers import CUDA_TARGETS, MODES, TOL, lower_for_cuda, rel_err, triton_calls
 from jax.experimental import pallas as pl
 
 import pallas_kernels as pk
@@ -205,7 +205,8 @@ def test_block_sizes_are_validated():
     [(4, 256, jnp.bfloat16), (16, 64, jnp.bfloat16), (16, 64, jnp.float32)],
     ids=["NH4-DH256-bf16", "NH16-DH64-bf16", "NH16-DH64-fp32"],
 )
-def test_cross_lowers_to_cuda(NH, DH, dtype, function):
+@pytest.mark.parametrize("target", CUDA_TARGETS)
+def test_cross_lowers_to_cuda(target, NH, DH, dtype, function):
     B, S = 16, 2048
     spec = jax.ShapeDtypeStruct
     args = (
@@ -222,8 +223,8 @@ def test_cross_lowers_to_cuda(NH, DH, dtype, function):
         ys, last = run(gx, R, bias, s0)
         return jnp.sum(ys) + sum(jnp.sum(s) for s in last)
 
-    fwd = lower_for_cuda(run, *args)
-    bwd = lower_for_cuda(jax.grad(loss, argnums=(0, 1, 2, 3)), *args)
+    fwd = lower_for_cuda(run, *args, target=target)
+    bwd = lower_for_cuda(jax.grad(loss, argnums=(0, 1, 2, 3)), *args, target=target)
     assert triton_calls(fwd) == [f"{function}_fwd"]
     assert triton_calls(bwd) == [f"{function}_fwd", f"{function}_bwd"]
 
@@ -231,14 +232,20 @@ def test_cross_lowers_to_cuda(NH, DH, dtype, function):
 def test_gpu_check_script_dry_run(tmp_path):
     """benchmarks/gpu_check.py runs end to end (interpret mode, tiny shapes) and checks out."""
     import importlib.util
+    import sys
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
     spec = importlib.util.spec_from_file_location("gpu_check", path)
     gpu_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_check)
+    sys.modules["gpu_check"] = gpu_check  # its dataclasses look their module up
+    try:
+        spec.loader.exec_module(gpu_check)
+    finally:
+        del sys.modules["gpu_check"]
     out = tmp_path / "gpu_check.md"
     assert gpu_check.main(["--dry-run", "--reps", "1", "--out", str(out)]) == 0
     text = out.read_text()
     assert "## sLSTM" in text and "| NO |" not in text
     assert "lax.scan (XLA)" in text and "Pallas default" in text
+    assert "## mLSTM" in text and "## The model" in text and "failed" not in text

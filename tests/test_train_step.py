@@ -105,6 +105,7 @@ def test_memory_estimate_counts_adamw_state_and_grows_with_batch():
     assert remat["activations"] < estimate_memory(cfg, n)["activations"] / 4
 
 
+@pytest.mark.reference
 def test_decay_mask_equals_the_reference_optimizer_groups():
     """Our mask, mapped to the reference's parameter names, equals the reference's own
     weight-decay grouping (``get_weight_decay_optim_group_param_names``)."""

@@ -9,6 +9,7 @@ Shape legend: B batch, NH heads, S sequence, DHQK query/key head dim, DHV value 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from pallas_kernels import dispatch
 from pallas_kernels._checks import (
@@ -19,6 +20,7 @@ from pallas_kernels._checks import (
     state_dtype,
 )
 from pallas_kernels.mlstm.reference import MLSTMState, zero_state
+from pallas_kernels.selfcheck import Probe
 
 
 def _check_qkvif(q, k, v, i, f, *, seq_axis: bool = True) -> None:
@@ -55,6 +57,35 @@ def _initial_state(initial_state, q, v) -> MLSTMState:
         return zero_state(B, NH, DHQK, v.shape[-1], acc)
     _check_state(initial_state, q, v)
     return MLSTMState(*(s.astype(acc) for s in initial_state))
+
+
+def _random_inputs(B, S, DQ, DV, dtype, seed=0):
+    """Small random q, k, v, i, f (forget gates mostly open) and a random state (n >= 0)."""
+    ks = jax.random.split(jax.random.key(seed), 8)
+    shape = (B, 1) if S is None else (B, 1, S)
+    q, k = (jax.random.normal(kk, (*shape, DQ)).astype(dtype) for kk in ks[:2])
+    v = jax.random.normal(ks[2], (*shape, DV)).astype(dtype)
+    i = jax.random.normal(ks[3], shape)
+    f = jax.random.normal(ks[4], shape) + 2.0
+    state = MLSTMState(
+        jax.random.normal(ks[5], (B, 1, DQ, DV)),
+        jnp.abs(jax.random.normal(ks[6], (B, 1, DQ))),
+        jax.random.normal(ks[7], (B, 1)),
+    )
+    return q, k, v, i, f, state
+
+
+def _probe(q, v, dtype, chunk_size: int | None, eps: float) -> Probe:
+    """The configuration of a chunkwise call (``chunk_size``) or a step (None), with a
+    small input of it: one sequence and head, two chunks and a partial one."""
+    DQ, DV, name = q.shape[-1], v.shape[-1], jnp.dtype(dtype).name
+    key = (name, f"DHQK {DQ}", f"DHV {DV}", "default block sizes")
+    kwargs = {"eps": eps}
+    if chunk_size is not None:
+        key += (f"chunk {chunk_size}",)
+        kwargs["chunk_size"] = chunk_size
+    S = None if chunk_size is None else 2 * chunk_size + 3
+    return Probe(key, lambda: _random_inputs(1, S, DQ, DV, dtype), kwargs, name)
 
 
 def mlstm_parallel(q, k, v, i, f, *, eps: float = 1e-6, impl: str = "auto") -> jax.Array:
@@ -98,7 +129,7 @@ def mlstm_step(
     """
     _check_qkvif(q, k, v, i, f, seq_axis=False)
     _check_state(state, q, v, name="state")
-    fn = dispatch.select("mlstm_step", impl, interpret)
+    fn = dispatch.select("mlstm_step", impl, interpret, _probe(q, v, q.dtype, None, eps))
     acc = state_dtype(q.dtype)
     h, new = fn(q, k, v, i, f, MLSTMState(*(s.astype(acc) for s in state)), eps=eps)
     return h.astype(v.dtype), MLSTMState(*new)
@@ -168,6 +199,7 @@ def mlstm_chunkwise(
     if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(f"`chunk_size` must be an integer >= 1; got {chunk_size!r}.")
     state0 = _initial_state(initial_state, q, v)
-    fn = dispatch.select("mlstm_chunkwise", impl, interpret)
+    probe = _probe(q, v, q.dtype, chunk_size, eps)
+    fn = dispatch.select("mlstm_chunkwise", impl, interpret, probe)
     h, last = fn(q, k, v, i, f, state0, chunk_size=chunk_size, eps=eps)
     return _finish(h, last, v, return_last_state)

@@ -7,9 +7,11 @@ in ``pallas_kernels.slstm.reference`` (read its docstring for the equations and 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from pallas_kernels import dispatch
 from pallas_kernels._checks import check_float, check_rank, check_shape, state_dtype
+from pallas_kernels.selfcheck import Probe
 from pallas_kernels.slstm import reference
 from pallas_kernels.slstm.reference import FUNCTIONS, SLSTMState, zero_state
 
@@ -35,6 +37,25 @@ def _check_slstm(gates_x, recurrent_kernel, bias, initial_state, function):
             )
         for name, s in zip("ycnm", initial_state, strict=True):
             check_shape(f"initial_state.{name}", s, (B, NH, DH), "(B, NH, DH)")
+
+
+def _probe(DH: int, dtype, function: str) -> Probe:
+    """The configuration of an sLSTM call with a small input of it: two sequences of five
+    steps, one head, a random state whose n mixes zeros and positive values."""
+    name = jnp.dtype(dtype).name
+
+    def inputs():
+        ks = jax.random.split(jax.random.key(0), 8)
+        gx = jax.random.normal(ks[0], (2, 5, 4, 1, DH)).astype(dtype)
+        R = (jax.random.normal(ks[1], (1, DH, 4, DH)) / DH**0.5).astype(dtype)
+        bias = jax.random.normal(ks[2], (1, 4, DH)).astype(dtype)
+        n = jnp.abs(jax.random.normal(ks[5], (2, 1, DH))) + 0.1
+        n = jnp.where(jax.random.bernoulli(ks[6], 0.5, n.shape), 0.0, n)
+        y, c, m = (jax.random.normal(k, (2, 1, DH)) for k in (ks[3], ks[4], ks[7]))
+        return gx, R, bias, SLSTMState(y, c, n, m)
+
+    key = (name, f"DH {DH}", function, "default block sizes")
+    return Probe(key, inputs, {"function": function}, name)
 
 
 def slstm_step(
@@ -78,7 +99,7 @@ def slstm(
         if initial_state is None
         else SLSTMState(*(s.astype(acc) for s in initial_state))
     )
-    fn = dispatch.select("slstm", impl, interpret)
+    fn = dispatch.select("slstm", impl, interpret, _probe(DH, gates_x.dtype, function))
     ys, last = fn(gates_x, recurrent_kernel, bias, state0, function=function)
     ys = ys.astype(gates_x.dtype)
     return (ys, SLSTMState(*last)) if return_last_state else ys

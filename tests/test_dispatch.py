@@ -1,0 +1,135 @@
+"""``impl="auto"`` checks a kernel configuration before it first uses it, and falls back to
+XLA (one warning, the verdict cached) when the kernel fails; ``impl="pallas"`` raises the
+kernel's own error. Simulated on the CPU: a GPU is pretended and the table's Pallas entry
+replaced by a failing or wrong stand-in."""
+
+from __future__ import annotations
+
+import collections
+import logging
+from types import MappingProxyType
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import pallas_kernels as pk
+from pallas_kernels import dispatch, selfcheck
+
+
+@pytest.fixture(autouse=True)
+def _fresh_verdicts():
+    selfcheck.clear()
+    dispatch._logged.clear()
+    yield
+    selfcheck.clear()
+    dispatch._logged.clear()
+
+
+def _kernel_stand_in(monkeypatch, op, behave):
+    """Pretends a CUDA GPU and makes ``behave(xla_fn, *args, **kwargs)`` the op's Pallas
+    entry; returns the call counter."""
+    calls = collections.Counter()
+    xla = dispatch.IMPLEMENTATIONS[op]["xla"]
+
+    def stand_in(*args, interpret=False, **kwargs):
+        del interpret
+        calls[op] += 1
+        return behave(xla, *args, **kwargs)
+
+    table = dict(dispatch.IMPLEMENTATIONS)
+    table[op] = MappingProxyType({"xla": xla, "pallas": stand_in})
+    monkeypatch.setattr(dispatch, "IMPLEMENTATIONS", MappingProxyType(table))
+    monkeypatch.setattr(dispatch, "on_cuda_gpu", lambda: True)
+    return calls
+
+
+def _raises(xla, *args, **kwargs):
+    raise RuntimeError("RESOURCE_EXHAUSTED: shared memory 300000 > 232448 bytes")
+
+
+def _wrong(xla, *args, **kwargs):
+    h, last = xla(*args, **kwargs)
+    return h * 1.01, last
+
+
+def _nan(xla, *args, **kwargs):
+    h, last = xla(*args, **kwargs)
+    return h.at[..., 0].set(jnp.nan), last
+
+
+def _chunkwise_inputs(S=40, DQ=16, DV=32):
+    r = np.random.default_rng(0)
+    q, k = (jnp.asarray(r.normal(size=(2, 2, S, DQ)), jnp.float32) for _ in range(2))
+    v = jnp.asarray(r.normal(size=(2, 2, S, DV)), jnp.float32)
+    i = jnp.asarray(r.normal(size=(2, 2, S)), jnp.float32)
+    f = jnp.asarray(r.normal(size=(2, 2, S)) + 2.0, jnp.float32)
+    return q, k, v, i, f
+
+
+@pytest.mark.parametrize(
+    ("behave", "reason"),
+    [(_raises, "RESOURCE_EXHAUSTED"), (_wrong, "differs from XLA"), (_nan, "not finite")],
+    ids=["compile-or-resource-error", "wrong-numbers", "nan"],
+)
+def test_auto_falls_back_to_xla_once_with_one_warning(monkeypatch, caplog, behave, reason):
+    calls = _kernel_stand_in(monkeypatch, "mlstm_chunkwise", behave)
+    args = _chunkwise_inputs()
+    want = pk.mlstm_chunkwise(*args, chunk_size=16, impl="xla")
+    with caplog.at_level(logging.WARNING, logger="pallas_kernels"):
+        got = pk.mlstm_chunkwise(*args, chunk_size=16, impl="auto")
+        again = jax.jit(lambda *a: pk.mlstm_chunkwise(*a, chunk_size=16, impl="auto"))(*args)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(again, want, rtol=1e-6, atol=1e-6)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    message = warnings[0].getMessage()
+    assert "mlstm_chunkwise" in message and "chunk 16" in message and "float32" in message
+    assert reason in message
+    assert calls["mlstm_chunkwise"] == 1  # checked once; the verdict is cached
+
+
+def test_a_new_configuration_is_checked_again(monkeypatch):
+    calls = _kernel_stand_in(monkeypatch, "mlstm_chunkwise", _raises)
+    args = _chunkwise_inputs()
+    pk.mlstm_chunkwise(*args, chunk_size=16, impl="auto")
+    pk.mlstm_chunkwise(*args, chunk_size=32, impl="auto")
+    pk.mlstm_chunkwise(*_chunkwise_inputs(DQ=64), chunk_size=16, impl="auto")
+    assert calls["mlstm_chunkwise"] == 3
+
+
+def test_explicit_pallas_raises_the_kernels_own_error(monkeypatch):
+    calls = _kernel_stand_in(monkeypatch, "mlstm_chunkwise", _raises)
+    with pytest.raises(RuntimeError, match="RESOURCE_EXHAUSTED"):
+        pk.mlstm_chunkwise(*_chunkwise_inputs(), chunk_size=16, impl="pallas")
+    assert calls["mlstm_chunkwise"] == 1  # no check first: the call itself failed
+
+
+def test_step_and_slstm_fall_back_too(monkeypatch, caplog):
+    q, k, v, i, f = (x[:, :, 0] for x in _chunkwise_inputs())
+    state = pk.mlstm_zero_state(2, 2, 16, 32)
+    _kernel_stand_in(monkeypatch, "mlstm_step", _raises)
+    r = np.random.default_rng(1)
+    gx = jnp.asarray(r.normal(size=(2, 5, 4, 2, 8)), jnp.float32)
+    R = jnp.asarray(r.normal(size=(2, 8, 4, 8)) / 3, jnp.float32)
+    b = jnp.asarray(r.normal(size=(2, 4, 8)), jnp.float32)
+    with caplog.at_level(logging.WARNING, logger="pallas_kernels"):
+        h, _ = pk.mlstm_step(q, k, v, i, f, state, impl="auto")
+        _kernel_stand_in(monkeypatch, "slstm", lambda xla, *a, **kw: _wrong(xla, *a, **kw))
+        y = pk.slstm(gx, R, b, impl="auto")
+    np.testing.assert_array_equal(h, pk.mlstm_step(q, k, v, i, f, state, impl="xla")[0])
+    np.testing.assert_array_equal(y, pk.slstm(gx, R, b, impl="xla"))
+    ops = sorted(r.getMessage().split(":")[0] for r in caplog.records if r.levelno >= 30)
+    assert ops == ["pallas_kernels.mlstm_step", "pallas_kernels.slstm"]
+
+
+def test_a_kernel_that_passes_its_check_is_used(pallas_interpret):
+    """The real kernels (interpret mode, a GPU pretended by the fixture) pass the check,
+    and auto then runs them."""
+    args = _chunkwise_inputs()
+    got = pk.mlstm_chunkwise(*args, chunk_size=16, impl="auto")
+    want = pk.mlstm_chunkwise(*args, chunk_size=16, impl="xla")
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert pallas_interpret["mlstm_chunkwise"] == 2  # the check, then the call itself
+    assert list(selfcheck._VERDICTS.values()) == [selfcheck.Verdict(True, "matches XLA")]
