@@ -1,6 +1,6 @@
 """Decode and prefill throughput on this machine: ours vs the PyTorch reference.
 
-    python benchmarks/decode.py [--models tiny,125m] [--out benchmarks/results/decode_cpu.md]
+    python benchmarks/decode.py [--models tiny,125m] [--update-results]
 
 For each model (the ``xlstm_tiny`` and ``xlstm_125m`` configs, run in float32 on the CPU)
 and batch size (1, 16):
@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -31,6 +29,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _results import add_output_args, output_path, provenance
 from flax import nnx
 
 from xlstm_jax import xLSTMLMModel
@@ -196,7 +195,7 @@ def main() -> None:
         help="skip contexts whose prefill (batch x L) exceeds this",
     )
     p.add_argument("--reference-prefill", default="128,512,1024")
-    p.add_argument("--out", default="benchmarks/results/decode_cpu.md")
+    add_output_args(p, "decode_cpu.md")
     p.add_argument("--reference-json", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.reference_json:
@@ -207,12 +206,8 @@ def main() -> None:
     lines = [
         "# Decode and prefill throughput (CPU)",
         "",
-        f"- date: {datetime.date.today()}; machine: {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores; JAX {jax.__version__} ({jax.default_backend()}); "
-        f"torch {torch.__version__}; load average at start "
-        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}",
-        f"- command: `python benchmarks/decode.py --models {args.models} --batches "
-        f"{args.batches} --decode-tokens {args.decode_tokens}`",
+        *provenance(),
+        f"- JAX {jax.__version__} ({jax.default_backend()}); torch {torch.__version__}",
         "- float32 on both sides; reference sLSTM backend 'vanilla'; decode = greedy, "
         f"{args.decode_tokens} tokens after the context, median of {args.repeats}",
         "",
@@ -255,9 +250,9 @@ def main() -> None:
         "The reference's step() cost does not depend on the context either (fixed-size "
         "state); it is measured after an 8-token context built with step().",
     ]
-    with open(args.out, "w") as fh:
-        fh.write("\n".join(lines + note + prefill_lines) + "\n")
-    print(f"wrote {args.out}")
+    out = output_path(args, "decode_cpu.md")
+    out.write_text("\n".join(lines + note + prefill_lines) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ kernel times, and the model's train step and decoding, written as one markdown r
     PYTHONPATH=. python benchmarks/gpu_check.py             # more shapes, block-size variants
     PYTHONPATH=. python benchmarks/gpu_check.py --dry-run   # anywhere: interpret mode, tiny
 
-The report goes to ``benchmarks/results/gpu_<device>_<date>.md`` (``--out`` to change) with
-the device, the JAX version and the command. Every row is isolated: a compile error,
+The report (device, JAX version, machine, date, command) goes to a scratch copy,
+``runs/benchmarks/gpu_<device>_<date>.md``; ``--update-results`` writes it to
+``benchmarks/results/`` instead, ``--out`` anywhere. Every row is isolated: a compile error,
 ``RESOURCE_EXHAUSTED`` shared memory, a NaN or a mismatch is written into its row and the
 script goes on; rows that would overrun the time budget (``--budget-s``) are marked skipped.
 
@@ -34,17 +35,16 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _results import add_output_args, output_path, provenance
 
 import pallas_kernels as pk
 from pallas_kernels.slstm import block_sizes as slstm_tiles
 from pallas_kernels.slstm import kernel as slstm_kernel
 
-RESULTS = Path(__file__).resolve().parent / "results"
 # Norm-relative error bounds for the GPU correctness check (outputs and gradients).
 CHECK_BOUND = {"float32": 1e-4, "bfloat16": 3e-2}
 
@@ -727,7 +727,7 @@ def main(argv=None) -> int:
     p.add_argument("--skip-torch", action="store_true", help="skip the PyTorch comparisons")
     p.add_argument("--torch-timeout", type=int, default=120, help="seconds per torch script")
     p.add_argument("--budget-s", type=float, default=None, help="time budget (quick: 210)")
-    p.add_argument("--out", default=None, help="markdown file (default: benchmarks/results/)")
+    add_output_args(p, "gpu_<device>_<date>.md")
     args = p.parse_args(argv)
     args.reps = args.reps or (2 if args.dry_run else 10 if args.quick else 20)
     budget = Budget(args.budget_s or (210 if args.quick else 3600))
@@ -736,16 +736,13 @@ def main(argv=None) -> int:
         print("No GPU found: run with --dry-run (interpret mode) on this machine.")
         return 2
     t0 = time.time()
-    command = "PYTHONPATH=. python benchmarks/gpu_check.py " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
     lines = [
         "# GPU check: Pallas kernels vs the XLA reference"
         + (" (dry run: interpret mode on CPU, timings meaningless)" if args.dry_run else ""),
         "",
-        f"- device: {dev.device_kind} ({dev.platform}), {jax.device_count()} device(s)",
-        f"- jax {jax.__version__}, date {datetime.date.today().isoformat()}",
-        f"- command: `{command.strip()}`",
+        f"- device: {dev.device_kind} ({dev.platform}), {jax.device_count()} device(s); "
+        f"JAX {jax.__version__}",
+        *provenance(["benchmarks/gpu_check.py", *(argv if argv is not None else sys.argv[1:])]),
         "",
     ]
     roofs, roof_lines = measure_roofs(args)
@@ -757,14 +754,10 @@ def main(argv=None) -> int:
             lines += [f"## {name}", "", failure(err), ""]
     lines.append(f"Total time: {time.time() - t0:.0f} s.")
     text = "\n".join(lines) + "\n"
-    out = args.out
-    if out is None and not args.dry_run:
-        slug = "".join(c if c.isalnum() else "_" for c in dev.device_kind.lower()).strip("_")
-        out = RESULTS / f"gpu_{slug}_{datetime.date.today().isoformat()}.md"
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(text)
-        print(f"wrote {out}")
+    slug = "".join(c if c.isalnum() else "_" for c in dev.device_kind.lower()).strip("_")
+    out = output_path(args, f"gpu_{slug}_{datetime.date.today().isoformat()}.md")
+    out.write_text(text)
+    print(f"wrote {out}")
     return 0
 
 

@@ -6,18 +6,19 @@ Re-executes itself with ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` a
 each (data, fsdp, tensor) mesh, lowers and compiles the real train step (AdamW, bf16
 compute, fp32 parameters) on abstract inputs (nothing is allocated) and reads the
 compiled module's memory analysis: the bytes one device holds for arguments (parameters,
-optimizer state, batch), outputs and temporaries. Writes a markdown table to
-``benchmarks/results/sharding_memory.md``.
+optimizer state, batch), outputs and temporaries. Writes a markdown table (scratch copy
+by default; ``--update-results`` for ``benchmarks/results/sharding_memory.md``).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import subprocess
 import sys
 import time
+
+from _results import add_output_args, output_path, provenance
 
 DEVICES = 8
 
@@ -91,12 +92,12 @@ def measure(meshes, seq_len: int, batch: int, out: str) -> None:
     lines = [
         "# Per-device memory of the xlstm_350m train step (compiled memory analysis)",
         "",
-        f"- date {datetime.date.today()}, JAX {jax.__version__}, {DEVICES} simulated CPU "
+        *provenance([a for a in sys.argv if a != "--child"]),
+        f"- JAX {jax.__version__}, {DEVICES} simulated CPU "
         "devices (`--xla_force_host_platform_device_count=8`)",
         f"- model: xlstm_350m ({n_params / 1e6:.1f}M parameters), fp32 parameters + AdamW "
         f"state = {_gib(state_bytes)} GiB in total; bf16 compute; remat per block",
         f"- step: global batch {batch} x {seq_len + 1} tokens (one micro-batch)",
-        f"- command: `python benchmarks/sharding_memory.py --seq-len {seq_len} --batch {batch}`",
         "- CPU compilation: the absolute temporaries differ from a GPU build; the arguments "
         "column (parameters + optimizer state + batch per device) is layout-exact.",
         "",
@@ -106,8 +107,7 @@ def measure(meshes, seq_len: int, batch: int, out: str) -> None:
     ]
     for sizes, a, o, t, al, tot, _ in rows:
         lines.append(f"| {sizes} | {_gib(a)} | {_gib(o)} | {_gib(t)} | {_gib(al)} | {_gib(tot)} |")
-    with open(out, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
 
 
@@ -116,7 +116,7 @@ def main() -> None:
     p.add_argument("--seq-len", type=int, default=2048)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--meshes", nargs="+", default=["8,1,1", "1,8,1", "2,2,2", "1,4,2", "2,4,1"])
-    p.add_argument("--out", default="benchmarks/results/sharding_memory.md")
+    add_output_args(p, "sharding_memory.md")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     meshes = [tuple(int(x) for x in m.split(",")) for m in args.meshes]
@@ -129,7 +129,7 @@ def main() -> None:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         sys.exit(subprocess.call([sys.executable, __file__, "--child", *sys.argv[1:]], env=env))
-    measure(meshes, args.seq_len, args.batch, args.out)
+    measure(meshes, args.seq_len, args.batch, output_path(args, "sharding_memory.md"))
 
 
 if __name__ == "__main__":

@@ -6,8 +6,7 @@ other, in ``--root/NAME``; the table reports its steps, wall time (the whole com
 start-up, compiling, training and evaluation) and the final evaluation's scaled accuracy
 overall and per length bucket.
 
-    python benchmarks/synthetic.py [--only parity|mqar] [--seeds 0,1,2]
-        [--out benchmarks/results/synthetic_cpu.md]
+    python benchmarks/synthetic.py [--only parity|mqar] [--seeds 0,1,2] [--update-results]
 
 The budget is the configs' own settings (``configs/_synthetic.py``) plus the overrides in
 ``RUNS`` below: a few minutes per model on a 2-core CPU.
@@ -18,12 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _results import add_output_args, output_path, provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["logging.progress_bar=false", "logging.tensorboard=false"]
@@ -89,7 +89,7 @@ def main() -> None:
     p.add_argument("--only", choices=sorted(RUNS), help="one task only")
     p.add_argument("--seeds", default="0", help="comma-separated train.seed values per model")
     p.add_argument("--root", default="runs/synthetic_benchmark", help="workdirs go here")
-    p.add_argument("--out", default=str(ROOT / "benchmarks/results/synthetic_cpu.md"))
+    add_output_args(p, "synthetic_cpu.md")
     args = p.parse_args()
     root = Path(args.root).absolute()
     seeds = [int(x) for x in args.seeds.split(",")]
@@ -112,12 +112,11 @@ def main() -> None:
             )
             + "\n```\n"
         )
-    cpu = platform.processor() or platform.machine()
-    text = f"# Synthetic benchmarks on the CPU ({os.cpu_count()} cores, {cpu})\n\n" + "\n".join(
-        sections
-    )
-    Path(args.out).write_text(text)
+    text = "\n".join(["# Synthetic benchmarks on the CPU", "", *provenance(), "", *sections])
+    out = output_path(args, "synthetic_cpu.md")
+    out.write_text(text)
     print(text)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,15 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from helpers import mixed_config, perturbed_model, require_reference, tokens, torch_reference_config
+from helpers import (
+    TOL,
+    mixed_config,
+    perturbed_model,
+    rel_err,
+    require_reference,
+    tokens,
+    torch_reference_config,
+)
 
 from xlstm_jax import convert, generate, sample_logits
 
@@ -82,10 +90,17 @@ def test_state_after_token_steps_equals_state_after_prefill(model):
     step = nnx.jit(lambda m, tok, s: m.with_state(tok, s)[1])
     for t in range(11):
         state = step(model, x[:, t : t + 1], state)
-    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(prefill_state), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    # Norm-relative per state (the measure of an fp32 accumulation): the third block's C
+    # sums terms up to ~17 in two different orders (steps vs chunks), so an element that
+    # cancels to ~0.03 carries an absolute rounding error ~1e-5 (JAX 0.12: 1.5e-5) while
+    # the whole state agrees to ~1e-6.
+    _, rtol = TOL["float32"]
+    pairs = zip(jax.tree.leaves(state), jax.tree.leaves(prefill_state), strict=True)
+    for n, (a, b) in enumerate(pairs):
+        assert a.shape == b.shape and rel_err(a, b) < rtol, (n, rel_err(a, b))
 
 
+@pytest.mark.slow
 def test_gradient_through_carried_state_equals_whole_sequence():
     # float64, so that equality is exact up to rounding (the chunk boundaries differ).
     with jax.enable_x64(True):

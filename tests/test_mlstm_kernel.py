@@ -280,6 +280,7 @@ def test_transformations_jit_grad_checkpoint_vmap():
     _assert_close(vm["pallas"](*stack), vm["xla"](*stack), jnp.float32, ["h"])
 
 
+@pytest.mark.slow
 def test_model_with_pallas_kernels_matches_xla(pallas_interpret):
     """An xLSTM LM whose mLSTM and sLSTM layers run the Pallas kernels (selected through the
     config; interpret mode by the fixture) gives the impl="xla" logits and gradients, and

@@ -139,6 +139,7 @@ def test_bf16_compute_close_to_fp32():
     assert err < 2e-2, err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["chunkwise", "recurrent"])
 def test_model_state_passing_equals_whole(backend):
     mb = mLSTMBlockConfig(mlstm=mLSTMLayerConfig(num_heads=2, chunk_size=8, form=backend))
@@ -172,6 +173,7 @@ def test_token_by_token_equals_full_forward():
     np.testing.assert_allclose(jnp.concatenate(outs, 1), full, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_remat_gives_same_gradients():
     cfg = mixed_config()
     x = tokens(2, 12, cfg.vocab_size)

@@ -51,6 +51,7 @@ def run_script(name: str, *args: str, devices: int = 8) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_sharded_model_matches_one_device():
     # The chunkwise form: the training path, with the recurrent ops inside shard_map.
     results = run_script("sharded_model.py", "chunkwise")
@@ -76,8 +77,11 @@ def test_sharded_model_matches_one_device():
 
 def test_mesh_errors_name_the_fix():
     n = len(jax.devices())
-    with pytest.raises(ShardingError, match=f"but {n} are available"):
+    have = f"{n} device is" if n == 1 else f"{n} devices are"
+    with pytest.raises(ShardingError, match=f"but {have} available") as err:
         make_mesh((n + 1, 1, 1))
+    if jax.devices()[0].platform == "cpu":
+        assert f"--xla_force_host_platform_device_count={n + 1}" in str(err.value)
     with pytest.raises(ShardingError, match="at most one -1"):
         make_mesh((-1, -1, 1))
     mesh = make_mesh((-1, 1, 1))

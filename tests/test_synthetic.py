@@ -396,6 +396,7 @@ def _tiny_model(kind):
     return xLSTMLMModel(cfg, rngs=nnx.Rngs(0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["xlstm", "llama"])
 def test_head_on_scored_positions_only_gives_the_full_loss_and_gradients(kind):
     model = _tiny_model(kind)

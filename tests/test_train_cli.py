@@ -110,7 +110,14 @@ def test_trains_with_falling_loss_and_writes_outputs(full_run):
     cfg = json.loads((workdir / "config.json").read_text())
     assert cfg["train"]["steps"] == 30 and cfg["model"]["embedding_dim"] == 64
     # The start-up report.
-    for text in ("parameters", "estimated memory/device", "devices:", "tokens/step: 256"):
+    for text in (
+        "parameters",
+        "rough memory estimate per device",
+        "memory: the step needs per device",
+        "devices:",
+        "tokens/step: 256",
+        "peak RAM",
+    ):
         assert text in proc.stdout, proc.stdout
     assert proc.stdout.strip().splitlines()[-1].startswith("done: step 30")
 

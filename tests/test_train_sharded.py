@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).parent.parent
 STEPS = 4
@@ -67,6 +68,7 @@ def losses(workdir: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in lines]
 
 
+@pytest.mark.slow
 def test_meshes_checkpoints_and_processes_match_one_device(tmp_path):
     # One device: the reference run.
     finish(cli(tmp_path / "one"))

@@ -26,6 +26,7 @@ import numpy as np
 from flax import nnx
 
 from train.batch import Batch
+from train.memory import StepMemory
 from train.objective import scored_cross_entropy
 from train.synthetic import eval_set, get_task, scaled_accuracy
 
@@ -40,6 +41,11 @@ class Evaluator(Protocol):
 
     def __call__(self, params) -> dict[str, float]:
         """The metrics record fields for ``params`` (``val_loss`` among them)."""
+        ...
+
+    def compile(self, params) -> list[StepMemory]:
+        """Compiles the evaluation now (for every batch shape), so its memory is known
+        before training starts; returns each compiled function's memory."""
         ...
 
     def describe(self, record: dict) -> str:
@@ -71,6 +77,12 @@ class TextEvaluator:
         self._fn = jax.jit(loss_fn)
         self.batches, self._put = batches, put
         self.empty_note = None if batches else empty_note
+
+    def compile(self, params) -> list[StepMemory]:
+        if not self.batches:
+            return []
+        self._fn = self._fn.lower(params, self._put(self.batches[0])).compile()
+        return [m for m in [StepMemory.of(self._fn)] if m is not None]
 
     def __call__(self, params) -> dict[str, float]:
         loss = float(np.mean([float(self._fn(params, self._put(b))) for b in self.batches]))
@@ -116,14 +128,23 @@ class SyntheticEvaluator:
             return scored_cross_entropy(nnx.merge(graphdef, params, rest), batch, max_scored)
 
         self._fn = jax.jit(fn)
+        self._compiled: dict[tuple, object] = {}  # batch shape -> compiled evaluation
         # Per-sequence (input length, accuracy) of the latest evaluation, for the plot.
         self.last: tuple[np.ndarray, np.ndarray] | None = None
         self.latest: dict[str, float] | None = None
 
+    def compile(self, params) -> list[StepMemory]:
+        for b in self.batches:
+            shape = b.batch.tokens.shape
+            if shape not in self._compiled:
+                self._compiled[shape] = self._fn.lower(params, b.batch).compile()
+        return [m for m in map(StepMemory.of, self._compiled.values()) if m is not None]
+
     def __call__(self, params) -> dict[str, float]:
         loss_sum, count, lengths, accs, buckets = 0.0, 0, [], [], []
         for b in self.batches:
-            ce, correct, scored = (np.asarray(a) for a in self._fn(params, b.batch))
+            fn = self._compiled.get(b.batch.tokens.shape, self._fn)
+            ce, correct, scored = (np.asarray(a) for a in fn(params, b.batch))
             loss_sum += float(ce.sum())
             count += int(scored.sum())
             accs.append(correct / np.maximum(scored, 1))

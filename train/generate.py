@@ -15,14 +15,23 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+
+from train.cli import make_parser
 
 __all__ = ["main"]
+
+_STARTED = time.perf_counter()  # start-up is counted from here (imports included)
 
 
 def _stream(
     model, prompt_ids, max_new_tokens, *, temperature, top_k, top_p, eos_id, rng, write
-) -> list[int]:
-    """Greedy/sampled continuation of one prompt, handing the ids to ``write`` as they grow."""
+) -> tuple[list[int], float, float]:
+    """Greedy/sampled continuation of one prompt, handing the ids to ``write`` as they grow.
+
+    Returns (ids, seconds to compile and prefill, seconds of decoding): the decode step is
+    compiled before the first token, so the second figure is decoding alone.
+    """
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -37,7 +46,6 @@ def _stream(
         logits, state = m.with_state(tokens, m.init_state(1))
         return logits[:, -1], state
 
-    @jax.jit
     def step(params, token, state):
         logits, state = nnx.merge(graphdef, params).with_state(token[:, None], state)
         return logits[:, 0], state
@@ -46,32 +54,47 @@ def _stream(
     def pick(last, key):
         return sample_logits(last, key, temperature=temperature, top_k=top_k, top_p=top_p)
 
+    t0 = time.perf_counter()
     last, state = prefill(params, jnp.asarray([prompt_ids], jnp.int32))
+    rng, sub = jax.random.split(rng)
+    token = pick(last, sub)
+    step = jax.jit(step).lower(params, token, state).compile()
+    jax.block_until_ready(token)
+    t1 = time.perf_counter()
     out: list[int] = []
-    for _ in range(max_new_tokens):
-        rng, sub = jax.random.split(rng)
-        token = pick(last, sub)
+    for n in range(max_new_tokens):
+        if n:
+            rng, sub = jax.random.split(rng)
+            token = pick(last, sub)
         tok = int(token[0])
         if eos_id is not None and tok == eos_id:
             break
         out.append(tok)
         write(out)
         last, state = step(params, token, state)
-    return out
+    return out, t1 - t0, time.perf_counter() - t1
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m train.generate",
-        description="Generate text with the latest checkpoint of a train.main run.",
+    p = make_parser(
+        "python -m train.generate",
+        "Continue a prompt with the latest checkpoint of a train.main run (sampling by "
+        "default; --temperature 0 for greedy).",
+        [
+            'python -m train.generate --workdir runs/xlstm_tiny --prompt "def main("',
+            'python -m train.generate --workdir runs/xlstm_tiny --prompt "import " '
+            "--temperature 0 --max-new-tokens 50",
+        ],
     )
     p.add_argument("--workdir", required=True, help="the run's folder (train.main --workdir)")
     p.add_argument("--prompt", required=True, help="text to continue")
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (argmax)")
+    p.add_argument(
+        "--top-k", type=int, default=None, help="keep the k most likely tokens (default: all)"
+    )
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (default: off)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
     return p
 
 
@@ -112,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()
             shown[0] = stable
 
-    ids = _stream(
+    t_loaded = time.perf_counter()
+    ids, compile_s, decode_s = _stream(
         run.model,
         prompt_ids,
         args.max_new_tokens,
@@ -125,6 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     final = tokenizer.decode(ids)
     sys.stdout.write(final[len(shown[0]) :] + "\n")
+    rate = f"{len(ids) / decode_s:,.1f} tokens/s" if decode_s > 0 and ids else "-"
+    load_s = t_loaded - _STARTED
+    print(
+        f"[{len(ids)} tokens in {decode_s:.2f} s ({rate}); start-up {load_s + compile_s:.1f} s: "
+        f"imports and loading the run {load_s:.1f} s, compiling and prefill {compile_s:.1f} s]",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -30,6 +30,7 @@ from train.batch import Batch
 from train.checkpoint import Checkpointer
 from train.config import ConfigError, ExperimentConfig
 from train.hooks import CheckpointHook, EvalHook, LoggingHook, StepResult
+from train.memory import StepMemory, machine_ram, peak_resident_bytes, resident_bytes
 from train.metrics import MetricsWriter, plot_loss_curve, read_metrics
 from train.models import build_model
 from train.optimizer import decay_mask, make_optimizer, make_schedule
@@ -151,10 +152,60 @@ def _report_setup(cfg: ExperimentConfig, num_params: int, say: Callable[[str], N
         f"(micro-batch {tc.micro} x {tc.accum_steps} accumulation steps)"
     )
     say(
-        "estimated memory/device: "
+        "rough memory estimate per device (before compiling): "
         + ", ".join(f"{k} {fmt_bytes(v)}" for k, v in mem.items() if k != "total")
         + f" -> total ~{fmt_bytes(mem['total'])}"
     )
+    total_ram, _ = machine_ram()
+    if dev.platform == "cpu" and total_ram and mem["total"] * jax.local_device_count() > total_ram:
+        say(
+            f"warning: this looks like more than the machine's {fmt_bytes(total_ram)} of RAM; "
+            "lower train.micro_batch_size or data.seq_len, or set model.remat=true "
+            "(the compiled step's own figure follows)."
+        )
+
+
+def _report_step_memory(
+    mem: StepMemory | None, eval_memory: list[StepMemory], say: Callable[[str], None]
+) -> None:
+    """The compiled step's memory, and a warning when the run (steps and evaluations, one
+    at a time) will not fit."""
+    if mem is None:
+        return
+    worst = max([mem, *eval_memory], key=lambda m: m.added)
+    dev = jax.local_devices()[0]
+    parts = (
+        f"arguments {fmt_bytes(mem.arguments)}, temporaries {fmt_bytes(mem.temporaries)}, "
+        f"outputs {fmt_bytes(mem.outputs)} ({fmt_bytes(mem.aliased)} of them donated)"
+    )
+    fixes = "lower train.micro_batch_size or data.seq_len, or set model.remat=true"
+    if dev.platform == "cpu":
+        peak = worst.predict_host_peak(jax.local_device_count())
+        total_ram, available = machine_ram()
+        if peak is None:
+            say(f"memory: the step needs per device {parts}")
+            return
+        say(
+            f"memory: the step needs per device {parts}; this process will peak near "
+            f"{fmt_bytes(peak)} of RAM"
+        )
+        if total_ram and peak > total_ram:
+            say(f"warning: that is more than the machine's {fmt_bytes(total_ram)} of RAM; {fixes}.")
+        elif available and peak > available + (resident_bytes() or 0):
+            say(
+                f"warning: other processes leave only {fmt_bytes(available)} of RAM free; "
+                "the run may be killed for memory."
+            )
+        return
+    limit = (dev.memory_stats() or {}).get("bytes_limit") if hasattr(dev, "memory_stats") else None
+    need = mem.arguments + worst.added
+    where = f" of the {fmt_bytes(limit)} on {dev.device_kind}" if limit else ""
+    say(f"memory: the step needs {fmt_bytes(need)} per device{where} ({parts})")
+    if limit and need > limit:
+        say(
+            f"warning: that is more than one device holds; {fixes}, or shard over more "
+            "devices (mesh.fsdp)."
+        )
 
 
 def train(cfg: ExperimentConfig, workdir: str | Path) -> dict:
@@ -259,13 +310,7 @@ def _train(cfg: ExperimentConfig, workdir: Path, mesh: Mesh) -> dict:
         jax.ShapeDtypeStruct(batch_shape, jnp.int32), jax.ShapeDtypeStruct(batch_shape, bool)
     )
     compiled = step_fn.lower(state, abstract_batch).compile()
-    analysis = compiled.memory_analysis()
-    xla_mem = (
-        f"; XLA temporaries {fmt_bytes(analysis.temp_size_in_bytes)}"
-        if analysis is not None
-        else ""
-    )
-    say(f"compiled the train step in {time.time() - t0:.1f} s{xla_mem}")
+    say(f"compiled the train step in {time.time() - t0:.1f} s")
 
     evaluator = source.evaluator(
         graphdef,
@@ -281,6 +326,9 @@ def _train(cfg: ExperimentConfig, workdir: Path, mesh: Mesh) -> dict:
     if eval_every and evaluator.empty_note:
         say(evaluator.empty_note)
         eval_every = 0
+    # The evaluation is compiled now too, so the memory report covers the whole run.
+    eval_memory = evaluator.compile(state["params"]) if eval_every else []
+    _report_step_memory(StepMemory.of(compiled), eval_memory, say)
     metrics = MetricsWriter(workdir, start, cfg.logging.tensorboard) if lead else None
 
     def meta(step: int) -> dict:
@@ -360,6 +408,9 @@ def _train(cfg: ExperimentConfig, workdir: Path, mesh: Mesh) -> dict:
         if metrics is not None:
             metrics.close()
     summary.update(step=step, loss=loss, seconds=time.time() - t_start)
+    peak = peak_resident_bytes()
+    if peak is not None:
+        summary["peak_rss"] = peak
     if eval_hook.last_record is not None:
         summary["val_loss"] = eval_hook.last_record["val_loss"]
         if "val_scaled_acc" in eval_hook.last_record:

@@ -12,13 +12,20 @@ import os
 import sys
 from pathlib import Path
 
+from train.cli import make_parser
+
 __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m train.main",
-        description="Train an xLSTM language model (rerun the same command to resume).",
+    p = make_parser(
+        "python -m train.main",
+        "Train a model from a named config (rerun the same command to resume).",
+        [
+            "python -m train.main --config xlstm_tiny",
+            "python -m train.main --config xlstm_tiny --workdir runs/t --set train.steps=50",
+            "python -m train.main --config parity_xlstm01 --set train.seed=1",
+        ],
     )
     p.add_argument("--config", required=True, help="a config name from configs/, e.g. xlstm_tiny")
     p.add_argument("--workdir", help="output folder (default: runs/CONFIG)")
@@ -29,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
         action="extend",
         default=[],
         metavar="KEY=VALUE",
-        help="override config fields, e.g. --set train.steps=100 data.seq_len=256",
+        help="override config fields, e.g. --set train.steps=100 data.seq_len=256 (default: none)",
     )
     dist = p.add_argument_group(
         "multi-process (multi-host) training",
@@ -97,9 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     if summary["status"] == "interrupted":
         return 128 + summary["signal"]
     losses = "".join(f", {k} {summary[k]:.4f}" for k in ("loss", "val_loss") if k in summary)
+    peak = f", peak RAM {summary['peak_rss'] / 2**30:.2f} GB" if "peak_rss" in summary else ""
     print(
-        f"{summary['status']}: step {summary['step']}{losses}, {summary['seconds']:.0f} s; "
-        f"outputs in {workdir}"
+        f"{summary['status']}: step {summary['step']}{losses}, {summary['seconds']:.0f} s"
+        f"{peak}; outputs in {workdir}"
     )
     return 0
 

@@ -11,7 +11,6 @@ are streamed, so memory stays flat for corpora of any size. Train with
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from train.cli import make_parser
 from train.config import ConfigError, DataConfig
 from train.data import PREPARED_FORMAT, iter_documents, token_dtype, tokenize_documents
 from train.tokenizer import load_tokenizer
@@ -61,7 +61,15 @@ def prepare(data: DataConfig, out: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit code."""
-    p = argparse.ArgumentParser(prog="python -m train.prepare_data", description=__doc__)
+    p = make_parser(
+        "python -m train.prepare_data",
+        "Tokenize a corpus once into memory-mapped token files for train.main.",
+        [
+            "python -m train.prepare_data --data builtin:stdlib --out /tmp/stdlib_bytes",
+            "python -m train.prepare_data --data /data/corpus_jsonl --tokenizer gpt2 "
+            "--out /data/tokens",
+        ],
+    )
     p.add_argument("--data", required=True, help="builtin:stdlib, a file/folder, or hf:NAME")
     p.add_argument("--tokenizer", default="bytes", help="bytes, a tokenizer.json path, or gpt2")
     p.add_argument("--out", required=True, help="output folder")

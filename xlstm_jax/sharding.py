@@ -93,10 +93,19 @@ def make_mesh(sizes: Sequence[int], devices: Sequence[jax.Device] | None = None)
             )
         sizes[sizes.index(-1)] = len(devices) // fixed
     if int(np.prod(sizes)) != len(devices):
+        n = len(devices)
+        have = f"{n} device is" if n == 1 else f"{n} devices are"
+        simulate = (
+            f" To try a mesh on a CPU, simulate its devices: XLA_FLAGS="
+            f"--xla_force_host_platform_device_count={int(np.prod(sizes))} (set before JAX "
+            "starts, e.g. in front of the command)."
+            if devices[0].platform == "cpu"
+            else ""
+        )
         raise ShardingError(
             f"mesh data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} = {int(np.prod(sizes))} "
-            f"devices, but {len(devices)} are available; set the sizes so that their product is "
-            f"{len(devices)} (or one of them to -1)."
+            f"devices, but {have} available; set the sizes so that their product is {n} (or one "
+            f"of them to -1).{simulate}"
         )
     return Mesh(
         np.asarray(devices).reshape(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * len(sizes)

@@ -1,0 +1,73 @@
+"""Where a benchmark writes its table, and the lines every table starts with.
+
+A benchmark writes to the scratch folder ``runs/benchmarks/`` (git ignores ``runs/``) unless
+asked to update the tracked table in ``benchmarks/results/`` (``--update-results``) or given
+a file (``--out``), so running one never changes the repository by accident. Every table
+starts with the machine, the date and the command that made it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRATCH = ROOT / "runs" / "benchmarks"
+TRACKED = ROOT / "benchmarks" / "results"
+
+
+def add_output_args(parser: argparse.ArgumentParser, name: str) -> None:
+    """``--out`` and ``--update-results`` for the table ``name`` (e.g. ``decode_cpu.md``)."""
+    parser.add_argument(
+        "--out",
+        default=None,
+        help=f"write the table here (default: runs/benchmarks/{name}, a scratch copy)",
+    )
+    parser.add_argument(
+        "--update-results",
+        action="store_true",
+        help=f"write the tracked table benchmarks/results/{name} instead",
+    )
+
+
+def output_path(args: argparse.Namespace, name: str) -> Path:
+    """The file the table goes to (its folder created)."""
+    path = Path(args.out) if args.out else (TRACKED if args.update_results else SCRATCH) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _ram_gib() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                return f"{int(line.split()[1]) / 2**20:.0f} GiB RAM"
+    except OSError:
+        pass
+    return "RAM unknown"
+
+
+def provenance(argv: list[str] | None = None) -> list[str]:
+    """Markdown lines: machine (cores, CPU, RAM, load average at start), date, command."""
+    argv = sys.argv if argv is None else argv
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    return [
+        f"- machine: {os.cpu_count()} cores ({_cpu_model()}), {_ram_gib()}; load average at "
+        f"start {load} (about 0: idle)",
+        f"- date: {datetime.date.today().isoformat()}; Python {platform.python_version()}",
+        f"- command: `python {' '.join(argv)}`",
+    ]

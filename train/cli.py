@@ -1,0 +1,27 @@
+"""What every command shares: an argument parser whose ``--help`` shows each option's
+default and worked examples."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["make_parser"]
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in every optional option's help; the description and examples keep their
+    lines. (Required options have none; an option whose default is None says in its own
+    help what leaving it out means.)"""
+
+    def _get_help_string(self, action):
+        if action.required or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def make_parser(prog: str, description: str, examples: list[str]) -> argparse.ArgumentParser:
+    """An ``ArgumentParser`` for ``python -m PROG`` with ``examples`` under its help."""
+    epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples)
+    return argparse.ArgumentParser(
+        prog=prog, description=description, epilog=epilog, formatter_class=_HelpFormatter
+    )
