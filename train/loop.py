@@ -328,7 +328,6 @@ def _train(cfg: ExperimentConfig, workdir: Path, mesh: Mesh) -> dict:
         eval_every = 0
     # The evaluation is compiled now too, so the memory report covers the whole run.
     eval_memory = evaluator.compile(state["params"]) if eval_every else []
-    _report_step_memory(StepMemory.of(compiled), eval_memory, say)
     metrics = MetricsWriter(workdir, start, cfg.logging.tensorboard) if lead else None
 
     def meta(step: int) -> dict:
@@ -361,6 +360,8 @@ def _train(cfg: ExperimentConfig, workdir: Path, mesh: Mesh) -> dict:
             f"(send it again to abort without saving)."
         )
 
+    # Everything but the steps is in memory now: the prediction starts from here.
+    _report_step_memory(StepMemory.of(compiled), eval_memory, say)
     old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     step, loss = start, float("nan")
     try:
