@@ -6,7 +6,7 @@
 
 Each number comes from running the README's own command in a fresh scratch workdir (the
 whole command, start-up included, timed from outside) and reading what it printed and
-wrote. The table states the machine (cores, load average at start: about 0 is idle).
+wrote. The table states the machine (cores, and whether other work was running at the start).
 """
 
 from __future__ import annotations
