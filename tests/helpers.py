@@ -5,7 +5,11 @@ modes and the CUDA cross-lowering inspection."""
 from __future__ import annotations
 
 import functools
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -187,3 +191,66 @@ def torch_reference_config(xlstm, E=32, num_blocks=3, slstm_at=(1,), V=61, ctx=6
         vocab_size=V,
         **kw,
     )
+
+
+# --- The training CLI as a user runs it (subprocesses on a shrunken xlstm_tiny) ---------
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Small enough for ~0.1 s per step on a 2-core CPU, big enough for the loss to fall.
+TINY_TRAIN = [
+    "model.embedding_dim=64",
+    "model.num_blocks=2",
+    "model.slstm_at=[1]",
+    "data.seq_len=32",
+    "train.batch_size=8",
+    "train.steps=30",
+    "train.eval_every=15",
+    "train.eval_batches=2",
+    "schedule.warmup_steps=5",
+    "logging.every=1",
+    "checkpoint.every=10",
+]
+
+
+def cli_env(cache_dir: Path) -> dict:
+    """The environment of a CLI subprocess: CPU, offline, a shared compilation cache (so
+    only the first run of a module pays for compiling the train step)."""
+    return {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "JAX_COMPILATION_CACHE_DIR": str(cache_dir),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+        "HF_HUB_OFFLINE": "1",
+    }
+
+
+def train_cmd(workdir: Path, *overrides: str, config: str = "xlstm_tiny", flags=()) -> list[str]:
+    """``python -m train.main`` on the tiny setup with ``overrides`` after it."""
+    return [
+        sys.executable,
+        "-m",
+        "train.main",
+        "--config",
+        config,
+        "--workdir",
+        str(workdir),
+        *flags,
+        "--set",
+        *TINY_TRAIN,
+        *overrides,
+    ]
+
+
+def run_cmd(cmd: list[str], env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def metrics_of(workdir: Path) -> list[dict]:
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def checkpoints_of(workdir: Path) -> list[int]:
+    return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())

@@ -76,7 +76,7 @@ def test_cli_errors_name_the_fix(workdir, tmp_path):
     assert proc.returncode == 2 and "holds no checkpoint yet" in proc.stderr
     assert "Traceback" not in proc.stderr
     proc = run("-m", "train.generate", "--workdir", str(workdir), "--prompt", "x", "--top-p", "2")
-    assert proc.returncode == 2 and "top_p" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "--top-p" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_load_run_reads_the_parameters_without_the_optimizer_state(workdir):

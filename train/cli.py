@@ -1,9 +1,11 @@
 """What every command shares: an argument parser whose ``--help`` shows each option's
-default and worked examples."""
+default and worked examples, and a ``--debug`` flag (tracebacks instead of messages)."""
 
 from __future__ import annotations
 
 import argparse
+
+from train.errors import DEBUG_ENV
 
 __all__ = ["make_parser"]
 
@@ -22,6 +24,13 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 def make_parser(prog: str, description: str, examples: list[str]) -> argparse.ArgumentParser:
     """An ``ArgumentParser`` for ``python -m PROG`` with ``examples`` under its help."""
     epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples)
-    return argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(
         prog=prog, description=description, epilog=epilog, formatter_class=_HelpFormatter
     )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"show the traceback of an error instead of its one-paragraph message "
+        f"(or set {DEBUG_ENV}=1)",
+    )
+    return parser

@@ -8,7 +8,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields, is_dataclass
 
 from xlstm_jax.config import ConfigError, TransformerConfig, require, xLSTMLMModelConfig
 from xlstm_jax.sharding import DEFAULT_RULES
@@ -250,3 +251,25 @@ class ExperimentConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
     name: str = "unnamed"
+
+    def __post_init__(self):
+        # One check for every numeric option of every section: inf and NaN pass most range
+        # checks (NaN fails none of ``x > 0``'s negations), so refuse them by name here.
+        for key, value in _numbers(self, ""):
+            require(
+                math.isfinite(value),
+                f"{key}={value}: give a finite number (not inf or NaN).",
+            )
+
+
+def _numbers(obj, prefix: str):
+    """``(dotted key, value)`` of every float in a config tree (tuples included)."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if is_dataclass(value):
+            yield from _numbers(value, key + ".")
+        elif isinstance(value, float):
+            yield key, value
+        elif isinstance(value, tuple):
+            yield from ((key, v) for v in value if isinstance(v, float))

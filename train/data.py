@@ -84,31 +84,81 @@ def _file_documents(path: Path, root: Path, text_field: str) -> Iterator[tuple[s
     if suffix in TEXT_SUFFIXES:
         yield rel, path.read_text(encoding="utf-8", errors="replace")
     elif suffix in JSONL_SUFFIXES:
-        with path.open(encoding="utf-8") as f:
-            for i, line in enumerate(f):
-                if not line.strip():
-                    continue
-                record = json.loads(line)
-                if text_field not in record:
-                    raise DataError(
-                        f"{path}:{i + 1} has no field {text_field!r} (fields: "
-                        f"{', '.join(record)}); set --set data.text_field=NAME."
-                    )
-                yield f"{rel}:{i}", record[text_field]
+        yield from _jsonl_documents(path, rel, text_field)
     elif suffix in PARQUET_SUFFIXES:
-        import pyarrow.parquet as pq
+        yield from _parquet_documents(path, rel, text_field)
 
+
+def _jsonl_documents(path: Path, rel: str, text_field: str) -> Iterator[tuple[str, str]]:
+    fix = "fix or remove that line (or exclude the file from data.path)"
+    with path.open("rb") as f:
+        for i, raw in enumerate(f):
+            where = f"{path}:{i + 1}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(
+                    f"{where} is not UTF-8 text (byte {e.start + 1} of the line); {fix}, or "
+                    f"re-encode the file as UTF-8."
+                ) from None
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as e:
+                raise DataError(
+                    f"{where} is not valid JSON ({e}); JSONL needs one JSON object per line: {fix}."
+                ) from None
+            if not isinstance(record, dict):
+                raise DataError(
+                    f"{where} is a JSON {type(record).__name__}, not an object with a "
+                    f"{text_field!r} field; {fix}."
+                )
+            if text_field not in record:
+                raise DataError(
+                    f"{where} has no field {text_field!r} (fields: "
+                    f"{', '.join(record) or 'none'}); set --set data.text_field=NAME, or {fix}."
+                )
+            text = record[text_field]
+            if not isinstance(text, str):
+                raise DataError(
+                    f"{where}: field {text_field!r} is a {type(text).__name__}, not a string; "
+                    f"{fix}, or set --set data.text_field=NAME to the field holding the text."
+                )
+            yield f"{rel}:{i}", text
+
+
+def _parquet_documents(path: Path, rel: str, text_field: str) -> Iterator[tuple[str, str]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
         pf = pq.ParquetFile(path)
-        if text_field not in pf.schema_arrow.names:
-            raise DataError(
-                f"{path} has no column {text_field!r} (columns: "
-                f"{', '.join(pf.schema_arrow.names)}); set --set data.text_field=NAME."
-            )
-        i = 0
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(
+            f"{path} is not a readable Parquet file ({e}); rename it if it holds another "
+            f"format (.jsonl, .txt), or exclude it from data.path."
+        ) from None
+    names = pf.schema_arrow.names
+    if text_field not in names:
+        raise DataError(
+            f"{path} has no column {text_field!r} (columns: "
+            f"{', '.join(names)}); set --set data.text_field=NAME."
+        )
+    kind = pf.schema_arrow.field(text_field).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise DataError(
+            f"{path}: column {text_field!r} holds {kind}, not strings; set "
+            f"--set data.text_field=NAME to the column holding the text."
+        )
+    i = 0
+    try:
         for batch in pf.iter_batches(columns=[text_field]):
             for text in batch.column(0).to_pylist():
                 yield f"{rel}:{i}", text or ""
                 i += 1
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path} is damaged after row {i} ({e}); rewrite or exclude it.") from None
 
 
 def _hf_documents(name: str, split: str, text_field: str) -> Iterator[tuple[str, str]]:
@@ -228,7 +278,13 @@ class Corpus:
 
 
 def _load_prepared(root: Path, tokenizer: ByteTokenizer | HFTokenizer) -> Corpus:
-    meta = json.loads((root / "meta.json").read_text())
+    rebuild = f"rebuild it with python -m train.prepare_data --out {root} ..."
+    try:
+        meta = json.loads((root / "meta.json").read_text())
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        raise DataError(f"{root}/meta.json cannot be read ({e}); {rebuild}") from None
     if meta.get("format") != PREPARED_FORMAT:
         raise DataError(
             f"{root}/meta.json is not a prepared token folder (format "
@@ -243,6 +299,15 @@ def _load_prepared(root: Path, tokenizer: ByteTokenizer | HFTokenizer) -> Corpus
     arrays = {}
     for split in ("train", "val"):
         n = meta["tokens"][split]
+        f = root / f"{split}.bin"
+        need = n * np.dtype(meta["dtype"]).itemsize
+        have = f.stat().st_size if f.is_file() else None
+        if have != need:
+            what = "is missing" if have is None else f"holds {have:,} bytes"
+            raise DataError(
+                f"{f} {what} but {root}/meta.json promises {n:,} tokens ({need:,} bytes): the "
+                f"folder is incomplete or damaged; {rebuild}"
+            )
         arrays[split] = (
             np.memmap(root / f"{split}.bin", dtype=meta["dtype"], mode="r", shape=(n,))
             if n

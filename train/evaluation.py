@@ -16,6 +16,7 @@ Shapes: b batch, w a batch's width (s + 1, or a synthetic bucket's longest examp
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ import numpy as np
 from flax import nnx
 
 from train.batch import Batch
+from train.files import atomic_write_bytes
 from train.memory import StepMemory
 from train.objective import scored_cross_entropy
 from train.synthetic import eval_set, get_task, scaled_accuracy
@@ -241,5 +243,7 @@ def plot_accuracy_vs_length(
     ax2.legend(loc="lower right")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out_path, dpi=100)
+    buffer = io.BytesIO()  # then one atomic write: no half-written PNG after a crash
+    fig.savefig(buffer, format="png", dpi=100)
+    atomic_write_bytes(out_path, buffer.getvalue())
     plt.close(fig)

@@ -8,16 +8,18 @@ prefills the prompt (chunkwise) and decodes token by token with constant cost pe
 streaming the text. The library function is ``xlstm_jax.generate``.
 
 Exit codes: 0 done, 2 a bad argument or a folder that is not a run (no traceback),
-1 a checkpoint that cannot be read.
+1 no checkpoint that can be read (``--debug`` shows tracebacks).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 
 from train.cli import make_parser
+from train.errors import run_command
 
 __all__ = ["main"]
 
@@ -95,33 +97,50 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (default: off)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument(
+        "--step", type=int, help="checkpoint step to load (default: the newest intact one)"
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI; returns the process exit code."""
     args = _parser().parse_args(argv)
+    return run_command(lambda: _generate(args), debug=args.debug)
+
+
+def _generate(args: argparse.Namespace) -> int:
     import jax
 
-    from train.checkpoint import CheckpointError
     from train.config import ConfigError
     from train.runs import load_run
-    from xlstm_jax.generation import check_sampling_args
 
-    try:
-        check_sampling_args(args.max_new_tokens, args.temperature, args.top_k, args.top_p)
-        run = load_run(args.workdir)
-    except (ValueError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    problems = [
+        msg
+        for ok, msg in (
+            (args.max_new_tokens >= 1, f"--max-new-tokens {args.max_new_tokens}: give 1 or more."),
+            (
+                math.isfinite(args.temperature) and args.temperature >= 0,
+                f"--temperature {args.temperature}: give a number >= 0 (0 = greedy).",
+            ),
+            (
+                args.top_k is None or args.top_k >= 1,
+                f"--top-k {args.top_k}: give a positive integer, or leave it out (all tokens).",
+            ),
+            (
+                args.top_p is None or 0 < args.top_p <= 1,
+                f"--top-p {args.top_p}: give a number in (0, 1], or leave it out (no cut).",
+            ),
+        )
+        if not ok
+    ]
+    if problems:
+        raise ConfigError(" ".join(problems))
+    run = load_run(args.workdir, step=args.step)
     tokenizer = run.tokenizer
     prompt_ids = [int(t) for t in tokenizer.encode_batch([args.prompt])[0]]
     if not prompt_ids:
-        print("error: the prompt is empty after tokenization; give some text.", file=sys.stderr)
-        return 2
+        raise ConfigError("the prompt is empty after tokenization; give some text.")
     print(f"[checkpoint step {run.step}, {tokenizer.spec} tokenizer]", file=sys.stderr)
     sys.stdout.write(args.prompt)
     shown = [""]

@@ -29,6 +29,8 @@ from tqdm import tqdm
 from train.batch import Batch
 from train.checkpoint import Checkpointer
 from train.config import ConfigError, ExperimentConfig
+from train.errors import RunError, disk_error
+from train.files import atomic_write_text
 from train.hooks import CheckpointHook, EvalHook, LoggingHook, StepResult
 from train.memory import StepMemory, machine_ram, peak_resident_bytes, resident_bytes
 from train.metrics import MetricsWriter, plot_loss_curve, read_metrics
@@ -37,13 +39,14 @@ from train.optimizer import decay_mask, make_optimizer, make_schedule
 from train.overrides import config_diff, to_dict
 from train.sources import open_source
 from train.step import estimate_memory, fmt_bytes, fmt_count, make_train_step, state_shardings
+from train.workdir import WorkdirLock, check_workdir
 from xlstm_jax.config import TransformerConfig
 from xlstm_jax.sharding import ShardingError, activate, make_mesh
 
 __all__ = ["NonFiniteLossError", "train"]
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RunError):
     """The loss became NaN/inf; the last good checkpoint was kept."""
 
 
@@ -119,10 +122,15 @@ def _write_config(cfg: ExperimentConfig, workdir: Path, say: Callable[[str], Non
     path = workdir / "config.json"
     new = to_dict(cfg)
     if path.exists():
-        diff = config_diff(json.loads(path.read_text()), new)
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = None
+            say(f"note: {path} was unreadable (a half-written file?); writing it afresh.")
+        diff = config_diff(old, new) if isinstance(old, dict) else []
         if diff:
             say("config differs from the previous run in this workdir:\n  " + "\n  ".join(diff))
-    path.write_text(json.dumps(new, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(new, indent=2) + "\n")
 
 
 def _block_kinds(m) -> str:
@@ -208,11 +216,40 @@ def _report_step_memory(
         )
 
 
-def train(cfg: ExperimentConfig, workdir: str | Path) -> dict:
-    """Trains ``cfg`` in ``workdir``, resuming from its latest checkpoint if there is one.
+def _non_finite_loss(loss: float, step: int, out: dict, ckpt: Checkpointer, lead: bool) -> str:
+    """The message for a non-finite loss at step ``step + 1``.
+
+    That loss was computed from the state after step ``step``: if that state is the newest
+    checkpoint, the checkpoint is what gives the NaN, so it is set aside (not deleted) and
+    the one before stays the last good one; a rerun with a lower LR then starts from it.
+    """
+    ckpt.wait()
+    moved = ""
+    if lead and ckpt.latest_step() == step and step > 0:
+        dest = ckpt.set_aside(step, "non-finite-loss")
+        moved = f" Checkpoint {step}, whose weights give this loss, was moved to {dest}."
+    last = ckpt.latest_step()
+    kept = (
+        "There is no earlier checkpoint: a rerun starts afresh."
+        if last is None
+        else f"The last good checkpoint ({ckpt.directory / str(last)}) is kept; a rerun "
+        f"resumes from it."
+    )
+    return (
+        f"loss became {loss} at step {step + 1} (grad norm {float(out['grad_norm']):.3g}); "
+        f"stopped without saving.{moved} {kept} Lower optimizer.lr, raise "
+        f"schedule.warmup_steps, or set optimizer.grad_clip, then rerun."
+    )
+
+
+def train(cfg: ExperimentConfig, workdir: str | Path, resume_step: int | None = None) -> dict:
+    """Trains ``cfg`` in ``workdir``, resuming from its newest intact checkpoint if there is
+    one (or from ``resume_step``: newer checkpoints are then moved to ``WORKDIR/set_aside``).
 
     Writes ``config.json``, ``metrics.jsonl``, TensorBoard events, ``checkpoints/`` and
-    ``loss_curve.png`` into ``workdir``. SIGINT/SIGTERM save a checkpoint and return.
+    ``loss_curve.png`` into ``workdir``, holding ``WORKDIR/.lock`` meanwhile (one run per
+    workdir). Nothing is written before the config, the data and the workdir have been
+    checked. SIGINT/SIGTERM save a checkpoint and return.
 
     Returns:
         A summary: ``status`` ("done", "stopped" at ``train.stop_after``, or
@@ -220,46 +257,86 @@ def train(cfg: ExperimentConfig, workdir: str | Path) -> dict:
         ``seconds`` and ``num_params``.
 
     Raises:
-        ConfigError, DataError: before any compute, for a bad setup.
-        CheckpointError: the latest checkpoint cannot be restored (nothing is deleted).
-        NonFiniteLossError: the loss became NaN or infinite.
+        ConfigError, DataError, WorkdirError: before anything is written, for a bad setup
+            (or a workdir held by another run).
+        CheckpointError: no checkpoint can be restored, or a save failed (nothing is
+            deleted).
+        NonFiniteLossError, NonFiniteStateError: the loss or the state became NaN or
+            infinite; the last good checkpoint is kept.
     """
+    t_start = time.time()
     # Everything that can fail cheaply fails here, before data or model are touched.
     mesh = _check_setup(cfg)
-    # The mesh is active while the step is traced: the layers run their recurrent ops
-    # inside shard_map over it and constrain activations by logical axis names.
-    with activate(mesh, cfg.mesh.rules):
-        return _train(cfg, Path(workdir).absolute(), mesh)
-
-
-def _train(cfg: ExperimentConfig, workdir: Path, mesh: Mesh) -> dict:
-    t_start = time.time()
-    # Several processes (hosts) run this same function; only the first one talks.
-    lead = jax.process_index() == 0
-    n_proc, proc = jax.process_count(), jax.process_index()
-
-    def say(msg: str) -> None:
-        if lead:
-            tqdm.write(msg, file=sys.stdout)
-
+    workdir = Path(workdir).absolute()
+    check_workdir(workdir)
     source = open_source(cfg.data)
     if cfg.model.vocab_size < source.vocab_size:
-        say(
+        _say(
             f"model.vocab_size {cfg.model.vocab_size} -> {source.vocab_size} to fit "
             f"{source.vocab_origin}."
         )
-        model_cfg = dataclasses.replace(cfg.model, vocab_size=source.vocab_size)
-        cfg = dataclasses.replace(cfg, model=model_cfg)
+        cfg = dataclasses.replace(
+            cfg, model=dataclasses.replace(cfg.model, vocab_size=source.vocab_size)
+        )
+    # The data is read (and bad data refused) before the workdir is created or touched.
+    data_line = source.prepare()
     workdir.mkdir(parents=True, exist_ok=True)
-    if lead:
-        _write_config(cfg, workdir, say)
+    # One run per workdir; the other processes of a multi-host run follow the first.
+    lock = WorkdirLock(workdir) if jax.process_index() == 0 else None
+    if lock is not None and lock.took_over:
+        _say(f"note: took over {lock.path} from PID {lock.took_over.get('pid')} (not running).")
+    try:
+        # The mesh is active while the step is traced: the layers run their recurrent ops
+        # inside shard_map over it and constrain activations by logical axis names.
+        with activate(mesh, cfg.mesh.rules):
+            return _train(cfg, workdir, mesh, source, data_line, resume_step, t_start)
+    finally:
+        if lock is not None:
+            lock.release()
 
+
+def _close_all(*closers: Callable[[], None] | None) -> None:
+    """Runs every closer. While an error is propagating, a closer's own failure (often the
+    same full disk) is dropped so the first error is the one reported; otherwise the first
+    closer failure is raised after all have run."""
+    propagating = sys.exc_info()[1] is not None
+    first: BaseException | None = None
+    for close in closers:
+        if close is None:
+            continue
+        try:
+            close()
+        except Exception as e:  # noqa: BLE001 - re-raised below unless another is in flight
+            first = first or e
+    if first is not None and not propagating:
+        raise first
+
+
+def _say(msg: str) -> None:
+    """Prints above the progress bar; several processes (hosts) run the loop, the first
+    one talks."""
+    if jax.process_index() == 0:
+        tqdm.write(msg, file=sys.stdout)
+
+
+def _train(
+    cfg: ExperimentConfig,
+    workdir: Path,
+    mesh: Mesh,
+    source,
+    data_line: str,
+    resume_step: int | None,
+    t_start: float,
+) -> dict:
+    lead = jax.process_index() == 0
+    n_proc, proc = jax.process_count(), jax.process_index()
+    say = _say
     tc, S = cfg.train, cfg.data.seq_len
     abstract = nnx.eval_shape(lambda: build_model(cfg.model, nnx.Rngs(tc.seed)))
     num_params = sum(x.size for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
     say(f"run {cfg.name} in {workdir}")
     _report_setup(cfg, num_params, say)
-    say(source.prepare())
+    say(data_line)
 
     model = build_model(cfg.model, nnx.Rngs(tc.seed))
     graphdef, param_state, rest = nnx.split(model, nnx.Param, ...)
@@ -280,16 +357,25 @@ def _train(cfg: ExperimentConfig, workdir: Path, mesh: Mesh) -> dict:
 
     ckpt = Checkpointer(workdir / "checkpoints", cfg.checkpoint.keep, cfg.checkpoint.async_save)
     start = 0
-    latest = ckpt.latest_step()
     model_cfg = to_dict(cfg.model)
-    if latest is not None:
-        # Restoring onto this run's shardings: a checkpoint from any mesh fits any other.
-        abstract_state = jax.tree.map(
-            lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), state, shardings
+    # Restoring onto this run's shardings: a checkpoint from any mesh fits any other.
+    abstract_state = jax.tree.map(
+        lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), state, shardings
+    )
+    try:
+        restored = ckpt.restore_latest(
+            abstract_state, model_cfg, say, step=resume_step, set_aside_newer=lead
         )
-        state, meta = ckpt.restore(latest, abstract_state, model_cfg)
+    except BaseException:
+        ckpt.close()
+        raise
+    if restored is not None:
+        step_restored, state, meta = restored
         start = int(meta["data_position"])
-        say(f"resumed from {ckpt.directory / str(latest)} (step {start})")
+        say(f"resumed from {ckpt.directory / str(step_restored)} (step {start})")
+    # Only now, with the checkpoint accepted, does config.json describe this run.
+    if lead:
+        _write_config(cfg, workdir, say)
     end = tc.steps if tc.stop_after == -1 else min(tc.steps, tc.stop_after)
     summary = {"num_params": num_params, "step": start, "status": "done"}
     if start >= end:
@@ -374,14 +460,7 @@ def _train(cfg: ExperimentConfig, workdir: Path, mesh: Mesh) -> dict:
             _wait_interruptibly(out["loss"])
             loss = float(out["loss"])
             if not math.isfinite(loss):
-                last = ckpt.latest_step()
-                raise NonFiniteLossError(
-                    f"loss became {loss} at step {step + 1} (grad norm "
-                    f"{float(out['grad_norm']):.3g}); stopped without saving. The last good "
-                    f"checkpoint ({'none' if last is None else ckpt.directory / str(last)}) is "
-                    f"kept. Lower optimizer.lr, raise schedule.warmup_steps, or set "
-                    f"optimizer.grad_clip, then rerun (it resumes from that checkpoint)."
-                )
+                raise NonFiniteLossError(_non_finite_loss(loss, step, out, ckpt, lead))
             step += 1
             result = StepResult(
                 step=step,
@@ -401,13 +480,22 @@ def _train(cfg: ExperimentConfig, workdir: Path, mesh: Mesh) -> dict:
             summary["status"] = "stopped"
         if ckpt.latest_step() != step:
             ckpt.save(step, state, meta(step))
+    except OSError as e:  # metrics, events, plots: the checkpoints report their own
+        what = f"writing {e.filename}" if e.filename else f"writing the run's files in {workdir}"
+        last = ckpt.latest_step()
+        keeps = (
+            "no checkpoint was written yet"
+            if last is None
+            else (f"the last complete checkpoint ({ckpt.directory / str(last)}) is kept")
+        )
+        wrapped = disk_error(e, what, keeps)
+        if wrapped is None:
+            raise
+        raise wrapped from e
     finally:
-        log_hook.close()
         for s, h in old_handlers.items():
             signal.signal(s, h)
-        ckpt.close()
-        if metrics is not None:
-            metrics.close()
+        _close_all(log_hook.close, ckpt.close, metrics.close if metrics is not None else None)
     summary.update(step=step, loss=loss, seconds=time.time() - t_start)
     peak = peak_resident_bytes()
     if peak is not None:

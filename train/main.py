@@ -1,8 +1,10 @@
 """Command line: ``python -m train.main --config NAME [--workdir DIR] [--set key=value ...]``.
 
-Exit codes: 0 done (or stopped at ``train.stop_after``), 1 a run-time failure (bad
-checkpoint, non-finite loss), 2 a bad command line, config or data source (found before
-any compute), 130/143 interrupted by SIGINT/SIGTERM after saving a checkpoint.
+Exit codes: 0 done (or stopped at ``train.stop_after``), 1 a run-time failure (no
+readable checkpoint, a non-finite loss or state, a full or read-only disk), 2 a bad command
+line, config, data source or workdir (found before anything is written), 130/143
+interrupted by SIGINT/SIGTERM after saving a checkpoint. Errors are one paragraph on stderr
+(``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from pathlib import Path
 
 from train.cli import make_parser
+from train.errors import run_command
 
 __all__ = ["main"]
 
@@ -29,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", required=True, help="a config name from configs/, e.g. xlstm_tiny")
     p.add_argument("--workdir", help="output folder (default: runs/CONFIG)")
+    p.add_argument(
+        "--resume-step",
+        type=int,
+        help="resume from this checkpoint step instead of the newest intact one (newer "
+        "checkpoints are moved to WORKDIR/set_aside/, never deleted)",
+    )
     p.add_argument(
         "--set",
         dest="overrides",
@@ -60,8 +69,10 @@ def _init_distributed(args: argparse.Namespace) -> None:
     # CPU processes talk over Gloo (GPUs use NCCL regardless of this setting).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if any(x is None for x in given) and not slurm:
-        raise SystemExit(
-            "error: multi-process training needs --coordinator-address, --num-processes and "
+        from xlstm_jax.config import ConfigError
+
+        raise ConfigError(
+            "multi-process training needs --coordinator-address, --num-processes and "
             "--process-id together (or a SLURM job, whose environment provides them)."
         )
     if all(x is not None for x in given):
@@ -77,39 +88,35 @@ def _init_distributed(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI; returns the process exit code."""
     args = _parser().parse_args(argv)
-    _init_distributed(args)
-    # Imports after parsing so --help is instant; the config errors below need no JAX work.
-    from train import registry
-    from train.checkpoint import CheckpointError
-    from train.config import ConfigError
-    from train.loop import NonFiniteLossError, train
-    from train.overrides import apply_overrides
 
-    try:
+    def body() -> int:
+        _init_distributed(args)
+        # Imports after parsing so --help is instant; the config errors need no JAX work.
+        from train import registry
+        from train.loop import train
+        from train.overrides import apply_overrides
+
         cfg = apply_overrides(registry.load(args.config), args.overrides)
         workdir = Path(args.workdir or Path("runs") / args.config)
-        summary = train(cfg, workdir)
-    except ConfigError as e:  # includes DataError (bad data path or tokenizer)
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (CheckpointError, NonFiniteLossError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        # A second Ctrl-C: the step still running on the device would keep a normal exit
-        # waiting for it, so leave at once (the loop has already closed its files).
-        print("aborted without saving.", file=sys.stderr, flush=True)
-        sys.stdout.flush()
-        os._exit(130)
-    if summary["status"] == "interrupted":
-        return 128 + summary["signal"]
-    losses = "".join(f", {k} {summary[k]:.4f}" for k in ("loss", "val_loss") if k in summary)
-    peak = f", peak RAM {summary['peak_rss'] / 2**30:.2f} GB" if "peak_rss" in summary else ""
-    print(
-        f"{summary['status']}: step {summary['step']}{losses}, {summary['seconds']:.0f} s"
-        f"{peak}; outputs in {workdir}"
-    )
-    return 0
+        try:
+            summary = train(cfg, workdir, resume_step=args.resume_step)
+        except KeyboardInterrupt:
+            # A second Ctrl-C: the step still running on the device would keep a normal
+            # exit waiting for it, so leave at once (the loop has already closed its files).
+            print("aborted without saving.", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            os._exit(130)
+        if summary["status"] == "interrupted":
+            return 128 + summary["signal"]
+        losses = "".join(f", {k} {summary[k]:.4f}" for k in ("loss", "val_loss") if k in summary)
+        peak = f", peak RAM {summary['peak_rss'] / 2**30:.2f} GB" if "peak_rss" in summary else ""
+        print(
+            f"{summary['status']}: step {summary['step']}{losses}, {summary['seconds']:.0f} s"
+            f"{peak}; outputs in {workdir}"
+        )
+        return 0
+
+    return run_command(body, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import math
 import types
 import typing
 from typing import Any, Literal
@@ -84,9 +85,13 @@ def _coerce(raw: str, tp, key: str):
             pass
     if float in args:
         try:
-            return float(raw)
+            value = float(raw)
         except ValueError:
             pass
+        else:
+            if not math.isfinite(value):
+                raise ConfigError(f"--set {key}={raw}: give a finite number (not inf or NaN).")
+            return value
     literals = [v for a in args if typing.get_origin(a) is Literal for v in typing.get_args(a)]
     if raw in literals:
         return raw

@@ -20,42 +20,82 @@ from tqdm import tqdm
 
 from train.cli import make_parser
 from train.config import ConfigError, DataConfig
-from train.data import PREPARED_FORMAT, iter_documents, token_dtype, tokenize_documents
+from train.data import (
+    PREPARED_FORMAT,
+    check_source,
+    iter_documents,
+    token_dtype,
+    tokenize_documents,
+)
+from train.errors import run_command
+from train.files import atomic_folder, atomic_write_text
 from train.tokenizer import load_tokenizer
 
 __all__ = ["main", "prepare"]
 
 
+def _check_out(out: Path) -> None:
+    """Refuses an ``--out`` that is a file, or a folder holding anything but prepared data
+    (replacing it would destroy what is there)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(
+            f"--out {out} is a file; give a folder (new, or one made by this command)."
+        )
+    if out.is_dir() and any(out.iterdir()):
+        meta = out / "meta.json"
+        try:
+            ours = json.loads(meta.read_text()).get("format") == PREPARED_FORMAT
+        except (OSError, ValueError, AttributeError):
+            ours = False
+        if not ours:
+            raise ConfigError(
+                f"--out {out} is a folder with other files in it (not one made by "
+                f"python -m train.prepare_data); nothing was written. Give a new or empty folder."
+            )
+
+
 def prepare(data: DataConfig, out: Path) -> dict:
-    """Writes ``out/{train,val}.bin`` and ``out/meta.json``; returns the metadata."""
+    """Writes ``out/{train,val}.bin`` and ``out/meta.json``; returns the metadata.
+
+    Everything is checked before anything is written (the tokenizer, the source, ``out``),
+    and the files are built in a temporary folder that replaces ``out`` only when complete:
+    a bad source or an interrupted run leaves an earlier ``out`` exactly as it was.
+
+    Raises:
+        ConfigError: a bad tokenizer, source or ``out`` (``DataError`` for data problems,
+            with the file and line).
+    """
+    out = Path(out)
     tokenizer = load_tokenizer(data.tokenizer)
-    out.mkdir(parents=True, exist_ok=True)
+    check_source(data)
+    _check_out(out)
     dtype = token_dtype(tokenizer.vocab_size)
     counts = {"train": 0, "val": 0}
-    files = {split: (out / f"{split}.bin").open("wb") for split in counts}
     bar = tqdm(unit=" tok", unit_scale=True, desc="tokenizing", file=sys.stderr)
-    try:
-        for split, toks in tokenize_documents(iter_documents(data), tokenizer, data.val_fraction):
-            files[split].write(toks.astype(dtype, copy=False).tobytes())
-            counts[split] += len(toks)
-            bar.update(len(toks))
-    finally:
-        bar.close()
-        for f in files.values():
-            f.close()
-    meta = {
-        "format": PREPARED_FORMAT,
-        "source": data.path,
-        "tokenizer": tokenizer.spec,
-        "vocab_size": tokenizer.vocab_size,
-        "eos_id": tokenizer.eos_id,
-        "dtype": dtype.name,
-        "val_fraction": data.val_fraction,
-        "tokens": counts,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    # meta.json last: its presence marks a complete folder.
-    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    with atomic_folder(out) as tmp:
+        files = {split: (tmp / f"{split}.bin").open("wb") for split in counts}
+        try:
+            docs = iter_documents(data)
+            for split, toks in tokenize_documents(docs, tokenizer, data.val_fraction):
+                files[split].write(toks.astype(dtype, copy=False).tobytes())
+                counts[split] += len(toks)
+                bar.update(len(toks))
+        finally:
+            bar.close()
+            for f in files.values():
+                f.close()
+        meta = {
+            "format": PREPARED_FORMAT,
+            "source": data.path,
+            "tokenizer": tokenizer.spec,
+            "vocab_size": tokenizer.vocab_size,
+            "eos_id": tokenizer.eos_id,
+            "dtype": dtype.name,
+            "val_fraction": data.val_fraction,
+            "tokens": counts,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=2) + "\n")
     return meta
 
 
@@ -77,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--text-field", default=DataConfig.text_field)
     p.add_argument("--hf-split", default=DataConfig.hf_split)
     args = p.parse_args(argv)
-    try:
+
+    def body() -> int:
         data = DataConfig(
             path=args.data,
             tokenizer=args.tokenizer,
@@ -86,15 +127,15 @@ def main(argv: list[str] | None = None) -> int:
             hf_split=args.hf_split,
         )
         meta = prepare(data, Path(args.out))
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(
-        f"wrote {args.out}: {meta['tokens']['train']:,} train and {meta['tokens']['val']:,} "
-        f"validation tokens ({meta['dtype']}, tokenizer {meta['tokenizer']}); train with "
-        f"--set data.path={args.out} data.tokenizer={meta['tokenizer']}"
-    )
-    return 0
+        print(
+            f"wrote {args.out}: {meta['tokens']['train']:,} train and "
+            f"{meta['tokens']['val']:,} validation tokens ({meta['dtype']}, tokenizer "
+            f"{meta['tokenizer']}); train with --set data.path={args.out} "
+            f"data.tokenizer={meta['tokenizer']}"
+        )
+        return 0
+
+    return run_command(body, debug=args.debug)
 
 
 if __name__ == "__main__":

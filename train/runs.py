@@ -9,6 +9,7 @@ Only the parameters are read from the checkpoint (not the optimizer state).
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,13 +34,19 @@ class Run:
     config: ExperimentConfig
 
 
-def load_run(workdir: str | Path) -> Run:
-    """Loads the run in ``workdir`` (a ``python -m train.main`` output folder).
+def load_run(workdir: str | Path, step: int | None = None, say=None) -> Run:
+    """Loads the run in ``workdir`` (a ``python -m train.main`` output folder): its newest
+    checkpoint that reads back intact (checksums compared), or checkpoint ``step``.
+
+    Args:
+        workdir: the run's folder.
+        step: a checkpoint step to load instead of the newest intact one.
+        say: where notes on skipped (unreadable) checkpoints go (default: stderr).
 
     Raises:
-        ConfigError: the folder is not a run, or holds no checkpoint yet (the message says
-            how to make one).
-        CheckpointError: the latest checkpoint cannot be read.
+        ConfigError: the folder is not a run, its config.json is damaged, or it holds no
+            checkpoint yet (the message says how to make one).
+        CheckpointError: no checkpoint (or not ``step``) can be read; nothing is moved.
     """
     workdir = Path(workdir)
     cfg_path = workdir / "config.json"
@@ -48,20 +55,40 @@ def load_run(workdir: str | Path) -> Run:
             f"{workdir} is not a training run (no config.json); train one first, e.g. "
             f"python -m train.main --config xlstm_tiny --workdir {workdir}"
         )
-    cfg = from_dict(ExperimentConfig, json.loads(cfg_path.read_text()))
-    ckpt = Checkpointer(workdir / "checkpoints", keep=cfg.checkpoint.keep, async_save=False)
     try:
-        step = ckpt.latest_step()
-        if step is None:
-            raise ConfigError(
-                f"{workdir / 'checkpoints'} holds no checkpoint yet; train first (rerun "
-                f"python -m train.main --config {cfg.name} --workdir {workdir}) and try again."
-            )
+        raw = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(
+            f"{cfg_path} cannot be read ({e}). Rerunning the training command that made the "
+            f"run (python -m train.main --config NAME --workdir {workdir}) rewrites it."
+        ) from e
+    cfg = from_dict(ExperimentConfig, raw)
+    if not (workdir / "checkpoints").is_dir():
+        raise ConfigError(_no_checkpoint(workdir, cfg))
+    ckpt = Checkpointer(
+        workdir / "checkpoints", keep=cfg.checkpoint.keep, async_save=False, create=False
+    )
+    try:
         abstract = nnx.eval_shape(lambda: build_model(cfg.model, nnx.Rngs(0)))
         graphdef, param_state, rest = nnx.split(abstract, nnx.Param, ...)
-        params, _ = ckpt.restore_params(step, nnx.to_pure_dict(param_state), to_dict(cfg.model))
+        restored = ckpt.restore_latest(
+            {"params": nnx.to_pure_dict(param_state)},
+            to_dict(cfg.model),
+            say or (lambda m: print(m, file=sys.stderr)),
+            step=step,
+        )
     finally:
         ckpt.close()
-    nnx.replace_by_pure_dict(param_state, params)
+    if restored is None:
+        raise ConfigError(_no_checkpoint(workdir, cfg))
+    found, state, _ = restored
+    nnx.replace_by_pure_dict(param_state, state["params"])
     model = nnx.merge(graphdef, param_state, rest)
-    return Run(model, load_tokenizer(cfg.data.tokenizer), step, cfg)
+    return Run(model, load_tokenizer(cfg.data.tokenizer), found, cfg)
+
+
+def _no_checkpoint(workdir: Path, cfg: ExperimentConfig) -> str:
+    return (
+        f"{workdir / 'checkpoints'} holds no checkpoint yet; train first (rerun "
+        f"python -m train.main --config {cfg.name} --workdir {workdir}) and try again."
+    )

@@ -1,13 +1,16 @@
 """Tokenizers: the built-in byte-level one and Hugging Face ``tokenizers`` files.
 
 ``load_tokenizer(spec)`` takes ``bytes``, a path to a ``tokenizer.json`` (or a folder
-holding one), or a hub name such as ``gpt2``. Names are looked up in the local Hugging
-Face cache first; without a network (or with ``HF_HUB_OFFLINE=1``) a name that is not
-cached raises ``DataError`` naming the fixes, before any compute starts.
+holding one), or a hub name (``gpt2``, ``org/name`` or ``hf:NAME``). Hub names are looked
+up in the local Hugging Face cache first and downloaded only if missing; without a network
+(or with ``HF_HUB_OFFLINE=1``) a name that is not cached raises ``DataError`` naming the
+fixes, before any compute starts. Other bare words never reach the network: a typo such as
+``byte`` gets "did you mean 'bytes'?".
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -84,7 +87,9 @@ class HFTokenizer:
         return self._tok.decode([int(i) for i in ids])
 
 
-def _from_hub(name: str) -> Path | None:
+def _from_hub(name: str, download: bool = True) -> Path | None:
+    """The cached ``tokenizer.json`` of hub repository ``name``, downloading it only when
+    asked and the network is allowed (``HF_HUB_OFFLINE`` unset)."""
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
     repos = _ALIASES.get(name, (name,))
@@ -92,7 +97,7 @@ def _from_hub(name: str) -> Path | None:
         hit = try_to_load_from_cache(repo, "tokenizer.json")
         if isinstance(hit, str):
             return Path(hit)
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+    if not download or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         return None
     for repo in repos:
         try:
@@ -102,12 +107,40 @@ def _from_hub(name: str) -> Path | None:
     return None
 
 
+def _hub_name(spec: str) -> str | None:
+    """The hub repository ``spec`` asks for explicitly, or None.
+
+    Explicit means ``hf:NAME``, an ``org/name`` repository, or a known alias (``gpt2``);
+    any other bare word is a local name that was not found, and never goes to the network.
+    """
+    if spec.startswith("hf:"):
+        return spec[3:]
+    if spec in _ALIASES or spec.count("/") == 1:
+        return spec
+    return None
+
+
+def _hf_tokenizer(path: Path, spec: str) -> HFTokenizer:
+    try:
+        return HFTokenizer(path, spec)
+    except Exception as e:  # noqa: BLE001 - the Rust tokenizers raise plain Exceptions
+        raise DataError(
+            f"data.tokenizer={spec!r}: {path} is not a valid tokenizer.json ({e}). Give a "
+            f"Hugging Face tokenizers file (tokenizer.json), or use --set data.tokenizer=bytes."
+        ) from None
+
+
 def load_tokenizer(spec: str) -> ByteTokenizer | HFTokenizer:
     """The tokenizer named by ``data.tokenizer``.
 
+    ``spec`` is ``bytes``, a path to a ``tokenizer.json`` (or its folder), or a hub name
+    (``gpt2``, ``org/name``, or ``hf:NAME``). Only a hub name is looked up on the network,
+    and only when it is not in the local cache; a bare word close to a known name (e.g.
+    ``byte``) gets "did you mean" at once.
+
     Raises:
-        DataError: the tokenizer is neither ``bytes``, a readable path, nor a cached (or
-            downloadable) hub name; the message names the fixes.
+        DataError: the tokenizer is neither ``bytes``, a readable tokenizer file, nor a
+            cached (or downloadable) hub name; the message names the fixes.
     """
     if spec == "bytes":
         return ByteTokenizer()
@@ -115,14 +148,26 @@ def load_tokenizer(spec: str) -> ByteTokenizer | HFTokenizer:
     if path.is_dir():
         path = path / "tokenizer.json"
     if path.is_file():
-        return HFTokenizer(path, spec)
+        return _hf_tokenizer(path, spec)
     # A hub name is "name" or "org/name"; anything else that is not on disk is a bad path.
     if spec.endswith(".json") or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise DataError(
             f"data.tokenizer={spec!r}: no such file. Give the path of a tokenizer.json (or "
             f"its folder), or use the built-in byte tokenizer: --set data.tokenizer=bytes."
         )
-    found = _from_hub(spec)
+    repo = _hub_name(spec)
+    cached = _from_hub(spec, download=False) if repo is None else None
+    if cached is not None:  # a bare hub name already in the local cache
+        return _hf_tokenizer(cached, spec)
+    if repo is None:
+        close = difflib.get_close_matches(spec, ["bytes", *_ALIASES], n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise DataError(
+            f"data.tokenizer={spec!r} is not a known tokenizer: {hint}Use bytes (built in), "
+            f"a path to a tokenizer.json, or a Hugging Face hub name written as hf:NAME or "
+            f"ORG/NAME (e.g. gpt2, openai-community/gpt2)."
+        )
+    found = _from_hub(repo)
     if found is None:
         raise DataError(
             f"data.tokenizer={spec!r} was not found offline (not a local file, not in the "
@@ -130,6 +175,6 @@ def load_tokenizer(spec: str) -> ByteTokenizer | HFTokenizer:
             f"--set data.tokenizer=/path/to/tokenizer.json; or use the built-in byte "
             f"tokenizer, --set data.tokenizer=bytes; or, on a machine with a network, "
             f'fetch it once into the cache: python -c "import huggingface_hub as h; '
-            f"h.hf_hub_download('{_ALIASES.get(spec, (spec,))[0]}', 'tokenizer.json')\"."
+            f"h.hf_hub_download('{_ALIASES.get(repo, (repo,))[0]}', 'tokenizer.json')\"."
         )
-    return HFTokenizer(found, spec)
+    return _hf_tokenizer(found, spec)

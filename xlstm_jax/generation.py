@@ -61,8 +61,10 @@ def check_sampling_args(max_new_tokens, temperature, top_k, top_p) -> None:
     """Raises ``ValueError`` naming the argument when a sampling setting is invalid."""
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"`max_new_tokens` must be an integer >= 1; got {max_new_tokens!r}.")
-    if temperature < 0:
-        raise ValueError(f"`temperature` must be >= 0 (0 = greedy); got {temperature}.")
+    if not temperature >= 0 or temperature == float("inf"):  # NaN fails the comparison
+        raise ValueError(
+            f"`temperature` must be a finite number >= 0 (0 = greedy); got {temperature}."
+        )
     if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"`top_k` must be a positive integer or None; got {top_k!r}.")
     if top_p is not None and not 0.0 < top_p <= 1.0:
