@@ -74,11 +74,17 @@ class MetricsWriter:
             from tensorboardX.proto.event_pb2 import Event
             from tensorboardX.summary import scalar
 
-            for k, v in record.items():
-                if k != "step" and isinstance(v, int | float) and math.isfinite(v):
-                    event = Event(wall_time=time.time(), step=record["step"], summary=scalar(k, v))
-                    self._tb.write_event(event)
-            self._tb.flush()
+            try:
+                for k, v in record.items():
+                    if k != "step" and isinstance(v, int | float) and math.isfinite(v):
+                        summary = scalar(k, v)
+                        event = Event(wall_time=time.time(), step=record["step"], summary=summary)
+                        self._tb.write_event(event)
+                self._tb.flush()
+            except OSError as e:
+                raise OSError(
+                    e.errno, e.strerror, str(self.path.parent / "events.out.tfevents.*")
+                ) from e
 
     def close(self) -> None:
         """Closes the TensorBoard event file."""
