@@ -252,6 +252,7 @@ def test_inf_and_nan_options_are_refused_before_anything_is_written(
 
 
 @pytest.mark.slow
+@pytest.mark.os_faults
 def test_half_written_config_and_metrics_do_not_block_a_resume(env, base, tmp_path, capsys):
     workdir = _copy(base, tmp_path)
     config = (workdir / "config.json").read_text()
@@ -274,6 +275,7 @@ def test_half_written_config_and_metrics_do_not_block_a_resume(env, base, tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.os_faults
 def test_one_run_per_workdir_and_a_dead_holder_is_taken_over(env, tmp_path):
     workdir = tmp_path / "run"
     first = subprocess.Popen(
@@ -334,6 +336,7 @@ def _remount(mnt: Path, options: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.os_faults
 def test_a_full_disk_during_a_save_is_one_message_and_the_rerun_resumes(env, base, tmpfs):
     workdir = tmpfs / "run"  # 2 MB: the first checkpoint fits, a later one does not
     proc = run_cmd(train_cmd(workdir, "logging.progress_bar=false"), env)
@@ -352,6 +355,7 @@ def test_a_full_disk_during_a_save_is_one_message_and_the_rerun_resumes(env, bas
 
 
 @pytest.mark.slow
+@pytest.mark.os_faults
 def test_a_read_only_workdir_is_refused_before_anything(env, base, tmpfs):
     _remount(tmpfs, "size=64m")
     workdir = tmpfs / "run"
