@@ -14,7 +14,6 @@ Exit codes: 0 done, 2 a bad argument or a folder that is not a run (no traceback
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 
@@ -114,28 +113,17 @@ def _generate(args: argparse.Namespace) -> int:
 
     from train.config import ConfigError
     from train.runs import load_run
+    from xlstm_jax.generation import check_sampling_args
 
-    problems = [
-        msg
-        for ok, msg in (
-            (args.max_new_tokens >= 1, f"--max-new-tokens {args.max_new_tokens}: give 1 or more."),
-            (
-                math.isfinite(args.temperature) and args.temperature >= 0,
-                f"--temperature {args.temperature}: give a number >= 0 (0 = greedy).",
-            ),
-            (
-                args.top_k is None or args.top_k >= 1,
-                f"--top-k {args.top_k}: give a positive integer, or leave it out (all tokens).",
-            ),
-            (
-                args.top_p is None or 0 < args.top_p <= 1,
-                f"--top-p {args.top_p}: give a number in (0, 1], or leave it out (no cut).",
-            ),
+    flags = {
+        a: "--" + a.replace("_", "-") for a in ("max_new_tokens", "temperature", "top_k", "top_p")
+    }
+    try:
+        check_sampling_args(
+            args.max_new_tokens, args.temperature, args.top_k, args.top_p, names=flags
         )
-        if not ok
-    ]
-    if problems:
-        raise ConfigError(" ".join(problems))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     run = load_run(args.workdir, step=args.step)
     tokenizer = run.tokenizer
     prompt_ids = [int(t) for t in tokenizer.encode_batch([args.prompt])[0]]

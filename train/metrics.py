@@ -53,6 +53,9 @@ class MetricsWriter:
         if tensorboard:
             from tensorboardX.event_file_writer import EventsWriter
             from tensorboardX.proto.event_pb2 import Event, SessionLog
+            from tensorboardX.summary import scalar
+
+            self._event, self._scalar = Event, scalar
 
             self._tb = EventsWriter(str(Path(workdir) / "events"))
             # TensorBoard drops the older files' events past this step (as a resumed run
@@ -71,9 +74,7 @@ class MetricsWriter:
         except OSError as e:  # name the file: a write error alone does not
             raise OSError(e.errno, e.strerror, str(self.path)) from e
         if self._tb is not None:
-            from tensorboardX.proto.event_pb2 import Event
-            from tensorboardX.summary import scalar
-
+            Event, scalar = self._event, self._scalar
             try:
                 for k, v in record.items():
                     if k != "step" and isinstance(v, int | float) and math.isfinite(v):

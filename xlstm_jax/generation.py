@@ -57,18 +57,25 @@ def sample_logits(
     return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
 
 
-def check_sampling_args(max_new_tokens, temperature, top_k, top_p) -> None:
-    """Raises ``ValueError`` naming the argument when a sampling setting is invalid."""
+def check_sampling_args(max_new_tokens, temperature, top_k, top_p, names=None) -> None:
+    """Raises ``ValueError`` naming the argument when a sampling setting is invalid.
+
+    ``names`` maps an argument to the name the message uses (a command line passes its
+    flags, e.g. ``{"top_p": "--top-p"}``); by default the Python argument is named.
+    """
+    names = names or {}
+
+    def bad(arg: str, value, need: str) -> ValueError:
+        return ValueError(f"{names.get(arg, f'`{arg}`')} {value!r}: {need}.")
+
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"`max_new_tokens` must be an integer >= 1; got {max_new_tokens!r}.")
+        raise bad("max_new_tokens", max_new_tokens, "give an integer >= 1")
     if not temperature >= 0 or temperature == float("inf"):  # NaN fails the comparison
-        raise ValueError(
-            f"`temperature` must be a finite number >= 0 (0 = greedy); got {temperature}."
-        )
+        raise bad("temperature", temperature, "give a finite number >= 0 (0 = greedy)")
     if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"`top_k` must be a positive integer or None; got {top_k!r}.")
+        raise bad("top_k", top_k, "give a positive integer, or None for all tokens")
     if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"`top_p` must be in (0, 1] or None; got {top_p!r}.")
+        raise bad("top_p", top_p, "give a number in (0, 1], or None for no cut")
 
 
 def _pack_prompts(prompt_tokens) -> tuple[np.ndarray, np.ndarray]:
