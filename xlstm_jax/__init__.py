@@ -9,8 +9,9 @@
 
 Layout: ``config`` (frozen configs), ``state`` (typed recurrent state), ``components``
 (norms, conv, projections), ``mlstm`` / ``slstm`` (layers and blocks), ``model`` (stack and
-LM), ``transformer`` (the baseline), ``sharding`` (logical axes -> mesh), ``convert``
-(PyTorch reference checkpoints), ``generation`` (sampling).
+LM), ``large`` (the xLSTM-7B family), ``transformer`` (the baseline), ``sharding``
+(logical axes -> mesh), ``convert`` / ``convert_large`` (PyTorch and Hugging Face
+checkpoints), ``generation`` (sampling).
 """
 
 from xlstm_jax.components import (
@@ -31,9 +32,11 @@ from xlstm_jax.config import (
     sLSTMBlockConfig,
     sLSTMLayerConfig,
     xLSTMBlockStackConfig,
+    xLSTMLargeConfig,
     xLSTMLMModelConfig,
 )
 from xlstm_jax.generation import generate, sample_logits
+from xlstm_jax.large import xLSTMLarge
 from xlstm_jax.mlstm import mLSTMBlock, mLSTMLayer
 from xlstm_jax.model import xLSTMBlockStack, xLSTMLMModel
 from xlstm_jax.slstm import sLSTMBlock, sLSTMLayer
@@ -71,4 +74,6 @@ __all__ = [
     "xLSTMBlockStackConfig",
     "xLSTMLMModel",
     "xLSTMLMModelConfig",
+    "xLSTMLarge",
+    "xLSTMLargeConfig",
 ]

@@ -313,10 +313,16 @@ def from_state_dict(
 
 
 def from_torch(torch_model, slstm_backend: str | None = None):
-    """Our model (config and weights) from a reference ``xLSTMLMModel`` or ``xLSTMBlockStack``.
+    """Our model (config and weights) from a reference ``xLSTMLMModel`` or ``xLSTMBlockStack``,
+    or an xLSTM-Large model (the reference's ``xLSTMLarge`` or transformers'
+    ``xLSTMForCausalLM``: see ``xlstm_jax.convert_large``).
 
     The sLSTM weight layout is the reference config's ``backend`` unless given.
     """
+    if type(torch_model).__name__ in ("xLSTMLarge", "xLSTMForCausalLM"):
+        from xlstm_jax.convert_large import from_torch_large
+
+        return from_torch_large(torch_model)
     config = config_from_torch(torch_model.config)
     if slstm_backend is None:
         sb = getattr(torch_model.config, "slstm_block", None)

@@ -29,14 +29,82 @@ _SEQ, _GATE = ("batch", "heads", None, None), ("batch", "heads", None)
 _STATE = (_SEQ, _GATE, ("batch", "heads"))
 
 
-def cell_form(config: mLSTMLayerConfig, S: int, has_state: bool) -> str:
-    """Which op runs the cell for S tokens: "step", "parallel", "chunkwise" or
-    "recurrent" (see ``mLSTMLayerConfig``)."""
+def cell_form(form: str, chunk_size: int, impl: str, S: int, has_state: bool) -> str:
+    """Which op runs the cell for S tokens: "step", "parallel", "chunkwise" or "recurrent",
+    given a layer's ``form`` knob ("auto" or one of those), ``chunk_size`` and ``impl``."""
     if has_state and S == 1:
         return "step"  # decoding: one fused step (every form computes the same there)
-    if config.form != "auto":
-        return config.form
-    return "parallel" if config.chunk_size >= S and config.impl != "pallas" else "chunkwise"
+    if form != "auto":
+        return form
+    return "parallel" if chunk_size >= S and impl != "pallas" else "chunkwise"
+
+
+def mlstm_cell(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    i: jax.Array,
+    f: jax.Array,
+    state: MLSTMState | None,
+    *,
+    form: str,
+    chunk_size: int,
+    impl: str,
+    eps: float = 1e-6,
+) -> tuple[jax.Array, MLSTMState]:
+    """The mLSTM cell of every layer that has one, sharded over batch and heads.
+
+    q, k (B, NH, S, DHQK), v (B, NH, S, DHV), i, f (B, NH, S) float32 gate pre-activations
+    and the state (None: zeros) -> (h (B, NH, S, DHV), the state after the last step).
+    ``form``/``chunk_size``/``impl`` are the layer's knobs (see ``cell_form``).
+    """
+    S = q.shape[2]
+    form = cell_form(form, chunk_size, impl, S, state is not None)
+
+    def cell(q, k, v, i, f, *state):
+        state = MLSTMState(*state) if state else None
+        if form == "step":
+            h, new = pk.mlstm_step(
+                q[:, :, 0],
+                k[:, :, 0],
+                v[:, :, 0],
+                i[..., 0],
+                f[..., 0],
+                state,
+                eps=eps,
+                impl=impl,
+            )
+            return h[:, :, None], tuple(new)
+        if form == "recurrent":
+            h, last = pk.mlstm_recurrent(
+                q, k, v, i, f, initial_state=state, return_last_state=True, eps=eps, impl=impl
+            )
+            return h, tuple(last)
+        # The parallel form with a carried state is one chunk of the chunkwise form (on
+        # XLA, the parallel form's only implementation).
+        L, cimpl = (S, "xla") if form == "parallel" else (chunk_size, impl)
+        h, last = pk.mlstm_chunkwise(
+            q,
+            k,
+            v,
+            i,
+            f,
+            chunk_size=L,
+            initial_state=state,
+            return_last_state=True,
+            eps=eps,
+            impl=cimpl,
+        )
+        if form == "parallel" and state is None:
+            # From a zero state, the outputs are the reference's stabilised parallel form;
+            # the final state above continues them (dead code under jit when unused).
+            h = pk.mlstm_parallel(q, k, v, i, f, eps=eps, impl=impl)
+        return h, tuple(last)
+
+    args = (q, k, v, i, f) + (tuple(state) if state is not None else ())
+    in_axes = (_SEQ, _SEQ, _SEQ, _GATE, _GATE) + (_STATE if state is not None else ())
+    h, last = shard_op(cell, args, in_axes, (_SEQ, _STATE))
+    return h, MLSTMState(*last)
 
 
 class mLSTMLayer(nnx.Module):
@@ -105,41 +173,6 @@ class mLSTMLayer(nnx.Module):
         cell = pk.mlstm_zero_state(batch_size, c.num_heads, c.head_dim, c.head_dim)
         return BlockState(conv=self.conv1d.init_state(batch_size), cell=cell)
 
-    def _cell(self, q, k, v, i, f, state: MLSTMState | None) -> tuple[jax.Array, MLSTMState]:
-        """q, k, v: (B, NH, S, DH); i, f: (B, NH, S) float32. Returns (h, new cell state)."""
-        c = self.config
-        S = q.shape[2]
-        form = cell_form(c, S, state is not None)
-
-        def cell(q, k, v, i, f, *state):
-            state = MLSTMState(*state) if state else None
-            if form == "step":
-                h, new = pk.mlstm_step(
-                    q[:, :, 0], k[:, :, 0], v[:, :, 0], i[..., 0], f[..., 0], state, impl=c.impl
-                )
-                return h[:, :, None], tuple(new)
-            if form == "recurrent":
-                h, last = pk.mlstm_recurrent(
-                    q, k, v, i, f, initial_state=state, return_last_state=True, impl=c.impl
-                )
-                return h, tuple(last)
-            # The parallel form with a carried state is one chunk of the chunkwise form (on
-            # XLA, the parallel form's only implementation).
-            L, impl = (S, "xla") if form == "parallel" else (c.chunk_size, c.impl)
-            h, last = pk.mlstm_chunkwise(
-                q, k, v, i, f, chunk_size=L, initial_state=state, return_last_state=True, impl=impl
-            )
-            if form == "parallel" and state is None:
-                # From a zero state, the outputs are the reference's stabilised parallel form;
-                # the final state above continues them (dead code under jit when unused).
-                h = pk.mlstm_parallel(q, k, v, i, f, impl=c.impl)
-            return h, tuple(last)
-
-        args = (q, k, v, i, f) + (tuple(state) if state is not None else ())
-        in_axes = (_SEQ, _SEQ, _SEQ, _GATE, _GATE) + (_STATE if state is not None else ())
-        h, last = shard_op(cell, args, in_axes, (_SEQ, _STATE))
-        return h, MLSTMState(*last)
-
     def __call__(
         self, x: jax.Array, state: BlockState | None = None
     ) -> tuple[jax.Array, BlockState]:
@@ -159,8 +192,16 @@ class mLSTMLayer(nnx.Module):
         def heads(t):
             return t.reshape(B, S, NH, I // NH).transpose(0, 2, 1, 3)
 
-        h, cell_state = self._cell(
-            heads(q), heads(k), heads(v), i, f, None if state is None else state.cell
+        h, cell_state = mlstm_cell(
+            heads(q),
+            heads(k),
+            heads(v),
+            i,
+            f,
+            None if state is None else state.cell,
+            form=c.form,
+            chunk_size=c.chunk_size,
+            impl=c.impl,
         )
         h = self.outnorm(h.transpose(0, 2, 1, 3)).reshape(B, S, I)
         h = (h + self.learnable_skip[...].astype(self.dtype) * x_c) * jax.nn.silu(z)
