@@ -51,6 +51,17 @@ def require_reference(module_level: bool = False):
     return torch, xlstm
 
 
+def require_transformers():
+    """Imports transformers (the test extra); skips where it is missing, fails in CI."""
+    try:
+        import transformers
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        if IN_CI and not NO_REFERENCE:
+            raise RuntimeError("transformers is required in CI (pip install -e '.[test]')") from err
+        pytest.skip(f"transformers not installed: {err}")
+    return transformers
+
+
 # Each kernel check runs interpreted on CPU, and compiled where a CUDA GPU is present.
 MODES = [
     pytest.param(True, id="interpret"),

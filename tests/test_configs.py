@@ -10,9 +10,9 @@ from flax import nnx
 
 from train import registry
 from train.config import ConfigError
-from train.overrides import apply_overrides, to_dict
-from xlstm_jax import xLSTMLMModel
-from xlstm_jax.transformer import TransformerConfig, TransformerLM
+from train.models import build_model
+from train.overrides import apply_overrides, from_dict, to_dict
+from xlstm_jax import xLSTMLargeConfig
 
 # (low, high) parameter counts. The paper reports 409.3M for its 350M recipe (untied
 # head); the other sizes bracket the paper's model sizes for their shapes.
@@ -23,6 +23,12 @@ EXPECTED = {
     "xlstm_350m_10": (409.3e6 * 0.99, 409.3e6 * 1.01),
     "xlstm_760m": (0.80e9, 0.88e9),
     "xlstm_1300m": (1.35e9, 1.50e9),
+    # The xLSTM-7B family (configs/_large.py); xlstm_7b is 6.87B (arXiv 2503.13427: "7B").
+    "xlstm_large_tiny": (0.9e6, 1.0e6),
+    "xlstm_large_165m": (0.160e9, 0.170e9),
+    "xlstm_large_1300m": (1.40e9, 1.45e9),
+    "xlstm_large_2700m": (2.75e9, 2.80e9),
+    "xlstm_7b": (6.86e9, 6.87e9),
     # The synthetic-task models (configs/_synthetic.py): 2 blocks, E 64; MQAR's 8192-token
     # embedding (tied to the head) holds most of their parameters.
     "parity_xlstm01": (0.10e6, 0.13e6),
@@ -43,14 +49,30 @@ def test_every_shipped_config_is_listed_and_tested():
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_config_builds_abstractly_with_expected_size(name):
     cfg = registry.load(name)
-    build = TransformerLM if isinstance(cfg.model, TransformerConfig) else xLSTMLMModel
-    model = nnx.eval_shape(lambda: build(cfg.model, rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: build_model(cfg.model, nnx.Rngs(0)))
     params = nnx.state(model, nnx.Param)
     n = sum(x.size for x in jax.tree.leaves(params))
     print(f"{name}: {n:,} parameters")
     low, high = EXPECTED[name]
     assert low <= n <= high, f"{name}: {n:,} not in [{low:,.0f}, {high:,.0f}]"
-    json.dumps(to_dict(cfg))  # the resolved config is serialisable
+    # The resolved config is serialisable, and a run's config.json rebuilds it, model
+    # family included.
+    assert from_dict(type(cfg), json.loads(json.dumps(to_dict(cfg)))) == cfg
+
+
+def test_large_family_overrides_and_7b_shape():
+    cfg = registry.load("xlstm_7b")
+    m = cfg.model
+    assert isinstance(m, xLSTMLargeConfig) and cfg.data.seq_len == 8192
+    assert (m.embedding_dim, m.num_blocks, m.num_heads, m.vocab_size) == (4096, 32, 8, 50304)
+    assert (m.qk_head_dim, m.v_head_dim, m.gate_soft_cap, m.output_logit_soft_cap) == (
+        256, 512, 15.0, 30.0
+    )  # fmt: skip
+    out = apply_overrides(registry.load("xlstm_large_tiny"), ["model.num_heads=4",
+                                                              "model.impl=xla"])  # fmt: skip
+    assert (out.model.num_heads, out.model.qk_head_dim) == (4, 16)
+    with pytest.raises(ConfigError, match="num_heads"):
+        apply_overrides(registry.load("xlstm_large_tiny"), ["model.num_heads=3"])
 
 
 def test_350m_recipe_matches_the_paper():

@@ -38,7 +38,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from helpers import rel_err, require_reference
+from helpers import rel_err, require_reference, require_transformers
 
 from xlstm_jax import convert, generate
 from xlstm_jax.convert_large import (
@@ -229,7 +229,7 @@ def test_state_dict_round_trips_both_layouts():
 
 
 def hf_model(bias: bool = False):
-    transformers = pytest.importorskip("transformers")
+    transformers = require_transformers()
     cfg = transformers.xLSTMConfig(
         vocab_size=89,
         hidden_size=128,

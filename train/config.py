@@ -1,9 +1,10 @@
 """The training run's typed, frozen config tree (the schemas; no logic beyond validation).
 
 ``ExperimentConfig`` holds one section per concern: ``model`` (the library's
-``xLSTMLMModelConfig`` or ``TransformerConfig``), ``data``, ``optimizer``, ``schedule``,
-``train``, ``checkpoint``, ``logging`` and ``mesh``. Named runs live in ``configs/NAME.py``
-(resolved by ``train.registry``); ``--set key=value`` overrides are ``train.overrides``.
+``xLSTMLMModelConfig``, ``xLSTMLargeConfig`` or ``TransformerConfig``), ``data``,
+``optimizer``, ``schedule``, ``train``, ``checkpoint``, ``logging`` and ``mesh``. Named runs
+live in ``configs/NAME.py`` (resolved by ``train.registry``); ``--set key=value`` overrides
+are ``train.overrides``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields, is_dataclass
 
-from xlstm_jax.config import ConfigError, TransformerConfig, require, xLSTMLMModelConfig
+from xlstm_jax.config import (
+    ConfigError,
+    TransformerConfig,
+    require,
+    xLSTMLargeConfig,
+    xLSTMLMModelConfig,
+)
 from xlstm_jax.sharding import DEFAULT_RULES
 
 __all__ = [
@@ -238,11 +245,12 @@ class MeshConfig:
 class ExperimentConfig:
     """Everything a training run needs; ``configs/NAME.py`` builds one.
 
-    ``model`` is an xLSTM (``xLSTMLMModelConfig``) or the Transformer baseline
-    (``TransformerConfig``, the ``llama_*`` configs).
+    ``model`` is an xLSTM of the 2024 paper (``xLSTMLMModelConfig``), of the xLSTM-7B
+    family (``xLSTMLargeConfig``, the ``xlstm_large_*`` and ``xlstm_7b`` configs) or the
+    Transformer baseline (``TransformerConfig``, the ``llama_*`` configs).
     """
 
-    model: xLSTMLMModelConfig | TransformerConfig
+    model: xLSTMLMModelConfig | xLSTMLargeConfig | TransformerConfig
     data: DataConfig = field(default_factory=DataConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)

@@ -40,7 +40,7 @@ from train.overrides import config_diff, to_dict
 from train.sources import open_source
 from train.step import estimate_memory, fmt_bytes, fmt_count, make_train_step, state_shardings
 from train.workdir import WorkdirLock, check_workdir
-from xlstm_jax.config import TransformerConfig
+from xlstm_jax.config import TransformerConfig, xLSTMLargeConfig
 from xlstm_jax.sharding import ShardingError, activate, make_mesh
 
 __all__ = ["NonFiniteLossError", "train"]
@@ -136,6 +136,8 @@ def _write_config(cfg: ExperimentConfig, workdir: Path, say: Callable[[str], Non
 def _block_kinds(m) -> str:
     if isinstance(m, TransformerConfig):
         return f"Transformer, {m.num_heads} heads"
+    if isinstance(m, xLSTMLargeConfig):
+        return f"xLSTM-Large, {m.num_heads} heads, DHQK {m.qk_head_dim}, DHV {m.v_head_dim}"
     return f"{m.block_map.count(0)} mLSTM, {m.block_map.count(1)} sLSTM"
 
 

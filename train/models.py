@@ -6,18 +6,24 @@ from types import MappingProxyType
 
 from flax import nnx
 
-from xlstm_jax import TransformerLM, xLSTMLMModel
-from xlstm_jax.config import ConfigError, TransformerConfig, xLSTMLMModelConfig
+from xlstm_jax import TransformerLM, xLSTMLarge, xLSTMLMModel
+from xlstm_jax.config import ConfigError, TransformerConfig, xLSTMLargeConfig, xLSTMLMModelConfig
 
 __all__ = ["MODELS", "build_model"]
 
 # Config type -> model class. Every model is called ``model(tokens) -> logits`` and has
 # ``hidden_states(tokens)`` and ``logits(h)`` (the loss heads only the scored positions).
-MODELS = MappingProxyType({xLSTMLMModelConfig: xLSTMLMModel, TransformerConfig: TransformerLM})
+MODELS = MappingProxyType(
+    {
+        xLSTMLMModelConfig: xLSTMLMModel,
+        xLSTMLargeConfig: xLSTMLarge,
+        TransformerConfig: TransformerLM,
+    }
+)
 
 
 def build_model(model_cfg, rngs: nnx.Rngs) -> nnx.Module:
-    """The model for ``model_cfg`` (an ``xLSTMLMModelConfig`` or a ``TransformerConfig``)."""
+    """The model for ``model_cfg`` (a config type in ``MODELS``)."""
     cls = MODELS.get(type(model_cfg))
     if cls is None:
         raise ConfigError(

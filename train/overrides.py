@@ -58,11 +58,15 @@ def _union_args(tp) -> tuple:
     return (tp,)
 
 
-def _dataclass_in(tp):
-    for arg in _union_args(tp):
-        if dataclasses.is_dataclass(arg):
-            return arg
-    return None
+def _dataclass_in(tp, keys=None):
+    """The dataclass in the (union) type ``tp``; with ``keys`` (a dict's keys), the first
+    one that has every key as a field (the model section is one of several configs)."""
+    classes = [a for a in _union_args(tp) if dataclasses.is_dataclass(a)]
+    if keys is not None:
+        for cls in classes:
+            if set(keys) <= {f.name for f in _public_fields(cls)}:
+                return cls
+    return classes[0] if classes else None
 
 
 def _coerce(raw: str, tp, key: str):
@@ -223,6 +227,6 @@ def from_dict(cls, data: dict):
         if f.name not in data:
             continue
         value = data[f.name]
-        sub = _dataclass_in(hints[f.name])
+        sub = _dataclass_in(hints[f.name], value if isinstance(value, dict) else None)
         kw[f.name] = from_dict(sub, value) if sub and isinstance(value, dict) else _tuplify(value)
     return cls(**kw)

@@ -21,7 +21,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from train.batch import Batch
 from train.config import ExperimentConfig
 from train.objective import mean_loss
-from xlstm_jax.config import TransformerConfig
+from xlstm_jax.config import TransformerConfig, xLSTMLargeConfig
 from xlstm_jax.sharding import DEFAULT_RULES, param_shardings
 
 __all__ = [
@@ -70,7 +70,19 @@ def estimate_memory(cfg: ExperimentConfig, num_params: int) -> dict[str, int]:
         # fp32 (S x S) attention weights per head.
         act = B * S * (8 * E + 4 * m.ffn_dim) * c_bytes + B * m.num_heads * S * S * 4
         per_block = [act] * m.num_blocks
-    for idx, kind in enumerate(() if isinstance(m, TransformerConfig) else m.block_map):
+    if isinstance(m, xLSTMLargeConfig):
+        # Per block: the norms' outputs and residuals (E), q, k (qk_dim), v, the output
+        # gate, the cell output and its normed and gated forms (v_dim), the SwiGLU's gate,
+        # up and product (F) in the compute dtype; the chunk-local (S x chunk) gate
+        # matrices and the fp32 chunk-start states (B, NH, S / chunk, DHQK, DHV).
+        chunk = min(S, m.chunk_size)
+        act = B * S * (4 * E + 2 * m.qk_dim + 5 * m.v_dim + 3 * m.ffn_dim) * c_bytes
+        act += 3 * B * m.num_heads * S * chunk * 4
+        act += B * m.num_heads * -(-S // chunk) * m.qk_head_dim * m.v_head_dim * 4
+        per_block = [act] * m.num_blocks
+    for idx, kind in enumerate(
+        () if isinstance(m, TransformerConfig | xLSTMLargeConfig) else m.block_map
+    ):
         block = m.block_config(idx)
         if kind == 0:
             layer = block.mlstm
