@@ -11,7 +11,8 @@ Layout: ``config`` (frozen configs), ``state`` (typed recurrent state), ``compon
 (norms, conv, projections), ``mlstm`` / ``slstm`` (layers and blocks), ``model`` (stack and
 LM), ``large`` (the xLSTM-7B family), ``transformer`` (the baseline), ``sharding``
 (logical axes -> mesh), ``convert`` / ``convert_large`` (PyTorch and Hugging Face
-checkpoints), ``generation`` (sampling).
+checkpoints), ``pretrained`` (Hugging Face and reference checkpoint folders), ``generation``
+(sampling).
 """
 
 from xlstm_jax.components import (
@@ -39,6 +40,7 @@ from xlstm_jax.generation import generate, sample_logits
 from xlstm_jax.large import xLSTMLarge
 from xlstm_jax.mlstm import mLSTMBlock, mLSTMLayer
 from xlstm_jax.model import xLSTMBlockStack, xLSTMLMModel
+from xlstm_jax.pretrained import PretrainedError, load_pretrained, save_pretrained
 from xlstm_jax.slstm import sLSTMBlock, sLSTMLayer
 from xlstm_jax.state import BlockState, ConvState, MLSTMState, SLSTMState, StackState
 from xlstm_jax.transformer import TransformerLM
@@ -56,11 +58,13 @@ __all__ = [
     "LinearHeadwiseExpand",
     "MLSTMState",
     "MultiHeadLayerNorm",
+    "PretrainedError",
     "SLSTMState",
     "StackState",
     "TransformerConfig",
     "TransformerLM",
     "generate",
+    "load_pretrained",
     "mLSTMBlock",
     "mLSTMBlockConfig",
     "mLSTMLayer",
@@ -70,6 +74,7 @@ __all__ = [
     "sLSTMLayer",
     "sLSTMLayerConfig",
     "sample_logits",
+    "save_pretrained",
     "xLSTMBlockStack",
     "xLSTMBlockStackConfig",
     "xLSTMLMModel",
