@@ -64,6 +64,10 @@ class DataConfig:
     eval_buckets: tuple[int, ...] = (40, 64, 128, 256)
     # Synthetic MQAR: key-value pairs per sequence (the context is seq_len + 1 tokens).
     num_kv_pairs: int = 8
+    # Text packs documents into rows separated by the end-of-document token; with this set,
+    # each document's first token closes the forget gate (and the conv does not reach back)
+    # so no state crosses documents, as if each were run alone. mLSTM-only models.
+    reset_at_document_boundaries: bool = False
 
     def __post_init__(self):
         require(self.seq_len >= 1, f"data.seq_len must be >= 1; got {self.seq_len}.")
@@ -147,6 +151,10 @@ class TrainConfig:
     # Stop (saving a checkpoint) after this many steps, as if interrupted; -1 = never.
     # For time-sliced jobs; the schedule still follows train.steps.
     stop_after: int = -1
+    # Fine-tuning: start from these weights instead of a random init (a train.main run's
+    # folder, its newest checkpoint, or a Hugging Face / reference checkpoint folder of the
+    # xLSTM-7B family). Ignored once the workdir has a checkpoint of its own (resuming).
+    init_from: str = ""
 
     @property
     def micro(self) -> int:

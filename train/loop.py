@@ -37,6 +37,7 @@ from train.metrics import MetricsWriter, plot_loss_curve, read_metrics
 from train.models import build_model
 from train.optimizer import decay_mask, make_optimizer, make_schedule
 from train.overrides import config_diff, to_dict
+from train.runs import initial_params
 from train.sources import open_source
 from train.step import estimate_memory, fmt_bytes, fmt_count, make_train_step, state_shardings
 from train.workdir import WorkdirLock, check_workdir
@@ -115,6 +116,28 @@ def _check_setup(cfg: ExperimentConfig) -> Mesh:
             "dropout is not supported by the trainer yet (the paper's recipes use none): "
             "set model.dropout=0 and model.slstm_block.feedforward.dropout=0."
         )
+    if cfg.train.init_from and not Path(cfg.train.init_from).is_dir():
+        raise ConfigError(
+            f"train.init_from={cfg.train.init_from}: no such folder; give a train.main run "
+            "folder or a checkpoint folder (config.json / config.yaml + safetensors)."
+        )
+    if cfg.data.reset_at_document_boundaries:
+        if isinstance(m, TransformerConfig):
+            raise ConfigError(
+                "data.reset_at_document_boundaries is for the recurrent models; the "
+                "Transformer baseline would need a per-document attention mask. Unset it."
+            )
+        if not isinstance(m, xLSTMLargeConfig) and any(m.block_map):
+            raise ConfigError(
+                "data.reset_at_document_boundaries needs an mLSTM-only model: an sLSTM "
+                "block's recurrent hidden state would still cross documents. Set "
+                "model.slstm_at=[] or unset data.reset_at_document_boundaries."
+            )
+        if cfg.data.path.startswith("synthetic:"):
+            raise ConfigError(
+                "data.reset_at_document_boundaries applies to packed text; synthetic tasks "
+                "hold one example per row. Unset it."
+            )
     return mesh
 
 
@@ -375,6 +398,16 @@ def _train(
         step_restored, state, meta = restored
         start = int(meta["data_position"])
         say(f"resumed from {ckpt.directory / str(step_restored)} (step {start})")
+        if tc.init_from:
+            say(f"note: train.init_from={tc.init_from} is ignored: the run resumes instead.")
+    elif tc.init_from:
+        try:
+            params = initial_params(tc.init_from, param_state, say)
+        except BaseException:
+            ckpt.close()
+            raise
+        state = _put_global({"params": params, "opt_state": tx.init(params)}, shardings)
+        say(f"initialised the weights from {tc.init_from} (fine-tuning)")
     # Only now, with the checkpoint accepted, does config.json describe this run.
     if lead:
         _write_config(cfg, workdir, say)
@@ -387,7 +420,7 @@ def _train(
         return summary
 
     step_fn = jax.jit(
-        make_train_step(graphdef, rest, tx, source.max_scored),
+        make_train_step(graphdef, rest, tx, source.max_scored, source.reset_id),
         in_shardings=(shardings, Batch(batch_sharding, batch_sharding)),
         out_shardings=(shardings, replicated),
         donate_argnums=0,

@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
             "python -m train.main --config xlstm_tiny",
             "python -m train.main --config xlstm_tiny --workdir runs/t --set train.steps=50",
             "python -m train.main --config parity_xlstm01 --set train.seed=1",
+            "python -m train.main --config xlstm_large_tiny --init-from runs/xlstm_large_tiny "
+            "--workdir runs/finetune",
         ],
     )
     p.add_argument("--config", required=True, help="a config name from configs/, e.g. xlstm_tiny")
@@ -37,6 +39,13 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="resume from this checkpoint step instead of the newest intact one (newer "
         "checkpoints are moved to WORKDIR/set_aside/, never deleted)",
+    )
+    p.add_argument(
+        "--init-from",
+        metavar="PATH",
+        help="fine-tune: start from these weights (a train.main run folder, or a Hugging "
+        "Face / reference xLSTM-7B-family checkpoint folder); the same as --set "
+        "train.init_from=PATH",
     )
     p.add_argument(
         "--set",
@@ -96,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         from train.loop import train
         from train.overrides import apply_overrides
 
-        cfg = apply_overrides(registry.load(args.config), args.overrides)
+        overrides = list(args.overrides)
+        if args.init_from:
+            overrides.append(f"train.init_from={args.init_from}")
+        cfg = apply_overrides(registry.load(args.config), overrides)
         workdir = Path(args.workdir or Path("runs") / args.config)
         try:
             summary = train(cfg, workdir, resume_step=args.resume_step)

@@ -14,10 +14,19 @@ import optax
 
 from train.batch import Batch
 
-__all__ = ["mean_loss", "scored_cross_entropy", "scored_predictions"]
+__all__ = ["doc_starts_of", "mean_loss", "scored_cross_entropy", "scored_predictions"]
 
 
-def scored_predictions(model, batch: Batch, max_scored: int | None = None):
+def doc_starts_of(inputs: jax.Array, reset_id: int) -> jax.Array:
+    """(B, S) bool: the first token of every document after the first in packed rows, i.e.
+    the positions right after a ``reset_id`` (end-of-document) token."""
+    after = inputs[:, :-1] == reset_id
+    return jnp.concatenate([jnp.zeros_like(after[:, :1]), after], axis=1)
+
+
+def scored_predictions(
+    model, batch: Batch, max_scored: int | None = None, reset_id: int | None = None
+):
     """The model's logits where the batch is scored, their targets and mask.
 
     Args:
@@ -29,13 +38,18 @@ def scored_predictions(model, batch: Batch, max_scored: int | None = None):
             dominate a small model's cost; a row with fewer than K scored positions fills
             the rest with masked ones, a row with more loses the later ones (size K to
             the data).
+        reset_id: the end-of-document id when no state may cross documents packed into a
+            row (``data.reset_at_document_boundaries``): the model gets ``doc_starts``.
 
     Returns:
         ``(logits (B, K, V) float32, targets (B, K) int, mask (B, K) bool)``.
     """
     tokens, loss_mask = batch
     inputs, targets, mask = tokens[:, :-1], tokens[:, 1:], loss_mask[:, 1:]
-    h = model.hidden_states(inputs)  # (B, S, E)
+    if reset_id is None:
+        h = model.hidden_states(inputs)  # (B, S, E)
+    else:
+        h = model.hidden_states(inputs, doc_starts_of(inputs, reset_id))
     if max_scored is not None:
         # Positions of each row's scored tokens, in order, padded with index 0.
         pos = jax.vmap(lambda m: jnp.nonzero(m, size=max_scored, fill_value=0)[0])(mask)
@@ -46,16 +60,20 @@ def scored_predictions(model, batch: Batch, max_scored: int | None = None):
     return model.logits(h), targets, mask
 
 
-def scored_cross_entropy(model, batch: Batch, max_scored: int | None = None):
+def scored_cross_entropy(
+    model, batch: Batch, max_scored: int | None = None, reset_id: int | None = None
+):
     """Per-row sums over the scored positions: ``(cross-entropy, correct arg-max, count)``,
     each float/int (B,)."""
-    logits, targets, mask = scored_predictions(model, batch, max_scored)
+    logits, targets, mask = scored_predictions(model, batch, max_scored, reset_id)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
     correct = (jnp.argmax(logits, axis=-1) == targets) & mask
     return jnp.sum(ce * mask, axis=-1), jnp.sum(correct, axis=-1), jnp.sum(mask, axis=-1)
 
 
-def mean_loss(model, batch: Batch, max_scored: int | None = None) -> jax.Array:
+def mean_loss(
+    model, batch: Batch, max_scored: int | None = None, reset_id: int | None = None
+) -> jax.Array:
     """The mean cross-entropy per scored token of the batch (the training loss)."""
-    ce, _, count = scored_cross_entropy(model, batch, max_scored)
+    ce, _, count = scored_cross_entropy(model, batch, max_scored, reset_id)
     return jnp.sum(ce) / jnp.maximum(jnp.sum(count), 1)

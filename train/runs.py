@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import jax
 from flax import nnx
 
 from train.checkpoint import Checkpointer
@@ -21,7 +22,7 @@ from train.models import build_model
 from train.overrides import from_dict, to_dict
 from train.tokenizer import ByteTokenizer, HFTokenizer, load_tokenizer
 
-__all__ = ["Run", "load_run"]
+__all__ = ["Run", "initial_params", "load_run"]
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,15 @@ def load_run(workdir: str | Path, step: int | None = None, say=None) -> Run:
     try:
         abstract = nnx.eval_shape(lambda: build_model(cfg.model, nnx.Rngs(0)))
         graphdef, param_state, rest = nnx.split(abstract, nnx.Param, ...)
+        # Onto this process's first device, explicitly: under an active mesh (a run being
+        # initialised from this one) the abstract leaves would carry that mesh instead.
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+            nnx.to_pure_dict(param_state),
+        )
         restored = ckpt.restore_latest(
-            {"params": nnx.to_pure_dict(param_state)},
+            {"params": target},
             to_dict(cfg.model),
             say or (lambda m: print(m, file=sys.stderr)),
             step=step,
@@ -92,3 +100,61 @@ def _no_checkpoint(workdir: Path, cfg: ExperimentConfig) -> str:
         f"{workdir / 'checkpoints'} holds no checkpoint yet; train first (rerun "
         f"python -m train.main --config {cfg.name} --workdir {workdir}) and try again."
     )
+
+
+def initial_params(path: str | Path, param_state: nnx.State, say=None) -> dict:
+    """The parameters to fine-tune from, as a pure dict shaped like ``param_state`` (the
+    new run's model parameters) in its dtypes.
+
+    ``path`` is a ``train.main`` run folder (its newest intact checkpoint) or a checkpoint
+    folder of the xLSTM-7B family (Hugging Face's ``config.json`` + safetensors, or the
+    reference's ``config.yaml``; ``xlstm_jax.pretrained``).
+
+    Raises:
+        ConfigError: no such folder, or weights that do not fit the run's model (the
+            message names the first parameter that differs).
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ConfigError(f"train.init_from={path}: no such folder.")
+    config_json = folder / "config.json"
+    is_run = False
+    if config_json.is_file():
+        try:
+            is_run = "model" in json.loads(config_json.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            is_run = False
+    if is_run:
+        model = load_run(folder, say=say).model
+    else:
+        from xlstm_jax.pretrained import PretrainedError, load_pretrained
+
+        # Read straight into the run's parameter dtype (the 7B in float32 is 28 GB).
+        leaf = next(iter(nnx.to_flat_state(param_state)))[1]
+        dtype = str(leaf.get_value().dtype)
+        try:
+            model = load_pretrained(folder, dtype=dtype, param_dtype=dtype)
+        except PretrainedError as err:
+            raise ConfigError(f"train.init_from={path}: {err}") from err
+    theirs = {".".join(map(str, p)): v for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    ours = {".".join(map(str, p)): v for p, v in nnx.to_flat_state(param_state)}
+    missing = sorted(set(ours) - set(theirs))
+    extra = sorted(set(theirs) - set(ours))
+    if missing or extra:
+        raise ConfigError(
+            f"train.init_from={path}: its model is not this run's: this run has "
+            f"{missing[:3]} it lacks, it has {extra[:3]} this run lacks; make the model config "
+            "match the checkpoint (model family, num_blocks, use_bias, ...)."
+        )
+    for name, var in ours.items():
+        if tuple(theirs[name].shape) != tuple(var.shape):
+            raise ConfigError(
+                f"train.init_from={path}: {name} is {tuple(theirs[name].shape)} there and "
+                f"{tuple(var.shape)} here; make the model config match the checkpoint "
+                "(embedding_dim, num_heads, vocab_size, ...)."
+            )
+    import jax.numpy as jnp
+
+    for name, var in ours.items():
+        var.set_value(jnp.asarray(theirs[name][...], dtype=var.dtype))
+    return nnx.to_pure_dict(param_state)

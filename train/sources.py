@@ -38,6 +38,8 @@ class DataSource(Protocol):
     # The most scored tokens a row can have when that is a small known number (the loss
     # then runs the LM head on those only), else None.
     max_scored: int | None
+    # The end-of-document id when no state may cross packed documents, else None.
+    reset_id: int | None
 
     def prepare(self) -> str:
         """Loads what training reads; returns the start-up report's data line."""
@@ -79,6 +81,7 @@ class TextSource:
             f"the tokenizer {cfg.tokenizer!r} ({self.tokenizer.vocab_size} ids, padded to 64)"
         )
         self._train = self._val = None
+        self.reset_id = self.tokenizer.eos_id if cfg.reset_at_document_boundaries else None
 
     def prepare(self) -> str:
         corpus = data.load_corpus(self.cfg, self.tokenizer)
@@ -107,7 +110,8 @@ class TextSource:
             "validation set)."
         )
         batches = [all_scored(w) for w in windows]
-        return TextEvaluator(make_loss_fn(graphdef, rest), batches, put, note)
+        loss_fn = make_loss_fn(graphdef, rest, reset_id=self.reset_id)
+        return TextEvaluator(loss_fn, batches, put, note)
 
 
 class SyntheticSource:
@@ -119,6 +123,7 @@ class SyntheticSource:
         self.vocab_size = self.task.vocab_size
         self.vocab_origin = f"synthetic:{self.task.name}'s {self.task.vocab_size} ids"
         self.max_scored = synthetic.max_scored(cfg)
+        self.reset_id = None  # one example per row: nothing to reset
 
     def prepare(self) -> str:
         return f"data: {synthetic.describe(self.cfg)}"

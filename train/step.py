@@ -107,28 +107,34 @@ def estimate_memory(cfg: ExperimentConfig, num_params: int) -> dict[str, int]:
     return out
 
 
-def make_loss_fn(graphdef, rest, max_scored: int | None = None) -> Callable:
+def make_loss_fn(
+    graphdef, rest, max_scored: int | None = None, reset_id: int | None = None
+) -> Callable:
     """``loss(params, batch) -> scalar``: the mean cross-entropy over the batch's scored
     tokens (``train.objective.mean_loss``) of the model ``nnx.merge(graphdef, params,
     rest)``."""
 
     def loss(params, batch: Batch):
-        return mean_loss(nnx.merge(graphdef, params, rest), batch, max_scored)
+        return mean_loss(nnx.merge(graphdef, params, rest), batch, max_scored, reset_id)
 
     return loss
 
 
 def make_train_step(
-    graphdef, rest, tx: optax.GradientTransformation, max_scored: int | None = None
+    graphdef,
+    rest,
+    tx: optax.GradientTransformation,
+    max_scored: int | None = None,
+    reset_id: int | None = None,
 ) -> Callable:
     """``step(state, batch) -> (state, {"loss", "grad_norm"})`` with a ``Batch`` (a, m, s + 1).
 
     The loss is the mean next-token cross-entropy over the scored tokens of the ``a``
     micro-batches (the mean of the micro-batches' means); gradients are accumulated in
     fp32. ``max_scored``: see ``train.objective.scored_predictions`` (None: every
-    position goes through the LM head).
+    position goes through the LM head). ``reset_id``: see ``train.objective``.
     """
-    grad_fn = jax.value_and_grad(make_loss_fn(graphdef, rest, max_scored))
+    grad_fn = jax.value_and_grad(make_loss_fn(graphdef, rest, max_scored, reset_id))
 
     def step(state, batch: Batch):
         params = state["params"]

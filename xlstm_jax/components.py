@@ -193,13 +193,26 @@ class CausalConv1d(nnx.Module):
             jnp.zeros((batch_size, self.kernel_size - 1, self.feature_dim), self.dtype)
         )
 
-    def __call__(self, x: jax.Array, state: ConvState | None = None) -> tuple[jax.Array, ConvState]:
+    def __call__(
+        self, x: jax.Array, state: ConvState | None = None, doc_starts: jax.Array | None = None
+    ) -> tuple[jax.Array, ConvState]:
+        """``doc_starts`` (B, S) bool: taps that would reach back across a document start
+        read zeros (as at the start of a sequence)."""
         K, S = self.kernel_size, x.shape[1]
         if state is None:
             state = self.init_state(x.shape[0])
         xp = jnp.concatenate([state.buffer.astype(self.dtype), x.astype(self.dtype)], axis=1)
         w = self.weight[...].astype(self.dtype)
-        y = sum(xp[:, k : k + S] * w[k] for k in range(K))
+        if doc_starts is None:
+            y = sum(xp[:, k : k + S] * w[k] for k in range(K))
+        else:
+            # Input t - d is in output t's document iff no document starts in (t - d, t].
+            seg = jnp.cumsum(doc_starts.astype(jnp.int32), axis=1)
+            segp = jnp.concatenate([jnp.zeros_like(seg[:, : K - 1]), seg], axis=1)
+            y = sum(
+                xp[:, k : k + S] * w[k] * (segp[:, k : k + S] == seg)[..., None].astype(xp.dtype)
+                for k in range(K)
+            )
         y = y + self.bias[...].astype(self.dtype)
         return y, ConvState(xp[:, xp.shape[1] - (K - 1) :])
 

@@ -40,8 +40,8 @@ from flax import nnx
 import pallas_kernels as pk
 from xlstm_jax.components import Dense, Embedding, small_init, wang_init
 from xlstm_jax.config import xLSTMLargeConfig
-from xlstm_jax.mlstm import mlstm_cell
-from xlstm_jax.model import _check_tokens
+from xlstm_jax.mlstm import mlstm_cell, reset_forget_gate
+from xlstm_jax.model import _check_doc_starts, _check_tokens
 from xlstm_jax.sharding import Axes, constrain, param
 from xlstm_jax.state import BlockState, StackState
 
@@ -164,8 +164,13 @@ class xLSTMLargeLayer(nnx.Module):
         return pk.mlstm_zero_state(batch_size, c.num_heads, c.qk_head_dim, c.v_head_dim)
 
     def __call__(
-        self, x: jax.Array, state: pk.MLSTMState | None = None
+        self,
+        x: jax.Array,
+        state: pk.MLSTMState | None = None,
+        doc_starts: jax.Array | None = None,
     ) -> tuple[jax.Array, pk.MLSTMState]:
+        """``doc_starts`` (B, S) bool: the forget gate is closed at each document's first
+        token (packed training), so no state crosses documents."""
         c = self.config
         B, S, _ = x.shape
         NH = c.num_heads
@@ -176,6 +181,7 @@ class xLSTMLargeLayer(nnx.Module):
         x_gate = x.astype(jnp.promote_types(x.dtype, _F32))
         i = soft_cap(self.igate_preact(x_gate), c.gate_soft_cap).swapaxes(1, 2)  # (B, NH, S)
         f = soft_cap(self.fgate_preact(x_gate), c.gate_soft_cap).swapaxes(1, 2)
+        f = reset_forget_gate(f, doc_starts)  # after the cap, which would bound it at -15
         h, state = mlstm_cell(
             heads(self.q(x)),
             heads(self.k(x)),
@@ -240,9 +246,13 @@ class xLSTMLargeBlock(nnx.Module):
         return BlockState(conv=None, cell=self.mlstm_layer.init_state(batch_size))
 
     def __call__(
-        self, x: jax.Array, state: BlockState | None = None
+        self,
+        x: jax.Array,
+        state: BlockState | None = None,
+        doc_starts: jax.Array | None = None,
     ) -> tuple[jax.Array, BlockState]:
-        y, cell = self.mlstm_layer(self.norm_mlstm(x), None if state is None else state.cell)
+        cell_state = None if state is None else state.cell
+        y, cell = self.mlstm_layer(self.norm_mlstm(x), cell_state, doc_starts)
         x = x + y
         x = x + self.ffn(self.norm_ffn(x))
         return x, BlockState(conv=None, cell=cell)
@@ -276,16 +286,21 @@ class xLSTMLargeBlockStack(nnx.Module):
         return StackState(tuple(block.init_state(batch_size) for block in self.blocks))
 
     def __call__(
-        self, x: jax.Array, state: StackState | None = None
+        self,
+        x: jax.Array,
+        state: StackState | None = None,
+        doc_starts: jax.Array | None = None,
     ) -> tuple[jax.Array, StackState]:
         states = (None,) * len(self.blocks) if state is None else state.blocks
         new_states = []
         x = constrain(x, ("batch", None, None))
         for block, block_state in zip(self.blocks, states, strict=True):
             if self.config.remat:
-                x, block_state = nnx.remat(lambda blk, h, s: blk(h, s))(block, x, block_state)
+                x, block_state = nnx.remat(lambda blk, h, s, d: blk(h, s, d))(
+                    block, x, block_state, doc_starts
+                )
             else:
-                x, block_state = block(x, block_state)
+                x, block_state = block(x, block_state, doc_starts)
             new_states.append(block_state)
             x = constrain(x, ("batch", None, None))
         if self.out_norm is not None:
@@ -326,8 +341,8 @@ class xLSTMLarge(nnx.Module):
         """The zero state: per block C (B, NH, DHQK, DHV), n (B, NH, DHQK), m (B, NH)."""
         return self.backbone.init_state(batch_size)
 
-    def __call__(self, tokens: jax.Array) -> jax.Array:
-        return self.logits(self.hidden_states(tokens))
+    def __call__(self, tokens: jax.Array, doc_starts: jax.Array | None = None) -> jax.Array:
+        return self.logits(self.hidden_states(tokens, doc_starts))
 
     def with_state(
         self, tokens: jax.Array, state: StackState | None
@@ -338,10 +353,13 @@ class xLSTMLarge(nnx.Module):
         x, state = self.backbone(self.embedding(tokens), state)
         return self.logits(x), state
 
-    def hidden_states(self, tokens: jax.Array) -> jax.Array:
-        """The final hidden states (B, S, E) of ``tokens`` (B, S) from a zero state."""
+    def hidden_states(self, tokens: jax.Array, doc_starts: jax.Array | None = None) -> jax.Array:
+        """The final hidden states (B, S, E) of ``tokens`` (B, S) from a zero state;
+        ``doc_starts`` (B, S) bool marks packed documents' first tokens (no state crosses
+        them)."""
         _check_tokens(tokens)
-        return self.backbone(self.embedding(tokens))[0]
+        _check_doc_starts(doc_starts, tokens)
+        return self.backbone(self.embedding(tokens), None, doc_starts)[0]
 
     def logits(self, x: jax.Array) -> jax.Array:
         """The LM head and the logit soft cap on hidden states (..., E) -> (..., V) float32."""

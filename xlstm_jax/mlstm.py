@@ -29,6 +29,21 @@ _SEQ, _GATE = ("batch", "heads", None, None), ("batch", "heads", None)
 _STATE = (_SEQ, _GATE, ("batch", "heads"))
 
 
+# The forget-gate pre-activation forced at a document's first token: log sigmoid(-60) = -60,
+# so the carried state is scaled by e^-60 (~1e-26), below float32 (and float64) rounding
+# next to any new input (gates are soft-capped or bounded well inside +-60). A finite value
+# keeps the chunkwise cumulative gate sums free of inf - inf.
+RESET_FGATE_PREACT = -60.0
+
+
+def reset_forget_gate(f: jax.Array, doc_starts: jax.Array | None) -> jax.Array:
+    """``f`` (B, NH, S) with the gate closed where ``doc_starts`` (B, S) bool is set: no state
+    crosses into a new document (packed training). None: ``f`` unchanged."""
+    if doc_starts is None:
+        return f
+    return jnp.where(doc_starts[:, None, :], jnp.asarray(RESET_FGATE_PREACT, f.dtype), f)
+
+
 def cell_form(form: str, chunk_size: int, impl: str, S: int, has_state: bool) -> str:
     """Which op runs the cell for S tokens: "step", "parallel", "chunkwise" or "recurrent",
     given a layer's ``form`` knob ("auto" or one of those), ``chunk_size`` and ``impl``."""
@@ -174,20 +189,26 @@ class mLSTMLayer(nnx.Module):
         return BlockState(conv=self.conv1d.init_state(batch_size), cell=cell)
 
     def __call__(
-        self, x: jax.Array, state: BlockState | None = None
+        self,
+        x: jax.Array,
+        state: BlockState | None = None,
+        doc_starts: jax.Array | None = None,
     ) -> tuple[jax.Array, BlockState]:
-        """x (B, S, E) and the state (None: zeros) -> (y (B, S, E), the new state)."""
+        """x (B, S, E) and the state (None: zeros) -> (y (B, S, E), the new state).
+
+        ``doc_starts`` (B, S) bool marks the first token of each packed document: the
+        forget gate is closed there and the conv does not reach across it."""
         c = self.config
         B, S, _ = x.shape
         NH, I = c.num_heads, c.inner_embedding_dim
         x_m, z = jnp.split(self.proj_up(x), 2, axis=-1)
-        x_c, conv_state = self.conv1d(x_m, None if state is None else state.conv)
+        x_c, conv_state = self.conv1d(x_m, None if state is None else state.conv, doc_starts)
         x_c = jax.nn.silu(x_c)
         q, k, v = self.q_proj(x_c), self.k_proj(x_c), self.v_proj(x_m)
         gate_in = jnp.concatenate([q, k, v], axis=-1)
         gate_in = gate_in.astype(jnp.promote_types(gate_in.dtype, jnp.float32))
         i = jnp.swapaxes(self.igate(gate_in), 1, 2)  # (B, NH, S)
-        f = jnp.swapaxes(self.fgate(gate_in), 1, 2)
+        f = reset_forget_gate(jnp.swapaxes(self.fgate(gate_in), 1, 2), doc_starts)
 
         def heads(t):
             return t.reshape(B, S, NH, I // NH).transpose(0, 2, 1, 3)
@@ -240,7 +261,10 @@ class mLSTMBlock(nnx.Module):
         return self.xlstm.init_state(batch_size)
 
     def __call__(
-        self, x: jax.Array, state: BlockState | None = None
+        self,
+        x: jax.Array,
+        state: BlockState | None = None,
+        doc_starts: jax.Array | None = None,
     ) -> tuple[jax.Array, BlockState]:
-        y, state = self.xlstm(self.xlstm_norm(x), state)
+        y, state = self.xlstm(self.xlstm_norm(x), state, doc_starts)
         return x + y, state

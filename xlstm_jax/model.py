@@ -24,6 +24,16 @@ def _check_tokens(tokens: jax.Array) -> None:
         )
 
 
+def _check_doc_starts(doc_starts: jax.Array | None, tokens: jax.Array) -> None:
+    if doc_starts is not None and (
+        doc_starts.shape != tokens.shape or doc_starts.dtype != jnp.bool_
+    ):
+        raise ValueError(
+            f"`doc_starts` must be a bool array shaped like tokens {tokens.shape}; got "
+            f"{doc_starts.dtype} {doc_starts.shape}."
+        )
+
+
 class xLSTMBlockStack(nnx.Module):
     """Blocks in the order of ``config.block_map``, then an optional post-blocks LayerNorm.
 
@@ -53,16 +63,29 @@ class xLSTMBlockStack(nnx.Module):
         return StackState(tuple(block.init_state(batch_size) for block in self.blocks))
 
     def __call__(
-        self, x: jax.Array, state: StackState | None = None
+        self,
+        x: jax.Array,
+        state: StackState | None = None,
+        doc_starts: jax.Array | None = None,
     ) -> tuple[jax.Array, StackState]:
+        """``doc_starts`` (B, S) bool: first tokens of packed documents, where no state
+        crosses over (mLSTM blocks only; see ``mLSTMLayer``)."""
         states = (None,) * len(self.blocks) if state is None else state.blocks
+        if doc_starts is not None and any(self.config.block_map):
+            raise ValueError(
+                "document-boundary resets need an mLSTM-only stack: an sLSTM block's "
+                "recurrent hidden state would still cross documents; set slstm_at=[] (or "
+                "train without data.reset_at_document_boundaries)."
+            )
         new_states = []
         x = constrain(x, ("batch", None, None))
         for block, block_state in zip(self.blocks, states, strict=True):
             if self.config.remat:
-                x, block_state = nnx.remat(lambda blk, h, s: blk(h, s))(block, x, block_state)
+                x, block_state = nnx.remat(lambda blk, h, s, d: blk(h, s, d))(
+                    block, x, block_state, doc_starts
+                )
             else:
-                x, block_state = block(x, block_state)
+                x, block_state = block(x, block_state, doc_starts)
             new_states.append(block_state)
             x = constrain(x, ("batch", None, None))
         if self.post_blocks_norm is not None:
@@ -111,8 +134,8 @@ class xLSTMLMModel(nnx.Module):
     def init_state(self, batch_size: int) -> StackState:
         return self.xlstm_block_stack.init_state(batch_size)
 
-    def __call__(self, tokens: jax.Array) -> jax.Array:
-        return self.logits(self.hidden_states(tokens))
+    def __call__(self, tokens: jax.Array, doc_starts: jax.Array | None = None) -> jax.Array:
+        return self.logits(self.hidden_states(tokens, doc_starts))
 
     def with_state(
         self, tokens: jax.Array, state: StackState | None
@@ -123,13 +146,15 @@ class xLSTMLMModel(nnx.Module):
         x, state = self.xlstm_block_stack(self._embed(tokens), state)
         return self.logits(x), state
 
-    def hidden_states(self, tokens: jax.Array) -> jax.Array:
+    def hidden_states(self, tokens: jax.Array, doc_starts: jax.Array | None = None) -> jax.Array:
         """The final hidden states (B, S, E) of ``tokens`` (B, S), from a zero state:
         ``model(tokens) == model.logits(model.hidden_states(tokens))``. A loss that scores
         few positions applies ``logits`` to those only (the V-wide head dominates small
-        models' cost)."""
+        models' cost). ``doc_starts`` (B, S) bool marks the first token of each packed
+        document: each document then sees only itself (mLSTM-only stacks)."""
         _check_tokens(tokens)
-        return self.xlstm_block_stack(self._embed(tokens))[0]
+        _check_doc_starts(doc_starts, tokens)
+        return self.xlstm_block_stack(self._embed(tokens), None, doc_starts)[0]
 
     def _embed(self, tokens: jax.Array) -> jax.Array:
         x = self.token_embedding(tokens)

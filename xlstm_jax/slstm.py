@@ -173,8 +173,15 @@ class sLSTMBlock(nnx.Module):
         return self.xlstm.init_state(batch_size)
 
     def __call__(
-        self, x: jax.Array, state: BlockState | None = None
+        self,
+        x: jax.Array,
+        state: BlockState | None = None,
+        doc_starts: jax.Array | None = None,
     ) -> tuple[jax.Array, BlockState]:
+        """``doc_starts`` must be None: resetting the sLSTM's recurrent h at document starts
+        is not implemented (``xLSTMBlockStack`` says so before calling)."""
+        if doc_starts is not None:
+            raise ValueError("sLSTMBlock does not support document-boundary resets.")
         y, state = self.xlstm(self.xlstm_norm(x), state)
         x = x + y
         if self.ffn is not None:
