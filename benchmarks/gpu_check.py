@@ -170,15 +170,19 @@ def _value_and_grads(run, w, nargs):
     return jax.jit(jax.grad(loss, argnums=tuple(range(nargs)), has_aux=True))
 
 
-def check_row(label: str, dtype, ref_run, pallas_run, args, w, names, last: int) -> str:
+def check_row(
+    label: str, dtype, ref_run, pallas_run, args, w, names, last: int, pallas_vg=None
+) -> str:
     """Pallas vs XLA (full-precision matmuls in the reference) for outputs, the final state
     ``last`` (its index) and every gradient; an exception or a non-finite value fails the
-    row."""
+    row. ``pallas_vg``: ``_value_and_grads(pallas_run, w, len(args))`` built by the caller,
+    whose compile then serves its timing too."""
     cols = len(names) + 1
+    pallas_vg = pallas_vg or _value_and_grads(pallas_run, w, len(args))
     try:
         with jax.default_matmul_precision("float32"):
             g_ref, (o_ref, l_ref) = _value_and_grads(ref_run, w, len(args))(*args)
-        g_pal, (o_pal, l_pal) = _value_and_grads(pallas_run, w, len(args))(*args)
+        g_pal, (o_pal, l_pal) = pallas_vg(*args)
         got = [o_pal, l_pal[last], *g_pal]
         want = [o_ref, l_ref[last], *g_ref]
         errs = []
@@ -604,6 +608,146 @@ def mlstm_section(args, roofs: Roofs, budget: Budget) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# mLSTM at the xLSTM-7B shapes
+# ---------------------------------------------------------------------------------------------
+
+# (B, NH, S, DQK, DV, L): one mLSTM layer of xLSTM-7B (embedding 4096, 8 heads; q/k heads of
+# 256, v heads of 512) at S 8192, and the batches of its decode step. Dry run: the 7B ratio
+# DV = 2 DQK at interpret-mode size.
+MLSTM_7B = (1, 8, 8192, 256, 512, 64)
+MLSTM_7B_DRY = (1, 2, 40, 32, 64, 16)
+STEP_7B_BATCHES = (1, 16)
+
+
+def _step_fn(impl, interpret):
+    """(q, k, v, i, f, state) -> (h, new state): ``pk.mlstm_step``."""
+    return jax.jit(functools.partial(pk.mlstm_step, impl=impl, interpret=interpret))
+
+
+def step_rows(B, NH, DQ, DV, reps: int, dry_run: bool, budget: Budget) -> list[str]:
+    """The decode step, bf16 q/k/v and an fp32 state: Pallas vs XLA errors (h, new C, n, m;
+    norm-relative), then each one's time and state bandwidth (C and n read and written)."""
+    shape = f"{B}, {NH}, {DQ}, {DV}"
+    q, k, v, i, f, state = _mlstm_inputs(B, NH, 1, DQ, DV, jnp.bfloat16, seed=B)
+    args_ = (q[:, :, 0], k[:, :, 0], v[:, :, 0], i[..., 0], f[..., 0], state)
+    nbytes = 2 * 4 * B * NH * DQ * (DV + 1)
+    rows, base = [], None
+    for label, impl in (("Pallas (Triton)", "pallas"), ("XLA", "xla")):
+        if not budget.allows(20):
+            rows.append(f"| {shape} | {label} | skipped (time budget) | | | | | | | |")
+            continue
+        try:
+            fn = _step_fn(impl, dry_run and impl == "pallas")
+            errs = ["", "", "", ""]
+            ok = ""
+            if impl == "pallas":
+                with jax.default_matmul_precision("float32"):
+                    want = jax.tree.leaves(_step_fn("xla", False)(*args_))
+                got = jax.tree.leaves(fn(*args_))
+                vals = [
+                    rel_err(a, b) if np.isfinite(np.asarray(a, np.float32)).all() else np.nan
+                    for a, b in zip(got, want, strict=True)
+                ]
+                errs = ["NaN" if not np.isfinite(e) else f"{e:.1e}" for e in vals]
+                good = all(np.isfinite(e) and e < CHECK_BOUND["bfloat16"] for e in vals)
+                ok = "yes" if good else "NO"
+            t = measure(fn, *args_, reps=reps)
+        except Exception as err:  # noqa: BLE001 - record and go on
+            rows.append(f"| {shape} | {label} | {failure(err)} | | | | | | | |")
+            continue
+        base = base or t.best_ms
+        rows.append(
+            f"| {shape} | {label} | {' | '.join(errs)} | {ok} | "
+            f"{t.cells().replace(' | ', ' / ')} | {nbytes / t.best_ms / 1e6:.0f} | "
+            f"{t.best_ms / base:.2f}x |"
+        )
+    return rows
+
+
+def mlstm_7b_section(args, roofs: Roofs, budget: Budget) -> list[str]:
+    """One xLSTM-7B mLSTM layer: the chunkwise form (fwd+bwd, bf16) checked and timed, Pallas
+    against XLA, and the decode step at batches 1 and 16."""
+    B, NH, S, DQ, DV, L = MLSTM_7B_DRY if args.dry_run else MLSTM_7B
+    steps = (1, 2) if args.dry_run else STEP_7B_BATCHES
+    shape = f"{B}, {NH}, {S}, {DQ}, {DV}, {L}"
+    names = ["h", "last C", "dq", "dk", "dv", "di", "df", "dstate0"]
+    lines = [
+        "## mLSTM at the xLSTM-7B shapes (8 heads, DQK 256, DV 512)",
+        "",
+        *(
+            ["(dry run: the 7B ratio DV = 2 DQK at interpret-mode size)", ""]
+            if args.dry_run
+            else []
+        ),
+        "Chunkwise, bf16: Pallas vs XLA (norm-relative errors):",
+        "",
+        "| dtype | B, NH, S, DQK, DV, L | " + " | ".join(names) + " | ok |",
+        "|---|---|" + "---|" * (len(names) + 1),
+    ]
+    args_ = _mlstm_inputs(B, NH, S, DQ, DV, jnp.bfloat16, seed=7)
+    w = jax.random.normal(jax.random.key(1), (B, NH, S, DV), jnp.bfloat16)
+    pallas = _mlstm_fn("pallas", L, args.dry_run)
+    pallas_vg = _value_and_grads(pallas, w, 6)
+    if budget.allows(60):
+        row = check_row(
+            shape, jnp.bfloat16, _mlstm_fn("xla", L, False), pallas, args_, w, names, 0, pallas_vg
+        )
+    else:
+        row = f"| bfloat16 | {shape} | skipped (time budget) |" + " |" * len(names)
+    lines.append(row)
+    print(row, flush=True)
+    lines += [
+        "",
+        f"Times, bf16, median of {args.reps}: kernel (CUPTI) / wall ms; TFLOP/s as in the mLSTM "
+        "section.",
+        "",
+        "| B, NH, S, DQK, DV, L | implementation | fwd ms | fwd+bwd ms | fwd TFLOP/s | "
+        "fwd+bwd TFLOP/s | fwd GB/s | fwd+bwd vs Pallas |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    fl, nbytes = mlstm_flops(B, NH, S, DQ, DV, L), mlstm_bytes(B, NH, S, DQ, DV)
+    base = None
+    for label, run, fwd_bwd in (
+        ("Pallas (Triton)", pallas, pallas_vg),
+        ("XLA chunkwise", _mlstm_fn("xla", L, False), None),
+    ):
+        if not budget.allows(30):
+            lines.append(f"| {shape} | {label} | skipped (time budget) | | | | | |")
+            continue
+        try:
+            fwd = jax.jit(lambda *a, run=run: run(*a)[0])
+            t_f = measure(fwd, *args_, reps=args.reps)
+            t_fb = measure(fwd_bwd or _value_and_grads(run, w, 6), *args_, reps=args.reps)
+        except Exception as err:  # noqa: BLE001 - record and go on
+            lines.append(f"| {shape} | {label} | {failure(err)} | | | | | |")
+            print(lines[-1], flush=True)
+            continue
+        base = base or (t_f.best_ms, t_fb.best_ms)
+        lines.append(
+            f"| {shape} | {label} | {t_f.cells().replace(' | ', ' / ')} | "
+            f"{t_fb.cells().replace(' | ', ' / ')} | {fl / t_f.best_ms / 1e9:.1f} | "
+            f"{3 * fl / t_fb.best_ms / 1e9:.1f} | {nbytes / t_f.best_ms / 1e6:.0f} | "
+            f"{t_fb.best_ms / base[1]:.2f}x |"
+        )
+        print(lines[-1], flush=True)
+    lines += [
+        "",
+        f"Decode step (`pk.mlstm_step`), bf16 q/k/v, fp32 state, median of {args.reps}: Pallas "
+        "vs XLA errors (norm-relative), time, and the state's bytes (C and n read and written) "
+        "per time:",
+        "",
+        "| B, NH, DQK, DV | implementation | h | new C | new n | new m | ok | step ms | "
+        "state GB/s | vs Pallas |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for Bs in steps:
+        for row in step_rows(Bs, NH, DQ, DV, args.reps, args.dry_run, budget):
+            lines.append(row)
+            print(row, flush=True)
+    return lines + [""]
+
+
+# ---------------------------------------------------------------------------------------------
 # The model: a train step of the 125M xLSTM, and batch-1 decoding.
 # ---------------------------------------------------------------------------------------------
 
@@ -713,6 +857,7 @@ def model_section(args, roofs: Roofs, budget: Budget) -> list[str]:
 SECTIONS: dict[str, Callable] = {
     "slstm": slstm_section,
     "mlstm": mlstm_section,
+    "mlstm_7b": mlstm_7b_section,
     "model": model_section,
 }
 

@@ -106,22 +106,35 @@ def _assert_close(actual, desired, dtype, names=NAMES):
 
 
 SMALL_TILES = BlockSizes(
-    state_tile_qk=16, state_tile_v=16, out_tile_v=16, bwd_tile_v=16, step_tile_v=16
+    state_tile_qk=16,
+    state_tile_v=16,
+    out_tile_qk=16,
+    out_tile_v=16,
+    bwd_tile_qk=16,
+    bwd_tile_v=16,
+    step_tile_v=16,
 )
+# xLSTM-7B head dims (8 heads, embedding 4096): DHQK 256, DHV 512.
+DQ_7B, DV_7B = 256, 512
 # (B, NH, S, DHQK, DHV, chunk, with initial state, block sizes); None = defaults via pk.
 CASES = [
     (1, 1, 16, 16, 16, 16, False, None),
     (2, 2, 40, 16, 32, 16, True, None),  # S not a multiple of the chunk, DHV > DHQK
     (1, 2, 64, 32, 16, 32, True, None),  # DHQK > DHV, two chunks of 32
     (2, 1, 37, 24, 40, 16, True, SMALL_TILES),  # padded dims 24 -> 32, 40 -> 64; 2 x 4 tiles
+    (1, 2, 40, 64, 128, 16, True, None),  # the 7B ratio DHV = 2 DHQK; 2 DHQK tiles in B, D
+    (1, 2, 40, DQ_7B, DV_7B, 16, True, None),  # the 7B head dims: 8 DHQK, 16 DHV tiles in D
 ]
 
 
 # fp32 element-wise at TOL needs gradients of moderate size: in CASES[2] they reach ~170
 # (small normalisers), where fp32 rounding alone is ~1e-5 absolute. There the XLA fp32 path
 # itself misses TOL against float64 (one element of di), as does the kernel (one of dk); its
-# math is checked exactly by the float64 test, which runs every case.
-FP32_CASES = [c for n, c in enumerate(CASES) if n != 2]
+# math is checked exactly by the float64 test, which runs every case. Likewise at the 7B head
+# dims (CASES[5]): the gradients reach ~100-500 (sums over 256 x 512 state entries), and
+# against float64 the XLA fp32 path misses TOL in 31 elements of dk, 3 of di and 1 of dm0,
+# the kernel in 15 of dk (its math passes at 1e-10; bf16 at these dims is checked below).
+FP32_CASES = [c for n, c in enumerate(CASES) if n not in (2, 5)]
 
 
 @pytest.mark.parametrize("interpret", MODES)
@@ -157,8 +170,9 @@ def test_matches_reference_exactly_in_fp64(case):
 
 
 @pytest.mark.parametrize("interpret", MODES)
-def test_matches_reference_bf16(interpret):
-    args = _inputs(7, 1, 2, 40, 32, 32, jnp.bfloat16)
+@pytest.mark.parametrize("DQ,DV", [(32, 32), (DQ_7B, DV_7B)], ids=["DQ32-DV32", "7B-DQ256-DV512"])
+def test_matches_reference_bf16(DQ, DV, interpret):
+    args = _inputs(7, 1, 2, 40, DQ, DV, jnp.bfloat16)
     want = _forward_and_grads(_chunkwise("xla", 16), *args, 7)
     got = _forward_and_grads(_chunkwise("pallas", 16, interpret), *args, 7)
     _assert_close(got, want, jnp.bfloat16)
@@ -199,11 +213,11 @@ def test_kernel_outputs_fully_written():
 
 
 # (B, NH, DHQK, DHV, block sizes): decode step.
-STEP_CASES = [(2, 3, 16, 32, None), (1, 2, 24, 40, SMALL_TILES)]
+STEP_CASES = [(2, 3, 16, 32, None), (1, 2, 24, 40, SMALL_TILES), (1, 2, DQ_7B, DV_7B, None)]
 
 
 @pytest.mark.parametrize("interpret", MODES)
-@pytest.mark.parametrize("case", STEP_CASES, ids=["default", "padded-tiled"])
+@pytest.mark.parametrize("case", STEP_CASES, ids=["default", "padded-tiled", "7B-head-dims"])
 def test_step_matches_reference(case, interpret):
     B, NH, DQ, DV, bs = case
     q, k, v, i, f, state = _inputs(11, B, NH, 3, DQ, DV)
@@ -353,6 +367,8 @@ def test_unsupported_arguments_raise():
         pk.mlstm_chunkwise(q, k, v, i, f, chunk_size=8, impl="pallas", interpret=True)
     with pytest.raises(ValueError, match="out_tile_v"):
         BlockSizes(out_tile_v=48).validate()
+    with pytest.raises(ValueError, match="bwd_tile_qk"):
+        BlockSizes(bwd_tile_qk=8).validate()
 
 
 # --- Cross-lowering to CUDA (the Pallas -> Triton lowering GPUs run), benchmark shapes. ---
@@ -361,26 +377,35 @@ FWD = ["mlstm_chunk_states", "mlstm_chunk_outputs"]
 BWD = FWD + ["mlstm_chunk_states", "mlstm_state_grads", "mlstm_chunk_grads"]
 
 
-@pytest.mark.parametrize(
-    "S,L,dtype",
-    [
+# (B, NH, S, DHQK, DHV, chunk, dtype): the 65,536-token benchmark shapes (NH 16, DHQK 128,
+# DHV 256), and one xLSTM-7B layer (NH 8, DHQK 256, DHV 512) at S 8192.
+LOWER_SHAPES = [
+    (65536 // S, 16, S, 128, 256, L, dtype)
+    for S, L, dtype in [
         (2048, 64, jnp.bfloat16),
         (2048, 128, jnp.bfloat16),
         (8192, 64, jnp.bfloat16),
         (8192, 128, jnp.bfloat16),
         (2048, 64, jnp.float32),
-    ],
+    ]
+] + [(1, 8, 8192, DQ_7B, DV_7B, 64, jnp.bfloat16)]
+
+
+@pytest.mark.parametrize(
+    "shape",
+    LOWER_SHAPES,
     ids=[
         "S2048-L64-bf16",
         "S2048-L128-bf16",
         "S8192-L64-bf16",
         "S8192-L128-bf16",
         "S2048-L64-fp32",
+        "7B-S8192-L64-bf16",
     ],
 )
 @pytest.mark.parametrize("target", CUDA_TARGETS)
-def test_cross_lowers_to_cuda(target, S, L, dtype):
-    B, NH, DQ, DV = 65536 // S, 16, 128, 256
+def test_cross_lowers_to_cuda(target, shape):
+    B, NH, S, DQ, DV, L, dtype = shape
     spec = jax.ShapeDtypeStruct
     args = (
         spec((B, NH, S, DQ), dtype),
@@ -409,10 +434,14 @@ def test_cross_lowers_to_cuda(target, S, L, dtype):
     )
 
 
+@pytest.mark.parametrize(
+    "B,NH,DQ,DV",
+    [(8, 16, 128, 256), (1, 8, DQ_7B, DV_7B), (16, 8, DQ_7B, DV_7B)],
+    ids=["B8-NH16-DQ128-DV256", "7B-B1", "7B-B16"],
+)
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32], ids=["bf16", "fp32"])
 @pytest.mark.parametrize("target", CUDA_TARGETS)
-def test_step_cross_lowers_to_cuda(target, dtype):
-    B, NH, DQ, DV = 8, 16, 128, 256
+def test_step_cross_lowers_to_cuda(target, dtype, B, NH, DQ, DV):
     spec = jax.ShapeDtypeStruct
     args = (
         spec((B, NH, DQ), dtype),

@@ -99,6 +99,8 @@ def _chunk_grads_kernel(
     ddecay_ref,
     *,
     scale,
+    TQ,
+    NQ,
     TV,
     NV,
 ):
@@ -108,44 +110,84 @@ def _chunk_grads_kernel(
     m (NC,), G_k (DQp, DVp), dn_k (DQp,), 1/N_t, dden_t, dm_t (from N) and w_s (L,) fp32.
     Outputs dq, dk (L, DQp), dv (L, DVp) fp32; per step sum_s dlogD_ts, sum_t dlogD_ts,
     dL/dl_t and dL/dlog w_s (L,); dL/d(decay of chunk k) at [k] of a (NC,) row.
+
+    Both head dims are tiled (TQ, TV), so no (L, DQp) or (DQp, DVp) value is ever held
+    whole: pass 1 over the DHV tiles gives dA and dv (DHQK tiles inside), pass 2 over the
+    DHQK tiles gives dq and dk (DHV tiles inside). C_{k-1} and G_k are read twice.
     """
     mm, acc = q_ref.dtype, cs_ref.dtype
     c = pl.program_id(1)
-    q, k = q_ref[...], k_ref[...]
-    x = intra_chunk(q, k, i_ref[...], b_ref[...], ms_ref[c], scale)
+    L = q_ref.shape[0]
+    inv_n, w, dden = inv_n_ref[...], w_ref[...], dden_ref[...]
+
+    def qk_tile(a):
+        return pl.ds(pl.multiple_of(a * TQ, TQ), TQ)
+
+    def v_tile(j):
+        return pl.ds(pl.multiple_of(j * TV, TV), TV)
+
+    def dnum_of(cols):
+        return dh_ref[:, cols].astype(acc) * inv_n[:, None]  # dL/dnum_t
+
+    def scores(a, s_qk):
+        cols = qk_tile(a)
+        return s_qk + dot_nt(q_ref[:, cols], k_ref[:, cols], acc)
+
+    s_qk = jax.lax.fori_loop(0, NQ, scores, jnp.zeros((L, L), acc)) * scale
+    x = intra_chunk(s_qk, i_ref[...], b_ref[...], ms_ref[c])
     A, P, e = x["A"], x["P"], x["e"]
     A_mm = A.astype(mm)
-    inv_n = inv_n_ref[...]
-    w = w_ref[...]
-    L, DQp = q.shape
 
-    def body(j, carry):
-        dA, qcd, dqi, kg, ddec = carry
-        cols = pl.ds(pl.multiple_of(j * TV, TV), TV)
-        v_j = v_ref[:, cols]
-        dnum = dh_ref[:, cols].astype(acc) * inv_n[:, None]  # dL/dnum_t
-        dnum_mm = dnum.astype(mm)
-        c_j = cs_ref[:, cols]
-        g_j = gs_ref[:, cols]
-        dA += dot_nt(dnum_mm, v_j, acc)  # dnum_t . v_s
-        qcd += jnp.sum(dot(q, c_j.astype(mm), acc) * dnum, axis=1)  # q_t^T C dnum_t
-        dqi += dot_nt(dnum_mm, c_j.astype(mm), acc)  # C dnum_t
-        kg += dot_nt(v_j, g_j.astype(mm), acc)  # G_k v_s
-        ddec += jnp.sum(g_j * c_j)  # <G_k, C_{k-1}>
+    def dv_pass(j, dA):
+        cols = v_tile(j)
+        dnum_mm = dnum_of(cols).astype(mm)
+
+        def k_g(a, kg):  # k_s^T G_k, contracted over the DHQK tiles
+            rows = qk_tile(a)
+            return kg + dot(k_ref[:, rows], gs_ref[rows, cols].astype(mm), acc)
+
+        kg = jax.lax.fori_loop(0, NQ, k_g, jnp.zeros((L, TV), acc))
         # dv_s = sum_t A_ts dnum_t (4) + w_s G_k^T k_s (2).
-        dv_ref[:, cols] = dot_tn(A_mm, dnum_mm, acc) + w[:, None] * dot(k, g_j.astype(mm), acc)
-        return dA, qcd, dqi, kg, ddec
+        dv_ref[:, cols] = dot_tn(A_mm, dnum_mm, acc) + w[:, None] * kg
+        return dA + dot_nt(dnum_mm, v_ref[:, cols], acc)  # dnum_t . v_s
 
-    zeros_ld = jnp.zeros((L, DQp), acc)
-    init = (jnp.zeros((L, L), acc), jnp.zeros((L,), acc), zeros_ld, zeros_ld, jnp.zeros((), acc))
-    dA, qcd, dqi, kg, ddec = jax.lax.fori_loop(0, NV, body, init)
+    dA = jax.lax.fori_loop(0, NV, dv_pass, jnp.zeros((L, L), acc)) + dden[:, None]
+    dS_mm = (dA * P).astype(mm)
 
-    n_prev = ns_ref[...]
-    dden = dden_ref[...]
-    qn = jnp.sum(q.astype(acc) * n_prev[None, :], axis=1)
+    def dqk_pass(a, carry):
+        qcd, qn, dlw, ddec = carry
+        rows = qk_tile(a)
+        q_a, k_a = q_ref[:, rows], k_ref[:, rows]
+        n_a, gn_a = ns_ref[rows], gns_ref[rows]
+
+        def over_v(j, inner):
+            qcd, dqi, kg, ddec = inner
+            cols = v_tile(j)
+            dnum = dnum_of(cols)
+            dnum_mm = dnum.astype(mm)
+            c_aj, g_aj = cs_ref[rows, cols], gs_ref[rows, cols]
+            qcd += jnp.sum(dot(q_a, c_aj.astype(mm), acc) * dnum, axis=1)  # q_t^T C dnum_t
+            dqi += dot_nt(dnum_mm, c_aj.astype(mm), acc)  # C dnum_t
+            kg += dot_nt(v_ref[:, cols], g_aj.astype(mm), acc)  # G_k v_s
+            ddec += jnp.sum(g_aj * c_aj)  # <G_k, C_{k-1}>
+            return qcd, dqi, kg, ddec
+
+        zeros_lq = jnp.zeros((L, TQ), acc)
+        qcd, dqi, kg, ddec = jax.lax.fori_loop(0, NV, over_v, (qcd, zeros_lq, zeros_lq, ddec))
+        dq_ref[:, rows] = scale * (
+            dot(dS_mm, k_a, acc) + e[:, None] * (dqi + dden[:, None] * n_a[None, :])
+        )
+        dk_rec = w[:, None] * (kg + gn_a[None, :])  # dL/dk_s through (2)
+        dk_ref[:, rows] = scale * dot_tn(dS_mm, q_a, acc) + dk_rec
+        dlw += jnp.sum(k_a.astype(acc) * dk_rec, axis=1)  # dL/dlog w_s
+        qn += jnp.sum(q_a.astype(acc) * n_a[None, :], axis=1)
+        return qcd, qn, dlw, ddec + jnp.sum(gn_a * n_a)
+
+    zeros_l = jnp.zeros((L,), acc)
+    init = (zeros_l, zeros_l, zeros_l, jnp.zeros((), acc))
+    qcd, qn, dlw, ddec = jax.lax.fori_loop(0, NQ, dqk_pass, init)
+
     de = scale * (qcd + dden * qn)  # dL/de_t
-    dA += dden[:, None]
-    dS = dA * P
     R = dA * A  # dL/dlog D through P
     # (3): m_t = max(l_t, max_s log D_ts) passes its cotangent to the branch it took (ties
     # split evenly, as autodiff of jnp.maximum / jnp.max does).
@@ -158,14 +200,8 @@ def _chunk_grads_kernel(
     drow_ref[...] = jnp.sum(dlog_d, axis=1)
     dcol_ref[...] = jnp.sum(dlog_d, axis=0)
     dl_ref[...] = de * e + w_l * dm
-
-    dS_mm = dS.astype(mm)
-    dq = scale * (dot(dS_mm, k, acc) + e[:, None] * (dqi + dden[:, None] * n_prev[None, :]))
-    dq_ref[...] = dq
-    dk_rec = w[:, None] * (kg + gns_ref[...][None, :])  # dL/dk_s through (2)
-    dk_ref[...] = scale * dot_tn(dS_mm, q, acc) + dk_rec
-    dlw_ref[...] = jnp.sum(k.astype(acc) * dk_rec, axis=1)  # dL/dlog w_s
-    ddecay_ref[c] = ddec + jnp.sum(gns_ref[...] * n_prev)
+    dlw_ref[...] = dlw
+    ddecay_ref[c] = ddec
 
 
 def state_grads(q, dh, coef, coef_den, decay, dlast, L, scale, bs, interpret):
@@ -220,8 +256,10 @@ def chunk_grads(q, k, v, dh, i, b, starts, gstarts, vecs, L, scale, bs, interpre
     DVp = v.shape[-1]
     NC = Sp // L
     acc = b.dtype
-    TV = min(bs.bwd_tile_v, DVp)
-    kernel = functools.partial(_chunk_grads_kernel, scale=scale, TV=TV, NV=DVp // TV)
+    TQ, TV = min(bs.bwd_tile_qk, DQp), min(bs.bwd_tile_v, DVp)
+    kernel = functools.partial(
+        _chunk_grads_kernel, scale=scale, TQ=TQ, NQ=DQp // TQ, TV=TV, NV=DVp // TV
+    )
     qk = pl.BlockSpec((None, L, DQp), lambda h, c: (h, c, 0))
     vt = pl.BlockSpec((None, L, DVp), lambda h, c: (h, c, 0))
     gate = pl.BlockSpec((None, L), lambda h, c: (h, c))

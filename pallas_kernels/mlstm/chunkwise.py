@@ -32,7 +32,7 @@ With N_t = max(|den_t|, e^{-m_t}) + eps, dnum_t = dh_t / N_t and dN_t = -(dh_t .
     chunk-end state, G_k = dL/dC_k, through (2) and (4):
       G_{k-1} = e^{g_k + m_{k-1} - m_k} G_k + sum_t e_t s q_t dnum_t^T   (dn likewise, with dden)
     ending with the initial-state gradient dC_0 (and dn_0).
-  kernel D ``mlstm_chunk_grads``, grid (B*NH, chunks), DHV in tiles inside: with
+  kernel D ``mlstm_chunk_grads``, grid (B*NH, chunks), DHQK and DHV in tiles inside: with
     dA_ts = dnum_t . v_s + dden_t,  dq = s (dA*P) k + e_t s (C_{k-1} dnum_t + dden_t n_{k-1}),
     dk = s (dA*P)^T q + w_s (G_k v_s + dn_k),  dv = A^T dnum + w_s G_k^T k_s   (w_s = e^{a_s-m_k})
     and the log-space gradients of the gate terms: dA*A on log D (plus the cotangent of m_t

@@ -19,17 +19,17 @@ from jax.experimental import pallas as pl
 from pallas_kernels._triton import call, dot, dot_nt, dot_tn
 
 
-def intra_chunk(q, k, i, b, m_prev, scale):
+def intra_chunk(s_qk, i, b, m_prev):
     """Eqs. (3)-(4) inside one chunk: everything but the products with v and the state.
 
     Args:
-      q, k: (L, DQp) in the matmul dtype; i, b: (L,) fp32; m_prev: scalar m_{k-1}.
+      s_qk: (L, L) fp32 scaled scores s q_t . k_s; i, b: (L,) fp32; m_prev: scalar m_{k-1}.
     Returns:
       dict with mask (L, L), log_d (L, L) (-inf above the diagonal), row_max (L,) =
       max_s log D_ts, l (L,) = b_t + m_{k-1}, m (L,) = m_t, P (L, L) = e^{log D - m_t} (0 off
-      the causal part), S (L, L) = s q.k^T, A = S * P, e (L,) = e^{l_t - m_t}.
+      the causal part), A = s_qk * P, e (L,) = e^{l_t - m_t}.
     """
-    L = q.shape[0]
+    L = s_qk.shape[0]
     rows = jax.lax.broadcasted_iota(jnp.int32, (L, L), 0)
     cols = jax.lax.broadcasted_iota(jnp.int32, (L, L), 1)
     mask = cols <= rows
@@ -38,7 +38,6 @@ def intra_chunk(q, k, i, b, m_prev, scale):
     l_t = b + m_prev
     m_t = jnp.maximum(l_t, row_max)  # (3)
     P = jnp.where(mask, jnp.exp(log_d - m_t[:, None]), 0.0)
-    S = dot_nt(q, k, b.dtype) * scale
     return dict(
         mask=mask,
         log_d=log_d,
@@ -46,8 +45,7 @@ def intra_chunk(q, k, i, b, m_prev, scale):
         l=l_t,
         m=m_t,
         P=P,
-        S=S,
-        A=S * P,  # (4)
+        A=s_qk * P,  # (4)
         e=jnp.exp(l_t - m_t),  # (4)
     )
 
@@ -136,19 +134,32 @@ def _chunk_outputs_kernel(
     *,
     scale,
     eps,
+    TQ,
+    NQ,
 ):
     """Kernel B: eqs. (3)-(5) for one (BH, chunk, DHV tile).
 
     Refs: q, k (L, DQp), v (L, TV), i, b (L,), C_{k-1} (DQp, TV), n_{k-1} (DQp,), m (NC,);
-    outputs h (L, TV) and, from the DHV-tile-0 program, m_t and den_t (L,) fp32.
+    outputs h (L, TV) and, from the DHV-tile-0 program, m_t and den_t (L,) fp32. The
+    contractions over DHQK (q.k, q.C, q.n) run over (L, TQ) tiles of q and k.
     """
     mm, acc = q_ref.dtype, cs_ref.dtype
-    q = q_ref[...]
-    x = intra_chunk(q, k_ref[...], i_ref[...], b_ref[...], ms_ref[pl.program_id(1)], scale)
+    L, TV = v_ref.shape
+
+    def over_qk(a, carry):
+        s_qk, qc, qn = carry
+        rows = pl.ds(pl.multiple_of(a * TQ, TQ), TQ)
+        q_a = q_ref[:, rows]
+        s_qk += dot_nt(q_a, k_ref[:, rows], acc)
+        qc += dot(q_a, cs_ref[rows, :].astype(mm), acc)
+        qn += jnp.sum(q_a.astype(acc) * ns_ref[rows][None, :], axis=1)
+        return s_qk, qc, qn
+
+    init = (jnp.zeros((L, L), acc), jnp.zeros((L, TV), acc), jnp.zeros((L,), acc))
+    s_qk, qc, qn = jax.lax.fori_loop(0, NQ, over_qk, init)
+    x = intra_chunk(s_qk * scale, i_ref[...], b_ref[...], ms_ref[pl.program_id(1)])
     e = x["e"]
-    num = dot(x["A"].astype(mm), v_ref[...], acc)
-    num += (e * scale)[:, None] * dot(q, cs_ref[...].astype(mm), acc)  # (4)
-    qn = jnp.sum(q.astype(acc) * ns_ref[...][None, :], axis=1)
+    num = dot(x["A"].astype(mm), v_ref[...], acc) + (e * scale)[:, None] * qc  # (4)
     den = jnp.sum(x["A"], axis=1) + e * scale * qn  # (4)
     normaliser = jnp.maximum(jnp.abs(den), jnp.exp(-x["m"])) + eps  # (5)
     h_ref[...] = (num / normaliser[:, None]).astype(h_ref.dtype)
@@ -210,8 +221,8 @@ def chunk_outputs(q, k, v, i, b, starts, L, scale, eps, bs, interpret):
     DVp = v.shape[-1]
     NC = Sp // L
     acc = b.dtype
-    TV = min(bs.out_tile_v, DVp)
-    kernel = functools.partial(_chunk_outputs_kernel, scale=scale, eps=eps)
+    TQ, TV = min(bs.out_tile_qk, DQp), min(bs.out_tile_v, DVp)
+    kernel = functools.partial(_chunk_outputs_kernel, scale=scale, eps=eps, TQ=TQ, NQ=DQp // TQ)
     qk = pl.BlockSpec((None, L, DQp), lambda h, c, j: (h, c, 0))
     vt = pl.BlockSpec((None, L, TV), lambda h, c, j: (h, c, j))
     gate = pl.BlockSpec((None, L), lambda h, c, j: (h, c))
