@@ -207,3 +207,37 @@ def test_reset_with_slstm_is_refused_before_anything_is_written(tmp_path):
     out = run_cmd(cmd, env)
     assert out.returncode == 2 and "mLSTM-only" in out.stderr, out.stderr
     assert not (tmp_path / "run").exists()
+
+
+def _word_tokenizer(path):
+    """A tiny word-level tokenizer.json (ids < 50, the models' vocabulary here)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    words = ["<unk>", "<|endoftext|>"] + [f"w{i}" for i in range(48)]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece()  # joins words with spaces
+    tok.save(str(path))
+
+
+def test_sampling_cli_from_a_pretrained_folder(tmp_path):
+    from xlstm_jax import generate, save_pretrained
+
+    model = perturbed(SMALL)
+    folder = save_pretrained(model, tmp_path / "ckpt", fmt="hf")
+    env = cli_env(tmp_path / "cache")
+    base = [*train_cmd(tmp_path)[:1], "-m", "train.generate", "--pretrained", str(folder)]
+    greedy = ["--prompt", "w3 w7 w9", "--temperature", "0", "--max-new-tokens", "5"]
+    out = run_cmd([*base, *greedy], env)
+    assert out.returncode == 2 and "no tokenizer.json" in out.stderr, out.stderr
+    _word_tokenizer(folder / "tokenizer.json")
+    out = run_cmd([*base, *greedy], env)
+    assert out.returncode == 0, out.stderr
+    from tokenizers import Tokenizer
+
+    expected = generate(model, [[5, 9, 11]], 5, temperature=0.0)[0]
+    decoded = Tokenizer.from_file(str(folder / "tokenizer.json")).decode(expected.tolist())
+    # The prompt as given, then the generated ids decoded (a BPE's tokens carry their spaces).
+    assert out.stdout == "w3 w7 w9" + decoded + "\n", (out.stdout, decoded)
+    out = run_cmd([*base, *greedy, "--step", "3"], env)
+    assert out.returncode == 2 and "--step goes with --workdir" in out.stderr

@@ -1,9 +1,13 @@
-"""``python -m train.generate``: continue a prompt with a training run's model.
+"""``python -m train.generate``: continue a prompt with a training run's model, or with a
+pretrained checkpoint folder of the xLSTM-7B family.
 
     python -m train.generate --workdir runs/xlstm_tiny --prompt "def main(" \
         --max-new-tokens 200 --temperature 0.8 --top-k 40
+    python -m train.generate --pretrained /models/xLSTM-7b --prompt "The capital of" \
+        --temperature 0 --dtype bfloat16
 
-Loads the run's config, tokenizer and latest checkpoint's parameters (``train.runs``),
+Loads the run's config, tokenizer and latest checkpoint's parameters (``train.runs``) or
+the folder's (``xlstm_jax.pretrained``, with its ``tokenizer.json`` unless ``--tokenizer``),
 prefills the prompt (chunkwise) and decodes token by token with constant cost per token,
 streaming the text. The library function is ``xlstm_jax.generate``.
 
@@ -79,15 +83,34 @@ def _stream(
 def _parser() -> argparse.ArgumentParser:
     p = make_parser(
         "python -m train.generate",
-        "Continue a prompt with the latest checkpoint of a train.main run (sampling by "
-        "default; --temperature 0 for greedy).",
+        "Continue a prompt with the latest checkpoint of a train.main run, or with a "
+        "pretrained xLSTM-7B-family folder (sampling by default; --temperature 0 for greedy).",
         [
             'python -m train.generate --workdir runs/xlstm_tiny --prompt "def main("',
             'python -m train.generate --workdir runs/xlstm_tiny --prompt "import " '
             "--temperature 0 --max-new-tokens 50",
+            'python -m train.generate --pretrained /models/xLSTM-7b --prompt "Hello" '
+            "--temperature 0 --dtype bfloat16",
         ],
     )
-    p.add_argument("--workdir", required=True, help="the run's folder (train.main --workdir)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--workdir", help="the run's folder (train.main --workdir)")
+    src.add_argument(
+        "--pretrained",
+        metavar="FOLDER",
+        help="a local xLSTM-7B-family checkpoint folder (Hugging Face: config.json + "
+        "safetensors; or the reference's config.yaml + safetensors)",
+    )
+    p.add_argument(
+        "--tokenizer",
+        help="with --pretrained: a tokenizer.json or its folder, or 'bytes' (default: the "
+        "checkpoint folder's tokenizer.json)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        help="with --pretrained: compute and parameter dtype (default: the stored one)",
+    )
     p.add_argument("--prompt", required=True, help="text to continue")
     p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate")
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (argmax)")
@@ -124,12 +147,26 @@ def _generate(args: argparse.Namespace) -> int:
         )
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    run = load_run(args.workdir, step=args.step)
-    tokenizer = run.tokenizer
+    if args.pretrained is None:
+        for flag in ("tokenizer", "dtype"):
+            if getattr(args, flag) is not None:
+                raise ConfigError(f"--{flag} goes with --pretrained (a run has its own).")
+        run = load_run(args.workdir, step=args.step)
+        model, tokenizer, source = run.model, run.tokenizer, f"checkpoint step {run.step}"
+    else:
+        if args.step is not None:
+            raise ConfigError("--step goes with --workdir (a checkpoint folder has one step).")
+        model, tokenizer = _load_pretrained(args)
+        source = f"pretrained {args.pretrained}"
     prompt_ids = [int(t) for t in tokenizer.encode_batch([args.prompt])[0]]
     if not prompt_ids:
         raise ConfigError("the prompt is empty after tokenization; give some text.")
-    print(f"[checkpoint step {run.step}, {tokenizer.spec} tokenizer]", file=sys.stderr)
+    if max(prompt_ids) >= model.config.vocab_size:
+        raise ConfigError(
+            f"the tokenizer gives id {max(prompt_ids)}, outside the model's vocabulary "
+            f"({model.config.vocab_size}); give the checkpoint's own tokenizer."
+        )
+    print(f"[{source}, {tokenizer.spec} tokenizer]", file=sys.stderr)
     sys.stdout.write(args.prompt)
     shown = [""]
 
@@ -144,7 +181,7 @@ def _generate(args: argparse.Namespace) -> int:
 
     t_loaded = time.perf_counter()
     ids, compile_s, decode_s = _stream(
-        run.model,
+        model,
         prompt_ids,
         args.max_new_tokens,
         temperature=args.temperature,
@@ -160,10 +197,33 @@ def _generate(args: argparse.Namespace) -> int:
     load_s = t_loaded - _STARTED
     print(
         f"[{len(ids)} tokens in {decode_s:.2f} s ({rate}); start-up {load_s + compile_s:.1f} s: "
-        f"imports and loading the run {load_s:.1f} s, compiling and prefill {compile_s:.1f} s]",
+        f"imports and loading the model {load_s:.1f} s, compiling and prefill {compile_s:.1f} s]",
         file=sys.stderr,
     )
     return 0
+
+
+def _load_pretrained(args: argparse.Namespace):
+    """The model and tokenizer of ``--pretrained`` (errors: ``ConfigError``)."""
+    from pathlib import Path
+
+    from train.config import ConfigError
+    from train.tokenizer import load_tokenizer
+    from xlstm_jax.pretrained import PretrainedError, load_pretrained
+
+    folder = Path(args.pretrained)
+    spec = args.tokenizer or str(folder / "tokenizer.json")
+    if args.tokenizer is None and not (folder / "tokenizer.json").is_file() and folder.is_dir():
+        raise ConfigError(
+            f"{folder} has no tokenizer.json; give one with --tokenizer PATH (or --tokenizer "
+            "bytes for a byte-level model)."
+        )
+    knobs = {} if args.dtype is None else {"dtype": args.dtype, "param_dtype": args.dtype}
+    try:
+        model = load_pretrained(folder, **knobs)
+    except PretrainedError as err:
+        raise ConfigError(str(err)) from None
+    return model, load_tokenizer(spec)
 
 
 if __name__ == "__main__":
