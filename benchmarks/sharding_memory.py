@@ -1,13 +1,16 @@
-"""Per-device memory of the ``xlstm_350m`` train step on 8 simulated devices, per mesh.
+"""Per-device memory of a config's train step on N simulated devices, per mesh.
 
     python benchmarks/sharding_memory.py [--seq-len 2048] [--batch 8] [--meshes 8,1,1 1,8,1 ...]
+    python benchmarks/sharding_memory.py --config xlstm_7b --devices 64 --seq-len 8192 \
+        --batch 64 --meshes 1,64,1 1,16,4
 
-Re-executes itself with ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` and, for
+Re-executes itself with ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` and, for
 each (data, fsdp, tensor) mesh, lowers and compiles the real train step (AdamW, bf16
 compute, fp32 parameters) on abstract inputs (nothing is allocated) and reads the
 compiled module's memory analysis: the bytes one device holds for arguments (parameters,
 optimizer state, batch), outputs and temporaries. Writes a markdown table (scratch copy
-by default; ``--update-results`` for ``benchmarks/results/sharding_memory.md``).
+by default; ``--update-results`` for ``benchmarks/results/sharding_memory.md``, or
+``sharding_memory_CONFIG_N.md`` for another config or device count).
 """
 
 from __future__ import annotations
@@ -20,14 +23,12 @@ import time
 
 from _results import add_output_args, output_path, provenance
 
-DEVICES = 8
-
 
 def _gib(n: float) -> str:
     return f"{n / 2**30:.2f}"
 
 
-def measure(meshes, seq_len: int, batch: int, out: str) -> None:
+def measure(meshes, seq_len: int, batch: int, out: str, config: str, devices: int) -> None:
     import dataclasses
 
     import jax
@@ -36,16 +37,16 @@ def measure(meshes, seq_len: int, batch: int, out: str) -> None:
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    from configs import xlstm_350m
+    from train import registry
     from train.batch import Batch
+    from train.models import build_model
     from train.optimizer import decay_mask, make_optimizer, make_schedule
     from train.step import make_train_step, state_shardings
-    from xlstm_jax import xLSTMLMModel
     from xlstm_jax.sharding import activate, make_mesh
 
-    cfg = xlstm_350m.get_config()
+    cfg = registry.load(config)
     model_cfg = dataclasses.replace(cfg.model, remat=True)
-    abstract = nnx.eval_shape(lambda: xLSTMLMModel(model_cfg, rngs=nnx.Rngs(0)))
+    abstract = nnx.eval_shape(lambda: build_model(model_cfg, nnx.Rngs(0)))
     graphdef, param_state, rest = nnx.split(abstract, nnx.Param, ...)
     params = nnx.to_pure_dict(param_state)
     n_params = sum(x.size for x in jax.tree.leaves(params))
@@ -90,46 +91,57 @@ def measure(meshes, seq_len: int, batch: int, out: str) -> None:
         )
     state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
     lines = [
-        "# Per-device memory of the xlstm_350m train step (compiled memory analysis)",
+        f"# Per-device memory of the {config} train step (compiled memory analysis)",
         "",
         *provenance([a for a in sys.argv if a != "--child"]),
-        f"- JAX {jax.__version__}, {DEVICES} simulated CPU "
-        "devices (`--xla_force_host_platform_device_count=8`)",
-        f"- model: xlstm_350m ({n_params / 1e6:.1f}M parameters), fp32 parameters + AdamW "
+        f"- JAX {jax.__version__}, {devices} simulated CPU "
+        f"devices (`--xla_force_host_platform_device_count={devices}`)",
+        f"- model: {config} ({n_params / 1e6:.1f}M parameters), fp32 parameters + AdamW "
         f"state = {_gib(state_bytes)} GiB in total; bf16 compute; remat per block",
         f"- step: global batch {batch} x {seq_len + 1} tokens (one micro-batch)",
         "- CPU compilation: the absolute temporaries differ from a GPU build; the arguments "
         "column (parameters + optimizer state + batch per device) is layout-exact.",
         "",
         "| mesh (data, fsdp, tensor) | arguments GiB | outputs GiB | temporaries GiB | "
-        "donated (aliased) GiB | total GiB |",
-        "|---|---:|---:|---:|---:|---:|",
+        "donated (aliased) GiB | total GiB | compile s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for sizes, a, o, t, al, tot, _ in rows:
-        lines.append(f"| {sizes} | {_gib(a)} | {_gib(o)} | {_gib(t)} | {_gib(al)} | {_gib(tot)} |")
+    for sizes, a, o, t, al, tot, secs in rows:
+        lines.append(
+            f"| {sizes} | {_gib(a)} | {_gib(o)} | {_gib(t)} | {_gib(al)} | {_gib(tot)} "
+            f"| {secs:.0f} |"
+        )
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="xlstm_350m", help="a config name from configs/")
+    p.add_argument("--devices", type=int, default=8, help="simulated CPU devices")
     p.add_argument("--seq-len", type=int, default=2048)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--meshes", nargs="+", default=["8,1,1", "1,8,1", "2,2,2", "1,4,2", "2,4,1"])
-    add_output_args(p, "sharding_memory.md")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args, _ = p.parse_known_args()
+    name = (
+        "sharding_memory.md"
+        if (args.config, args.devices) == ("xlstm_350m", 8)
+        else f"sharding_memory_{args.config}_{args.devices}.md"
+    )
+    add_output_args(p, name)
     args = p.parse_args()
     meshes = [tuple(int(x) for x in m.split(",")) for m in args.meshes]
     if not args.child:
         env = dict(
             os.environ,
-            XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES}",
+            XLA_FLAGS=f"--xla_force_host_platform_device_count={args.devices}",
             JAX_PLATFORMS="cpu",
         )
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         sys.exit(subprocess.call([sys.executable, __file__, "--child", *sys.argv[1:]], env=env))
-    measure(meshes, args.seq_len, args.batch, output_path(args, "sharding_memory.md"))
+    measure(meshes, args.seq_len, args.batch, output_path(args, name), args.config, args.devices)
 
 
 if __name__ == "__main__":

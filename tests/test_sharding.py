@@ -75,6 +75,18 @@ def test_sharded_model_matches_one_device():
     assert dp["arg_bytes_frac"] == pytest.approx(1.0, abs=0.02)
 
 
+@pytest.mark.slow
+def test_large_model_shards_heads_and_ffn_and_matches_one_device():
+    results = run_script("sharded_model.py", "large")
+    for mesh, r in results.items():
+        assert r["loss_err"] < 1e-5 and r["grad_rel_err"] < 1e-4, (mesh, r)
+    # (1, 2, 4): FSDP 2 over the embedding dim, tensor 4 over heads / the FFN width.
+    tp = results["(1, 2, 4)"]
+    assert tp["q_shard_frac"] == tp["ffn_up_shard_frac"] == tp["ffn_down_shard_frac"] == 1 / 8
+    assert tp["ffn_up_spec"].endswith("('fsdp', 'tensor')")  # the repr's name varies by JAX
+    assert results["(8, 1, 1)"]["q_shard_frac"] == 1.0
+
+
 def test_mesh_errors_name_the_fix():
     n = len(jax.devices())
     have = f"{n} device is" if n == 1 else f"{n} devices are"

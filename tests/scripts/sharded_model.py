@@ -20,6 +20,8 @@ from xlstm_jax import (
     mLSTMLayerConfig,
     sLSTMBlockConfig,
     sLSTMLayerConfig,
+    xLSTMLarge,
+    xLSTMLargeConfig,
     xLSTMLMModel,
     xLSTMLMModelConfig,
 )
@@ -27,15 +29,21 @@ from xlstm_jax.sharding import FSDP_MIN_SIZE, activate, make_mesh, param_shardin
 
 assert len(jax.devices()) == 8, jax.devices()
 form = sys.argv[1] if len(sys.argv) > 1 else "chunkwise"
-cfg = xLSTMLMModelConfig(
-    mlstm_block=mLSTMBlockConfig(mlstm=mLSTMLayerConfig(num_heads=4, chunk_size=8, form=form)),
-    slstm_block=sLSTMBlockConfig(slstm=sLSTMLayerConfig(num_heads=4)),
-    num_blocks=3,
-    slstm_at=(1,),
-    embedding_dim=64,
-    vocab_size=128,
-)
-model = xLSTMLMModel(cfg, rngs=nnx.Rngs(0))
+if form == "large":  # the xLSTM-7B family's block: heads and the FFN split over tensor
+    cfg = xLSTMLargeConfig(
+        embedding_dim=64, num_heads=4, num_blocks=2, vocab_size=128, chunk_size=8, form="chunkwise"
+    )
+    model = xLSTMLarge(cfg, rngs=nnx.Rngs(0))
+else:
+    cfg = xLSTMLMModelConfig(
+        mlstm_block=mLSTMBlockConfig(mlstm=mLSTMLayerConfig(num_heads=4, chunk_size=8, form=form)),
+        slstm_block=sLSTMBlockConfig(slstm=sLSTMLayerConfig(num_heads=4)),
+        num_blocks=3,
+        slstm_at=(1,),
+        embedding_dim=64,
+        vocab_size=128,
+    )
+    model = xLSTMLMModel(cfg, rngs=nnx.Rngs(0))
 graphdef, param_state = nnx.split(model)
 params = nnx.to_pure_dict(param_state)
 params = jax.tree.map(
@@ -83,4 +91,13 @@ for sizes in [(8, 1, 1), (1, 8, 1), (2, 2, 2), (1, 2, 4)]:
         "lm_head_spec": str(head.sharding.spec),
         "lm_head_shard_frac": head.addressable_shards[0].data.size / head.size,
     }
+    if form == "large":
+        block = p["backbone"]["blocks"][0]
+        for name, arr in (
+            ("q_shard_frac", block["mlstm_layer"]["q"]["kernel"]),
+            ("ffn_up_shard_frac", block["ffn"]["proj_up"]["kernel"]),
+            ("ffn_down_shard_frac", block["ffn"]["proj_down"]["kernel"]),
+        ):
+            results[str(sizes)][name] = arr.addressable_shards[0].data.size / arr.size
+        results[str(sizes)]["ffn_up_spec"] = str(block["ffn"]["proj_up"]["kernel"].sharding.spec)
 print(json.dumps(results))
