@@ -240,3 +240,18 @@ def test_state_dict_mismatch_is_a_clear_error():
         from_state_dict_large(sd, dataclasses.replace(SMALL, num_blocks=3))
     with pytest.raises(ValueError, match="not an xLSTM-Large state dict"):
         from_state_dict_large({"foo": np.zeros(1)}, SMALL)
+
+
+def test_7b_train_memory_estimate_counts_fp32_weights_and_adamw():
+    from train import registry
+    from train.overrides import apply_overrides
+    from train.step import estimate_memory
+
+    cfg = apply_overrides(registry.load("xlstm_7b"), ["train.micro_batch_size=1"])
+    n = 6_865_424_896  # test_7b_dimensions_and_parameter_count
+    mem = estimate_memory(cfg, n)
+    assert mem["params"] == 4 * n and mem["optimizer"] == 8 * n
+    # One 8192-token sequence with remat: 32 bf16 block inputs (2 GiB), one block's
+    # activations (~1.7 GiB, 0.5 GiB of it the fp32 chunk-start states) and the fp32
+    # logits with their softmax and gradient (4.6 GiB).
+    assert 7 < mem["activations"] / 2**30 < 10
