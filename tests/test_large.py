@@ -58,6 +58,15 @@ def test_7b_dimensions_and_parameter_count():
     assert state.C.shape == (1, 8, 256, 512) and state.n.shape == (1, 8, 256)
 
 
+@pytest.mark.parametrize("E, factor, expected", [(768, 2.6667, 2048), (4096, 2.667, 10944),
+                                                 (64, 2.6667, 192), (100, 1.0, 128)])  # fmt: skip
+def test_ffn_width_rounds_as_the_reference(E, factor, expected):
+    # The reference: int(((x + m - 1) // m) * m) on the float x (xlstm_large/utils.py).
+    c = xLSTMLargeConfig(embedding_dim=E, num_heads=2, num_blocks=1, vocab_size=8,
+                         ffn_proj_factor=factor)  # fmt: skip
+    assert c.ffn_dim == expected == int(((E * factor + 63) // 64) * 64)
+
+
 def test_from_dict_ports_hf_and_reference_configs():
     hf = {
         "model_type": "xlstm",

@@ -549,8 +549,10 @@ class xLSTMLargeConfig:
 
     @property
     def ffn_dim(self) -> int:
+        # The reference's rounding, exactly: floor((x + m - 1) / m) * m on the float x, which
+        # is not ceil(x / m) * m when x is just above a multiple (E 768: 2048.03 -> 2048).
         m = self.ffn_round_up_to_multiple_of
-        return int(math.ceil(self.embedding_dim * self.ffn_proj_factor / m) * m)
+        return int((self.embedding_dim * self.ffn_proj_factor + m - 1) // m * m)
 
     def __post_init__(self):
         name = "xLSTMLargeConfig"
