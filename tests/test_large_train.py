@@ -42,7 +42,7 @@ def _ce(logits, targets):
     return -np.take_along_axis(np.asarray(logp), targets[..., None], axis=-1)[..., 0]
 
 
-def _packed_vs_alone(model, lengths=(7, 12, 5, 9)):
+def _packed_vs_alone(model, lengths=(7, 12, 9)):
     """(worst scaled logit error, worst relative per-document loss error, the loss error
     without the reset) of the packed row against each document run alone."""
     row, docs, offsets = _packed(lengths)
@@ -75,7 +75,9 @@ V1_MLSTM = xLSTMLMModelConfig(
 )
 
 
-@pytest.mark.parametrize("form", ["parallel", "chunkwise", "recurrent"])
+# The recurrent form shares the step's gate handling with decoding (test_large.py checks
+# it against the other forms); the two forms here are the training paths.
+@pytest.mark.parametrize("form", ["parallel", "chunkwise"])
 def test_packed_documents_equal_documents_run_alone(form):
     """float32: each packed document's loss equals its loss run alone (without the reset
     they differ by O(1)). Logits are held to 2e-5: the closed gate's log value (-60) enters
@@ -127,12 +129,12 @@ LARGE_TRAIN = [
     "model.chunk_size=16",
     "data.seq_len=32",
     "train.batch_size=8",
-    "train.steps=12",
-    "train.eval_every=12",
+    "train.steps=10",
+    "train.eval_every=10",
     "train.eval_batches=2",
     "schedule.warmup_steps=3",
     "logging.every=1",
-    "checkpoint.every=12",
+    "checkpoint.every=10",
 ]
 
 
@@ -179,25 +181,18 @@ def test_train_finetune_and_sample(tmp_path):
     assert out.stdout.startswith("def ") and "8 tokens" in out.stderr
 
 
-@pytest.mark.parametrize(
-    "extra, message",
-    [
-        (("train.init_from=/no/such/folder",), "no such folder"),
-        (
-            ("model.embedding_dim=32", "train.init_from={scratch}"),
-            "make the model config match",
-        ),
-    ],
-)
-def test_bad_init_from_is_a_clear_error(tmp_path, extra, message):
+def test_bad_init_from_is_a_clear_error(tmp_path):
+    from xlstm_jax import save_pretrained, xLSTMLarge, xLSTMLargeConfig
+
     env = cli_env(tmp_path / "cache")
-    scratch = tmp_path / "scratch"
-    if "{scratch}" in " ".join(extra):
-        out = run_cmd(_large_cmd(scratch, "train.steps=1", "train.eval_every=0"), env)
-        assert out.returncode == 0, out.stderr
-    extra = [e.format(scratch=scratch) for e in extra]
-    out = run_cmd(_large_cmd(tmp_path / "run", *extra), env)
-    assert out.returncode == 2 and message in out.stderr, out.stderr
+    out = run_cmd(_large_cmd(tmp_path / "a", "train.init_from=/no/such/folder"), env)
+    assert out.returncode == 2 and "no such folder" in out.stderr, out.stderr
+    assert not (tmp_path / "a").exists()  # refused before anything is written
+    # A checkpoint folder of another shape (E 32; the run has E 64).
+    other = xLSTMLargeConfig(embedding_dim=32, num_heads=2, num_blocks=2, vocab_size=320)
+    folder = save_pretrained(xLSTMLarge(other, rngs=nnx.Rngs(0)), tmp_path / "ckpt")
+    out = run_cmd(_large_cmd(tmp_path / "b", f"train.init_from={folder}"), env)
+    assert out.returncode == 2 and "make the model config match" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
 
 

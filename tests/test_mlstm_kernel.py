@@ -134,7 +134,10 @@ CASES = [
 # dims (CASES[5]): the gradients reach ~100-500 (sums over 256 x 512 state entries), and
 # against float64 the XLA fp32 path misses TOL in 31 elements of dk, 3 of di and 1 of dm0,
 # the kernel in 15 of dk (its math passes at 1e-10; bf16 at these dims is checked below).
-FP32_CASES = [c for n, c in enumerate(CASES) if n not in (2, 5)]
+# CASES[4] (64 / 128) has gradients of the same size (dq up to 297, dk 237): it passes on
+# JAX 0.10.2 and 0.11.2, but on JAX 0.12.0.1 9 of 5120 dk elements miss TOL by up to
+# 2.2e-5 (1.3e-4 relative); its float64 run is exact like the others'.
+FP32_CASES = [c for n, c in enumerate(CASES) if n not in (2, 4, 5)]
 
 
 @pytest.mark.parametrize("interpret", MODES)
