@@ -168,11 +168,13 @@ def _perturbed_jit():
 
 
 def _perturbed(cfg, seed, scale):
+    """The model of ``cfg`` (either family) with every parameter moved by N(0, scale^2)."""
     from flax import nnx
 
-    from xlstm_jax import xLSTMLMModel
+    from xlstm_jax import xLSTMLarge, xLSTMLargeConfig, xLSTMLMModel
 
-    model = xLSTMLMModel(cfg, rngs=nnx.Rngs(seed))
+    cls = xLSTMLarge if isinstance(cfg, xLSTMLargeConfig) else xLSTMLMModel
+    model = cls(cfg, rngs=nnx.Rngs(seed))
     state = nnx.state(model, nnx.Param)
     leaves, treedef = jax.tree.flatten(state)
     keys = jax.random.split(jax.random.key(seed + 1), len(leaves))

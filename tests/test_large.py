@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from helpers import rel_err
+from helpers import _perturbed, rel_err
 
 from xlstm_jax import ConfigError, generate, xLSTMLarge, xLSTMLargeConfig
 from xlstm_jax.convert_large import detect_format, from_state_dict_large, iter_state_dict_large
@@ -29,16 +29,7 @@ XLSTM_7B = xLSTMLargeConfig(
 
 
 def perturbed(config, seed=0, scale=0.1):
-    model = xLSTMLarge(config, rngs=nnx.Rngs(seed))
-    state = nnx.state(model, nnx.Param)
-    leaves, treedef = jax.tree.flatten(state)
-    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-    leaves = [
-        x + scale * jax.random.normal(k, x.shape, x.dtype)
-        for x, k in zip(leaves, keys, strict=True)
-    ]
-    nnx.update(model, jax.tree.unflatten(treedef, leaves))
-    return model
+    return _perturbed(config, seed, scale)
 
 
 # --- config ---------------------------------------------------------------------------
