@@ -41,8 +41,8 @@ import pallas_kernels as pk
 from xlstm_jax.components import Dense, Embedding, small_init, wang_init
 from xlstm_jax.config import xLSTMLargeConfig
 from xlstm_jax.mlstm import mlstm_cell, reset_forget_gate
-from xlstm_jax.model import _check_doc_starts, _check_tokens
-from xlstm_jax.sharding import Axes, constrain, param
+from xlstm_jax.model import _check_doc_starts, _check_tokens, run_blocks
+from xlstm_jax.sharding import Axes, param
 from xlstm_jax.state import BlockState, StackState
 
 __all__ = ["xLSTMLarge", "xLSTMLargeBlock", "xLSTMLargeBlockStack", "soft_cap"]
@@ -292,20 +292,10 @@ class xLSTMLargeBlockStack(nnx.Module):
         doc_starts: jax.Array | None = None,
     ) -> tuple[jax.Array, StackState]:
         states = (None,) * len(self.blocks) if state is None else state.blocks
-        new_states = []
-        x = constrain(x, ("batch", None, None))
-        for block, block_state in zip(self.blocks, states, strict=True):
-            if self.config.remat:
-                x, block_state = nnx.remat(lambda blk, h, s, d: blk(h, s, d))(
-                    block, x, block_state, doc_starts
-                )
-            else:
-                x, block_state = block(x, block_state, doc_starts)
-            new_states.append(block_state)
-            x = constrain(x, ("batch", None, None))
+        x, new_states = run_blocks(self.blocks, x, states, doc_starts, self.config.remat)
         if self.out_norm is not None:
             x = self.out_norm(x)
-        return x, StackState(tuple(new_states))
+        return x, StackState(new_states)
 
 
 class xLSTMLarge(nnx.Module):

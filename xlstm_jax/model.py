@@ -34,6 +34,24 @@ def _check_doc_starts(doc_starts: jax.Array | None, tokens: jax.Array) -> None:
         )
 
 
+def run_blocks(blocks, x, states, doc_starts, remat: bool):
+    """Runs ``blocks`` in order on x (B, S, E), each from its state (None: zeros), with the
+    batch sharding constrained between blocks; ``remat`` recomputes each block in the
+    backward pass. Returns (y, the blocks' new states as a tuple)."""
+    new_states = []
+    x = constrain(x, ("batch", None, None))
+    for block, block_state in zip(blocks, states, strict=True):
+        if remat:
+            x, block_state = nnx.remat(lambda blk, h, s, d: blk(h, s, d))(
+                block, x, block_state, doc_starts
+            )
+        else:
+            x, block_state = block(x, block_state, doc_starts)
+        new_states.append(block_state)
+        x = constrain(x, ("batch", None, None))
+    return x, tuple(new_states)
+
+
 class xLSTMBlockStack(nnx.Module):
     """Blocks in the order of ``config.block_map``, then an optional post-blocks LayerNorm.
 
@@ -77,20 +95,10 @@ class xLSTMBlockStack(nnx.Module):
                 "recurrent hidden state would still cross documents; set slstm_at=[] (or "
                 "train without data.reset_at_document_boundaries)."
             )
-        new_states = []
-        x = constrain(x, ("batch", None, None))
-        for block, block_state in zip(self.blocks, states, strict=True):
-            if self.config.remat:
-                x, block_state = nnx.remat(lambda blk, h, s, d: blk(h, s, d))(
-                    block, x, block_state, doc_starts
-                )
-            else:
-                x, block_state = block(x, block_state, doc_starts)
-            new_states.append(block_state)
-            x = constrain(x, ("batch", None, None))
+        x, new_states = run_blocks(self.blocks, x, states, doc_starts, self.config.remat)
         if self.post_blocks_norm is not None:
             x = self.post_blocks_norm(x)
-        return x, StackState(tuple(new_states))
+        return x, StackState(new_states)
 
 
 class xLSTMLMModel(nnx.Module):
