@@ -1,7 +1,7 @@
 """The training run's typed, frozen config tree (the schemas; no logic beyond validation).
 
 ``ExperimentConfig`` holds one section per concern: ``model`` (the library's
-``xLSTMLMModelConfig``, ``xLSTMLargeConfig`` or ``TransformerConfig``), ``data``,
+``xLSTMLMModelConfig``, ``xLSTMLargeConfig``, ``TransformerConfig`` or ``TiRexConfig``), ``data``,
 ``optimizer``, ``schedule``, ``train``, ``checkpoint``, ``logging`` and ``mesh``. Named runs
 live in ``configs/NAME.py`` (resolved by ``train.registry``); ``--set key=value`` overrides
 are ``train.overrides``.
@@ -20,6 +20,7 @@ from xlstm_jax.config import (
     xLSTMLMModelConfig,
 )
 from xlstm_jax.sharding import DEFAULT_RULES
+from xlstm_jax.tirex import TiRexConfig
 
 __all__ = [
     "CheckpointConfig",
@@ -48,6 +49,12 @@ class DataConfig:
     languages such as ``synthetic:parity``, or ``synthetic:mqar``; see ``train.synthetic``):
     the tokenizer is then unused, ``seq_len + 1`` is the training width, and
     ``train_lengths``, ``eval_buckets`` and ``num_kv_pairs`` apply.
+
+    ``series:m3`` (``series:m3/monthly``, ``series:m1+m3+tourism``, ``series:FILE.csv``)
+    trains the forecaster (``TiRexConfig`` models) on time series (``train.series_data``):
+    ``seq_len`` is then the window in values (a multiple of the patch size),
+    ``val_fraction`` the share of series held out, and ``series_mask_rate`` /
+    ``series_mask_span`` the contiguous patch masking.
     """
 
     path: str = "builtin:stdlib"
@@ -68,6 +75,11 @@ class DataConfig:
     # each document's first token closes the forget gate (and the conv does not reach back)
     # so no state crosses documents, as if each were run alone. mLSTM-only models.
     reset_at_document_boundaries: bool = False
+    # Series (forecaster): the share of training windows that hide a contiguous run of
+    # input patches, and the longest run (0 turns the masking off). The rollout beyond one
+    # patch relies on it: set the span to at least the horizon in patches minus one.
+    series_mask_rate: float = 0.5
+    series_mask_span: int = 4
 
     def __post_init__(self):
         require(self.seq_len >= 1, f"data.seq_len must be >= 1; got {self.seq_len}.")
@@ -82,6 +94,11 @@ class DataConfig:
             f"got {edges}.",
         )
         require(self.num_kv_pairs >= 1, "data.num_kv_pairs must be >= 1.")
+        require(
+            0.0 <= self.series_mask_rate <= 1.0,
+            f"data.series_mask_rate must be in [0, 1]; got {self.series_mask_rate}.",
+        )
+        require(self.series_mask_span >= 0, "data.series_mask_span must be >= 0 (0: off).")
         if self.path.startswith("synthetic:"):
             from train.synthetic import check_setup  # lazy: keeps this module light
 
@@ -254,11 +271,12 @@ class ExperimentConfig:
     """Everything a training run needs; ``configs/NAME.py`` builds one.
 
     ``model`` is an xLSTM of the 2024 paper (``xLSTMLMModelConfig``), of the xLSTM-7B
-    family (``xLSTMLargeConfig``, the ``xlstm_large_*`` and ``xlstm_7b`` configs) or the
-    Transformer baseline (``TransformerConfig``, the ``llama_*`` configs).
+    family (``xLSTMLargeConfig``, the ``xlstm_large_*`` and ``xlstm_7b`` configs), the
+    Transformer baseline (``TransformerConfig``, the ``llama_*`` configs) or the TiRex
+    forecaster (``TiRexConfig``, the ``tirex_*`` configs, trained on ``series:`` data).
     """
 
-    model: xLSTMLMModelConfig | xLSTMLargeConfig | TransformerConfig
+    model: xLSTMLMModelConfig | xLSTMLargeConfig | TransformerConfig | TiRexConfig
     data: DataConfig = field(default_factory=DataConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)

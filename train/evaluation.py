@@ -32,7 +32,13 @@ from train.memory import StepMemory
 from train.objective import scored_cross_entropy
 from train.synthetic import eval_set, get_task, scaled_accuracy
 
-__all__ = ["Evaluator", "SyntheticEvaluator", "TextEvaluator", "plot_accuracy_vs_length"]
+__all__ = [
+    "Evaluator",
+    "ForecastEvaluator",
+    "SyntheticEvaluator",
+    "TextEvaluator",
+    "plot_accuracy_vs_length",
+]
 
 
 class Evaluator(Protocol):
@@ -95,6 +101,21 @@ class TextEvaluator:
 
     def finish(self, workdir: Path, records: list[dict], title: str) -> None:
         del workdir, records, title  # the loss curve covers validation too
+
+
+class ForecastEvaluator(TextEvaluator):
+    """The forecaster's mean pinball loss (``val_loss``, scaled domain) over the fixed
+    validation windows (each held-out series' last window; ``train.series_data``)."""
+
+    def __call__(self, params) -> dict[str, float]:
+        return {
+            "val_loss": float(
+                np.mean([float(self._fn(params, self._put(b))) for b in self.batches])
+            )
+        }
+
+    def describe(self, record: dict) -> str:
+        return f"val_loss {record['val_loss']:.4f} (pinball)"
 
 
 class SyntheticEvaluator:

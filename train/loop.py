@@ -20,13 +20,11 @@ from pathlib import Path
 
 import grain
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
-from train.batch import Batch
 from train.checkpoint import Checkpointer
 from train.config import ConfigError, ExperimentConfig
 from train.errors import RunError, disk_error
@@ -38,11 +36,13 @@ from train.models import build_model
 from train.optimizer import decay_mask, make_optimizer, make_schedule
 from train.overrides import config_diff, to_dict
 from train.runs import initial_params
+from train.series_data import PREFIX as SERIES_PREFIX
 from train.sources import open_source
 from train.step import estimate_memory, fmt_bytes, fmt_count, make_train_step, state_shardings
 from train.workdir import WorkdirLock, check_workdir
 from xlstm_jax.config import TransformerConfig, xLSTMLargeConfig
 from xlstm_jax.sharding import ShardingError, activate, make_mesh
+from xlstm_jax.tirex import TiRexConfig
 
 __all__ = ["NonFiniteLossError", "train"]
 
@@ -81,8 +81,15 @@ def _global_batch(local: np.ndarray, sharding: NamedSharding, global_shape=None)
     return jax.make_array_from_process_local_data(sharding, local, global_shape)
 
 
-def _put_batch(local: Batch, sharding: NamedSharding, global_shape=None) -> Batch:
-    return Batch(*(_global_batch(x, sharding, global_shape) for x in local))
+def _put_batch(local, sharding: NamedSharding, global_shape=None):
+    """The global batch (any pytree of host rows; ``global_shape``: the leaves' leading
+    axes, their trailing ones are each leaf's own)."""
+    return jax.tree.map(
+        lambda x: _global_batch(
+            x, sharding, None if global_shape is None else (*global_shape, *x.shape[2:])
+        ),
+        local,
+    )
 
 
 def _check_setup(cfg: ExperimentConfig) -> Mesh:
@@ -109,19 +116,33 @@ def _check_setup(cfg: ExperimentConfig) -> Mesh:
     # The step closes over the model's non-parameter state, so a dropout RNG would repeat
     # its masks every step; refuse rather than train silently wrong.
     m = cfg.model
+    forecaster = isinstance(m, TiRexConfig)
+    if forecaster != cfg.data.path.startswith(SERIES_PREFIX):
+        raise ConfigError(
+            "the forecaster (a TiRexConfig model) trains on series data (data.path=series:m3, "
+            "series:FILE.csv, ...) and the language models on tokens; this run has "
+            f"model {type(m).__name__} with data.path={cfg.data.path}: pick a matching pair "
+            "(e.g. --config tirex_tiny for forecasting)."
+        )
     slstm = getattr(m, "slstm_block", None)  # the Transformer baseline has none
     ff = slstm.feedforward if slstm is not None else None
-    if m.dropout > 0 or (ff is not None and ff.dropout > 0):
+    if getattr(m, "dropout", 0.0) > 0 or (ff is not None and ff.dropout > 0):
         raise ConfigError(
             "dropout is not supported by the trainer yet (the paper's recipes use none): "
             "set model.dropout=0 and model.slstm_block.feedforward.dropout=0."
         )
-    if cfg.train.init_from and not Path(cfg.train.init_from).is_dir():
+    init = Path(cfg.train.init_from) if cfg.train.init_from else None
+    if init is not None and not (init.is_dir() or (forecaster and init.is_file())):
         raise ConfigError(
             f"train.init_from={cfg.train.init_from}: no such folder; give a train.main run "
             "folder or a checkpoint folder (config.json / config.yaml + safetensors)."
         )
     if cfg.data.reset_at_document_boundaries:
+        if forecaster:
+            raise ConfigError(
+                "data.reset_at_document_boundaries applies to packed text; the forecaster "
+                "reads one series per row. Unset it."
+            )
         if isinstance(m, TransformerConfig):
             raise ConfigError(
                 "data.reset_at_document_boundaries is for the recurrent models; the "
@@ -157,11 +178,19 @@ def _write_config(cfg: ExperimentConfig, workdir: Path, say: Callable[[str], Non
 
 
 def _block_kinds(m) -> str:
+    if isinstance(m, TiRexConfig):
+        return (
+            f"TiRex sLSTM, {m.num_heads} heads, patch {m.patch_size}, {len(m.quantiles)} quantiles"
+        )
     if isinstance(m, TransformerConfig):
         return f"Transformer, {m.num_heads} heads"
     if isinstance(m, xLSTMLargeConfig):
         return f"xLSTM-Large, {m.num_heads} heads, DHQK {m.qk_head_dim}, DHV {m.v_head_dim}"
     return f"{m.block_map.count(0)} mLSTM, {m.block_map.count(1)} sLSTM"
+
+
+def _vocab(m) -> str:
+    return "" if isinstance(m, TiRexConfig) else f"vocab {m.vocab_size}, "
 
 
 def _report_setup(cfg: ExperimentConfig, num_params: int, say: Callable[[str], None]) -> None:
@@ -172,7 +201,7 @@ def _report_setup(cfg: ExperimentConfig, num_params: int, say: Callable[[str], N
     say(
         f"model: {fmt_count(num_params)} parameters ({num_params:,}), {cfg.model.num_blocks} "
         f"blocks ({_block_kinds(cfg.model)}), "
-        f"E {cfg.model.embedding_dim}, vocab {cfg.model.vocab_size}, compute "
+        f"E {cfg.model.embedding_dim}, {_vocab(cfg.model)}compute "
         f"{cfg.model.dtype}, params {cfg.model.param_dtype}, remat {cfg.model.remat}"
     )
     say(
@@ -180,8 +209,9 @@ def _report_setup(cfg: ExperimentConfig, num_params: int, say: Callable[[str], N
         f"{jax.process_count()} process(es); mesh data/fsdp/tensor = "
         f"{'/'.join(map(str, cfg.mesh.resolve(jax.device_count())))}"
     )
+    unit = "values" if isinstance(cfg.model, TiRexConfig) else "tokens"
     say(
-        f"tokens/step: {tc.batch_size * S:,} = batch {tc.batch_size} x seq {S} "
+        f"{unit}/step: {tc.batch_size * S:,} = batch {tc.batch_size} x seq {S} "
         f"(micro-batch {tc.micro} x {tc.accum_steps} accumulation steps)"
     )
     say(
@@ -294,8 +324,8 @@ def train(cfg: ExperimentConfig, workdir: str | Path, resume_step: int | None = 
     mesh = _check_setup(cfg)
     workdir = Path(workdir).absolute()
     check_workdir(workdir)
-    source = open_source(cfg.data)
-    if cfg.model.vocab_size < source.vocab_size:
+    source = open_source(cfg.data, cfg.model)
+    if source.vocab_size and cfg.model.vocab_size < source.vocab_size:
         _say(
             f"model.vocab_size {cfg.model.vocab_size} -> {source.vocab_size} to fit "
             f"{source.vocab_origin}."
@@ -369,7 +399,9 @@ def _train(
     del model
     schedule = make_schedule(cfg.optimizer, cfg.schedule, tc.steps)
     tx = make_optimizer(
-        cfg.optimizer, schedule, decay_mask(params, cfg.model.weight_decay_on_embedding)
+        cfg.optimizer,
+        schedule,
+        decay_mask(params, getattr(cfg.model, "weight_decay_on_embedding", False)),
     )
     state = {"params": params, "opt_state": tx.init(params)}
     # Parameters and optimizer state sharded by their logical axes (FSDP over `fsdp`,
@@ -419,17 +451,15 @@ def _train(
         summary["seconds"] = time.time() - t_start
         return summary
 
+    batch_shape = (tc.accum_steps, tc.micro)
+    abstract_batch = source.abstract_batch(batch_shape)
     step_fn = jax.jit(
-        make_train_step(graphdef, rest, tx, source.max_scored, source.reset_id),
-        in_shardings=(shardings, Batch(batch_sharding, batch_sharding)),
+        make_train_step(graphdef, rest, tx, objective=source.loss),
+        in_shardings=(shardings, jax.tree.map(lambda _: batch_sharding, abstract_batch)),
         out_shardings=(shardings, replicated),
         donate_argnums=0,
     )
-    batch_shape = (tc.accum_steps, tc.micro, S + 1)
     t0 = time.time()
-    abstract_batch = Batch(
-        jax.ShapeDtypeStruct(batch_shape, jnp.int32), jax.ShapeDtypeStruct(batch_shape, bool)
-    )
     compiled = step_fn.lower(state, abstract_batch).compile()
     say(f"compiled the train step in {time.time() - t0:.1f} s")
 
@@ -488,8 +518,9 @@ def _train(
     try:
         while step < end and not caught:
             t_step = time.perf_counter()
-            local = Batch(  # this host's rows of every micro-batch
-                *(x.reshape(tc.accum_steps, tc.micro // n_proc, S + 1) for x in next(data))
+            local = jax.tree.map(  # this host's rows of every micro-batch
+                lambda x: x.reshape(tc.accum_steps, tc.micro // n_proc, *x.shape[1:]),
+                next(data),
             )
             state, out = compiled(state, _put_batch(local, batch_sharding, batch_shape))
             _wait_interruptibly(out["loss"])

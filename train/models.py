@@ -8,16 +8,19 @@ from flax import nnx
 
 from xlstm_jax import TransformerLM, xLSTMLarge, xLSTMLMModel
 from xlstm_jax.config import ConfigError, TransformerConfig, xLSTMLargeConfig, xLSTMLMModelConfig
+from xlstm_jax.tirex import TiRex, TiRexConfig
 
 __all__ = ["MODELS", "build_model"]
 
-# Config type -> model class. Every model is called ``model(tokens) -> logits`` and has
-# ``hidden_states(tokens)`` and ``logits(h)`` (the loss heads only the scored positions).
+# Config type -> model class. Every LM is called ``model(tokens) -> logits`` and has
+# ``hidden_states(tokens)`` and ``logits(h)`` (the loss heads only the scored positions);
+# the forecaster maps patches to quantiles (its source's loss knows how to call it).
 MODELS = MappingProxyType(
     {
         xLSTMLMModelConfig: xLSTMLMModel,
         xLSTMLargeConfig: xLSTMLarge,
         TransformerConfig: TransformerLM,
+        TiRexConfig: TiRex,
     }
 )
 

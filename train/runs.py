@@ -106,15 +106,25 @@ def initial_params(path: str | Path, param_state: nnx.State, say=None) -> dict:
     """The parameters to fine-tune from, as a pure dict shaped like ``param_state`` (the
     new run's model parameters) in its dtypes.
 
-    ``path`` is a ``train.main`` run folder (its newest intact checkpoint) or a checkpoint
+    ``path`` is a ``train.main`` run folder (its newest intact checkpoint), a checkpoint
     folder of the xLSTM-7B family (Hugging Face's ``config.json`` + safetensors, or the
-    reference's ``config.yaml``; ``xlstm_jax.pretrained``).
+    reference's ``config.yaml``; ``xlstm_jax.pretrained``), or a TiRex checkpoint (a
+    ``model.ckpt`` file or its folder; ``xlstm_jax.tirex.load_forecaster``).
 
     Raises:
         ConfigError: no such folder, or weights that do not fit the run's model (the
             message names the first parameter that differs).
     """
     folder = Path(path)
+    tirex_ckpt = folder if folder.is_file() else folder / "model.ckpt"
+    if tirex_ckpt.is_file():
+        from xlstm_jax.tirex import ForecastError, load_forecaster
+
+        try:
+            model = load_forecaster(tirex_ckpt)
+        except ForecastError as err:
+            raise ConfigError(f"train.init_from={path}: {err}") from err
+        return _fit_params(path, model, param_state)
     if not folder.is_dir():
         raise ConfigError(f"train.init_from={path}: no such folder.")
     config_json = folder / "config.json"
@@ -136,6 +146,11 @@ def initial_params(path: str | Path, param_state: nnx.State, say=None) -> dict:
             model = load_pretrained(folder, dtype=dtype, param_dtype=dtype)
         except PretrainedError as err:
             raise ConfigError(f"train.init_from={path}: {err}") from err
+    return _fit_params(path, model, param_state)
+
+
+def _fit_params(path, model, param_state: nnx.State) -> dict:
+    """``model``'s parameters as a pure dict shaped like ``param_state``, in its dtypes."""
     theirs = {".".join(map(str, p)): v for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
     ours = {".".join(map(str, p)): v for p, v in nnx.to_flat_state(param_state)}
     missing = sorted(set(ours) - set(theirs))

@@ -9,6 +9,11 @@ asks which kind of source it has.
   token is scored; evaluation is the validation loss.
 * ``SyntheticSource``: ``data.path=synthetic:TASK`` (``train.synthetic``), generated on the
   fly; only the answer tokens are scored; evaluation is the scaled accuracy per length bucket.
+* ``SeriesSource``: ``data.path=series:...`` (``train.series_data``), windows of real time
+  series for the forecaster; the loss is the pinball loss of the next patch's quantiles.
+
+Each source also names its objective (``loss``) and the shape of its batches
+(``abstract_batch``), so the step and the loop are the same for every source.
 """
 
 from __future__ import annotations
@@ -17,11 +22,14 @@ from collections.abc import Callable
 from typing import Protocol
 
 import grain
+import jax
+import jax.numpy as jnp
 
-from train import data, synthetic
+from train import data, series_data, synthetic
 from train.batch import Batch, all_scored
 from train.config import DataConfig
 from train.evaluation import Evaluator, SyntheticEvaluator, TextEvaluator
+from train.objective import mean_loss
 from train.step import make_loss_fn
 from train.tokenizer import load_tokenizer, padded_vocab_size
 
@@ -45,6 +53,14 @@ class DataSource(Protocol):
         """Loads what training reads; returns the start-up report's data line."""
         ...
 
+    def loss(self, model, batch) -> jax.Array:
+        """The training loss (a scalar) of ``model`` on one micro-batch."""
+        ...
+
+    def abstract_batch(self, leading: tuple[int, ...]):
+        """The batch pytree as ``jax.ShapeDtypeStruct`` with ``leading`` batch axes."""
+        ...
+
     def train_batches(
         self, batch_size: int, seed: int, process_index: int, process_count: int
     ) -> grain.MapDataset:
@@ -66,7 +82,23 @@ class DataSource(Protocol):
         ...
 
 
-class TextSource:
+class _TokenRows:
+    """The objective and batch shape of the token sources: next-token cross-entropy on
+    ``Batch`` rows of ``data.seq_len + 1`` tokens."""
+
+    cfg: DataConfig
+    max_scored: int | None
+    reset_id: int | None
+
+    def loss(self, model, batch: Batch) -> jax.Array:
+        return mean_loss(model, batch, self.max_scored, self.reset_id)
+
+    def abstract_batch(self, leading: tuple[int, ...]) -> Batch:
+        shape = (*leading, self.cfg.seq_len + 1)
+        return Batch(jax.ShapeDtypeStruct(shape, jnp.int32), jax.ShapeDtypeStruct(shape, bool))
+
+
+class TextSource(_TokenRows):
     """Text documents (``builtin:stdlib``, files, prepared folders, ``hf:``)."""
 
     max_scored = None
@@ -114,7 +146,7 @@ class TextSource:
         return TextEvaluator(loss_fn, batches, put, note)
 
 
-class SyntheticSource:
+class SyntheticSource(_TokenRows):
     """A synthetic task of the paper (``synthetic:TASK``): formal languages and MQAR."""
 
     def __init__(self, cfg: DataConfig):
@@ -144,12 +176,15 @@ class SyntheticSource:
 SOURCES: tuple[tuple[str, type], ...] = ((synthetic.PREFIX, SyntheticSource),)
 
 
-def open_source(cfg: DataConfig) -> DataSource:
-    """The source for ``cfg.path``.
+def open_source(cfg: DataConfig, model_cfg=None) -> DataSource:
+    """The source for ``cfg.path`` (``model_cfg``: the run's model config, which the
+    series source needs for its patch size).
 
     Raises:
         DataError: the path or tokenizer cannot be used (before any compute).
     """
+    if cfg.path.startswith(series_data.PREFIX):
+        return series_data.SeriesSource(cfg, model_cfg.patch_size)
     for prefix, cls in SOURCES:
         if cfg.path.startswith(prefix):
             return cls(cfg)

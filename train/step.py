@@ -23,6 +23,7 @@ from train.config import ExperimentConfig
 from train.objective import mean_loss
 from xlstm_jax.config import TransformerConfig, xLSTMLargeConfig
 from xlstm_jax.sharding import DEFAULT_RULES, param_shardings
+from xlstm_jax.tirex import TiRexConfig
 
 __all__ = [
     "estimate_memory",
@@ -80,8 +81,14 @@ def estimate_memory(cfg: ExperimentConfig, num_params: int) -> dict[str, int]:
         act += 3 * B * m.num_heads * S * chunk * 4
         act += B * m.num_heads * -(-S // chunk) * m.qk_head_dim * m.v_head_dim * 4
         per_block = [act] * m.num_blocks
+    if isinstance(m, TiRexConfig):
+        # The forecaster's sequence is its patches; per block as an sLSTM block (fp32 cell
+        # states and gates, the SwiGLU's three (B, N, F) tensors).
+        S = S // m.patch_size
+        act = B * S * (16 * m.embedding_dim * 4 + 4 * E * c_bytes + 3 * m.ffn_dim * c_bytes)
+        per_block = [act] * m.num_blocks
     for idx, kind in enumerate(
-        () if isinstance(m, TransformerConfig | xLSTMLargeConfig) else m.block_map
+        () if isinstance(m, TransformerConfig | xLSTMLargeConfig | TiRexConfig) else m.block_map
     ):
         block = m.block_config(idx)
         if kind == 0:
@@ -95,7 +102,10 @@ def estimate_memory(cfg: ExperimentConfig, num_params: int) -> dict[str, int]:
             per_block.append(B * S * (16 * E * 4 + 4 * E * c_bytes + 3 * up * c_bytes))
     remat_blocks = len(per_block) * B * S * E * c_bytes + max(per_block)
     blocks = remat_blocks if m.remat else sum(per_block)
-    logits = 3 * B * S * m.vocab_size * 4
+    if isinstance(m, TiRexConfig):  # the quantile head's output, its loss and gradient
+        logits = 3 * B * S * len(m.quantiles) * m.patch_size * 4
+    else:
+        logits = 3 * B * S * m.vocab_size * 4
     out = {
         "params": num_params * p_bytes,
         "grads": num_params * p_bytes * (2 if cfg.train.accum_steps > 1 else 1),
@@ -126,21 +136,27 @@ def make_train_step(
     tx: optax.GradientTransformation,
     max_scored: int | None = None,
     reset_id: int | None = None,
+    objective: Callable | None = None,
 ) -> Callable:
-    """``step(state, batch) -> (state, {"loss", "grad_norm"})`` with a ``Batch`` (a, m, s + 1).
+    """``step(state, batch) -> (state, {"loss", "grad_norm"})`` with a batch whose leaves
+    lead with (a, m): a ``Batch`` (a, m, s + 1) for the LMs.
 
-    The loss is the mean next-token cross-entropy over the scored tokens of the ``a``
-    micro-batches (the mean of the micro-batches' means); gradients are accumulated in
-    fp32. ``max_scored``: see ``train.objective.scored_predictions`` (None: every
-    position goes through the LM head). ``reset_id``: see ``train.objective``.
+    The loss is the mean over the ``a`` micro-batches of ``objective(model, micro_batch)``
+    (default: the mean next-token cross-entropy over the scored tokens); gradients are
+    accumulated in fp32. ``max_scored``: see ``train.objective.scored_predictions`` (None:
+    every position goes through the LM head). ``reset_id``: see ``train.objective``.
+    ``objective``: a data source's loss (``train.sources``), which replaces the default.
     """
-    grad_fn = jax.value_and_grad(make_loss_fn(graphdef, rest, max_scored, reset_id))
+    if objective is None:
+        grad_fn = jax.value_and_grad(make_loss_fn(graphdef, rest, max_scored, reset_id))
+    else:
+        grad_fn = jax.value_and_grad(lambda p, b: objective(nnx.merge(graphdef, p, rest), b))
 
-    def step(state, batch: Batch):
+    def step(state, batch):
         params = state["params"]
-        accum = batch.tokens.shape[0]
+        accum = jax.tree.leaves(batch)[0].shape[0]
         if accum == 1:
-            loss, grads = grad_fn(params, Batch(batch.tokens[0], batch.loss_mask[0]))
+            loss, grads = grad_fn(params, jax.tree.map(lambda x: x[0], batch))
         else:
 
             def micro(carry, micro_batch):
