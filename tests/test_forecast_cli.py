@@ -1,21 +1,30 @@
-"""``train.series_io``: reading series tables for forecasting."""
+"""``train.series_io`` (series tables) and ``python -m train.forecast`` on a tiny forecaster."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 
+from train import forecast as cli
 from train.series_io import DataError, future_timestamps, read_series
+
+ROOT = Path(__file__).parent.parent
 
 
 def write(tmp_path: Path, text: str, name: str = "t.csv") -> Path:
     path = tmp_path / name
     path.write_text(text)
     return path
+
+
+# ---------------------------------------------------------------------------------- readers
 
 
 def test_wide_csv_gives_one_series_per_column_with_nan_cells_and_ragged_padding_dropped(
@@ -121,6 +130,7 @@ def test_the_auto_layout_is_long_only_with_both_the_id_and_value_columns(tmp_pat
         ("t.csv", "id,timestamp,value\na,1,1,5\n", {}, ["not a readable CSV"]),
         ("t.csv", "id,timestamp,value\na,1,one\n", {}, ["column 'value'", "'one'", "row 1"]),
         ("t.csv", "timestamp\n2024-01-01\n", {}, ["only the timestamp column"]),
+        ("t.csv", "a,b,a\n1,2,3\n", {}, ["more than one column named 'a'"]),
     ],
 )
 def test_bad_tables_raise_data_errors_naming_the_problem(tmp_path, name, text, kwargs, needles):
@@ -155,3 +165,221 @@ def test_future_timestamps_continue_regular_spacing_and_give_none_otherwise():
     assert future_timestamps(np.array([5]), 2) is None
     assert future_timestamps(None, 2) is None
     assert future_timestamps(np.array(["a", "b"], object), 2) is None
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("0.1,x", "'x' is not a number"),
+        ("0.1,1.0", "not a level in (0, 1)"),
+        ("0.5,0.5", "repeats 0.5"),
+        (" , ", "is empty"),
+    ],
+)
+def test_bad_quantile_lists_are_rejected(text, needle):
+    from xlstm_jax.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        cli.parse_quantiles(text)
+    assert needle in str(err.value)
+    assert cli.parse_quantiles("0.9, 0.1") == (0.1, 0.9)
+
+
+# -------------------------------------------------------------------------------- the CLI
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A tiny random forecaster (patch 4, context 16, the 9 TiRex levels). Its parameters
+    are drawn with numpy into the model's abstract shapes: a real initialisation costs
+    seconds of op-by-op compiling, more than all the CLI runs here together."""
+    import jax
+    from flax import nnx
+
+    from xlstm_jax.tirex import TiRex, TiRexConfig
+
+    config = TiRexConfig(
+        input_patch_size=4,
+        output_patch_size=4,
+        embedding_dim=8,
+        num_heads=2,
+        num_blocks=1,
+        input_ff_dim=8,
+        train_ctx_len=16,
+    )
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: TiRex(config, rngs=nnx.Rngs(0))))
+    rng = np.random.default_rng(0)
+    # Placed (committed) on the device like restored checkpoints, so that this model and
+    # one read back from a run share their compiled forecast.
+    device = jax.devices()[0]
+    state = jax.tree.map(
+        lambda s: jax.device_put(rng.normal(0, 0.3, s.shape).astype(s.dtype), device), state
+    )
+    return nnx.merge(graphdef, state)
+
+
+@pytest.fixture(scope="module")
+def run_folder(tiny, tmp_path_factory) -> Path:
+    """``tiny`` saved as a ``python -m train.main`` run folder (config.json and a checkpoint
+    with the items and meta the loop writes); training one would take far longer."""
+    import json
+
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from train.checkpoint import Checkpointer
+    from train.config import ExperimentConfig
+    from train.overrides import to_dict
+
+    workdir = tmp_path_factory.mktemp("run") / "tirex"
+    workdir.mkdir()
+    cfg = ExperimentConfig(name="tirex_test", model=tiny.config)
+    (workdir / "config.json").write_text(json.dumps(to_dict(cfg)))
+    ckpt = Checkpointer(workdir / "checkpoints", keep=1, async_save=False)
+    params = nnx.to_pure_dict(nnx.state(tiny, nnx.Param))
+    meta = {"step": 3, "data_position": 3, "model_config": to_dict(cfg.model)}
+    ckpt.save(3, {"params": params, "opt_state": {"count": jnp.zeros((), jnp.int32)}}, meta)
+    ckpt.close()
+    return workdir
+
+
+@pytest.fixture
+def model_path(tiny, tmp_path, monkeypatch):
+    """A TiRex checkpoint path the CLI loads as ``tiny`` (``load_forecaster`` patched for
+    that path alone: writing a real ``model.ckpt`` needs PyTorch)."""
+    import xlstm_jax.tirex as tirex
+
+    path = tmp_path / "model.ckpt"
+    path.write_bytes(b"")
+    real = tirex.load_forecaster
+    monkeypatch.setattr(tirex, "load_forecaster", lambda p: tiny if Path(p) == path else real(p))
+    return path
+
+
+@pytest.fixture
+def table(tmp_path) -> Path:
+    rng = np.random.default_rng(0)
+    lines = ["timestamp,a,b,c"]
+    for i in range(30):
+        b = "" if i < 12 else f"{rng.normal():.4f}"  # shorter (ragged)
+        c = "" if i % 5 == 2 else f"{10 + i * 0.5:.2f}"  # gaps
+        lines.append(f"{np.datetime64('2024-01-01') + i},{np.sin(i / 3):.4f},{b},{c}")
+    return write(tmp_path, "\n".join(lines) + "\n", "wide.csv")
+
+
+def run_cli(*args) -> int:
+    return cli.main([str(a) for a in args])
+
+
+def test_the_cli_writes_what_forecast_returns_and_one_plot_per_series(
+    tiny, run_folder, table, tmp_path, capsys
+):
+    from xlstm_jax.tirex import forecast
+
+    out, plots = tmp_path / "out" / "fc.csv", tmp_path / "plots"
+    out.parent.mkdir()
+    H = 6  # more than one patch: the rollout (every CLI run here compiles this one shape)
+    rc = run_cli(
+        "--model", run_folder, "--input", table, "--horizon", H, "--quantiles", "0.9,0.1,0.5",
+        "--batch-size", 2, "--output", out, "--plot-dir", plots, "--max-plots", 2,
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "read 3 series" in err and "checkpoint step 3 of the run" in err
+    assert "batch 2/2 done" in err and "wrote 2 plot(s)" in err
+    got = pcsv.read_csv(out, convert_options=pcsv.ConvertOptions(strings_can_be_null=True))
+    assert got.column_names == ["id", "step", "timestamp", "mean", "q0.1", "q0.5", "q0.9"]
+    assert got.num_rows == 3 * H
+    assert got.column("id").to_pylist() == ["a"] * H + ["b"] * H + ["c"] * H
+    assert got.column("step").to_pylist() == list(range(1, H + 1)) * 3
+    assert got.column("timestamp").to_pylist()[:2] == [
+        np.datetime64("2024-01-31"),
+        np.datetime64("2024-02-01"),
+    ]
+    series = read_series(table)
+    want = forecast(tiny, [s.values for s in series], H, [0.1, 0.5, 0.9], batch_size=2)
+    for k, name in enumerate(["q0.1", "q0.5", "q0.9"]):
+        np.testing.assert_allclose(
+            np.asarray(got.column(name)).reshape(3, H), want.quantiles[:, :, k], rtol=1e-6
+        )
+    np.testing.assert_allclose(np.asarray(got.column("mean")).reshape(3, H), want.mean, rtol=1e-6)
+    assert sorted(p.name for p in plots.iterdir()) == ["a.png", "b.png"]
+    assert (plots / "a.png").read_bytes()[:4] == b"\x89PNG"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_long_tables_without_regular_timestamps_leave_the_timestamp_empty(
+    model_path, tmp_path, capsys
+):
+    path = write(tmp_path, "id,timestamp,value\nx,1,1\nx,2,2\nx,4,3\nz,5,1\nz,6,2\n", "l.csv")
+    out = tmp_path / "fc.csv"
+    assert run_cli("--model", model_path, "--input", path, "--horizon", 6, "--output", out) == 0
+    got = pcsv.read_csv(out, convert_options=pcsv.ConvertOptions(strings_can_be_null=True))
+    assert got.column("timestamp").to_pylist() == [None] * 6 + list(range(7, 13))
+    assert got.column_names[4:] == [f"q{q / 10:g}" for q in range(1, 10)]  # all levels
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        ({"--horizon": 0}, "--horizon must be >= 1"),
+        ({"--quantiles": "0.1,2"}, "not a level in (0, 1)"),
+        ({"--quantiles": "0.1,0.55"}, "the model predicts the levels 0.1,0.2"),
+        ({"--batch-size": 0}, "--batch-size must be >= 1"),
+        ({"--output": "{tmp}/no/such/fc.csv"}, "does not exist; create it"),
+        ({"--output": "{tmp}/fc.txt"}, "must be a .csv file"),
+        ({"--plot-dir": "{tmp}/wide.csv"}, "is a file"),
+        ({"--input": "{tmp}/missing.csv"}, "does not exist"),
+        ({"--model": "{tmp}/elsewhere"}, "--model {tmp}/elsewhere does not exist"),
+        ({"--model": "{tmp}/wide.csv"}, "not a PyTorch zip checkpoint"),
+        ({"--model": "{tmp}/empty"}, "not a TiRex checkpoint; give a model.ckpt file"),
+    ],
+)
+def test_bad_arguments_fail_before_compute_and_leave_no_output(
+    model_path, table, tmp_path, capsys, monkeypatch, change, needle
+):
+    import xlstm_jax.tirex as tirex
+
+    def no_compute(*a, **k):
+        raise AssertionError("forecast ran")
+
+    monkeypatch.setattr(tirex, "forecast", no_compute)
+    args = {
+        "--model": model_path, "--input": table, "--horizon": 4, "--output": "{tmp}/fc.csv",
+        "--plot-dir": "{tmp}/plots",
+    }  # fmt: skip
+    args.update(change)
+    argv = [str(x).replace("{tmp}", str(tmp_path)) for kv in args.items() for x in kv]
+    (tmp_path / "empty").mkdir()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("error:") and "Traceback" not in err
+    assert needle.replace("{tmp}", str(tmp_path)) in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_run_that_fails_while_plotting_leaves_no_csv_and_no_plots(
+    model_path, table, tmp_path, capsys, monkeypatch
+):
+    def broken(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cli, "_plot_all", broken)
+    out = tmp_path / "fc.csv"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    rc = run_cli("--model", model_path, "--input", table, "--horizon", 6, "--batch-size", 2,
+                 "--output", out, "--plot-dir", tmp_path / "plots")  # fmt: skip
+    assert rc == 1 and "the disk is full" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_the_module_runs_as_a_command():
+    proc = subprocess.run(
+        [sys.executable, "-m", "train.forecast", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0 and "--horizon" in proc.stdout and "examples:" in proc.stdout

@@ -20,6 +20,8 @@ Two file formats, CSV (``.csv``, ``.csv.gz``, ``.tsv``) and Parquet (``.parquet`
 ``layout="auto"`` picks **long** when the table has both the id and the value column and
 **wide** otherwise.
 
+Timestamps are read as pyarrow infers them (ISO 8601 dates and times become
+``datetime64``; times with a time zone are kept as UTC), numbers, or text otherwise.
 Missing values: an empty cell, ``NA``, ``NaN``, ``null`` and pyarrow's other null
 spellings, and NaN floats in Parquet, all become NaN. Every problem with the file raises
 ``DataError`` (exit code 2 in the commands) naming the file, the column or series, and
@@ -124,6 +126,13 @@ def read_table(path: str | Path):
             f"the input {path} is not a readable {kind} file ({e}); fix the file (or "
             f"rename it if it holds another format: {supported})."
         ) from None
+    names = table.column_names
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DataError(
+            f"the input {path} has more than one column named "
+            f"{', '.join(repr(n) for n in twice)}; give every column its own name."
+        )
     if table.num_columns == 0 or table.num_rows == 0:
         raise DataError(
             f"the input {path} is an empty table (columns: "

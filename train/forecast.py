@@ -1,0 +1,448 @@
+"""``python -m train.forecast``: quantile forecasts of every series in a CSV or Parquet
+table with a TiRex-compatible sLSTM forecaster.
+
+    python -m train.forecast --model tirex.ckpt --input sales.csv --horizon 24 \
+        --output forecasts.csv
+    python -m train.forecast --model runs/tirex_tiny --input ticks.parquet --layout long \
+        --id-column item --value-column price --horizon 48 --quantiles 0.1,0.5,0.9 \
+        --output out/ticks.csv --plot-dir out/plots --max-plots 10
+
+``--model`` is a TiRex Lightning checkpoint (``*.ckpt``, the file tirex-ts loads, or a
+folder holding ``model.ckpt``; ``xlstm_jax.tirex.load_forecaster``) or a
+``python -m train.main`` run folder of the forecaster (its newest intact checkpoint;
+``train.runs.load_run``).
+The table is read by ``train.series_io`` (layouts: wide, one series per column; long, one
+row per observation with id, timestamp and value columns; ``auto`` picks long when the id
+and value columns are both there). The library call is ``xlstm_jax.tirex.forecast``.
+
+Output: a CSV with one row per series and forecast step, columns ``id`` (the column
+header or the long layout's id), ``step`` (1..H), ``timestamp``, ``mean`` (the median, as
+TiRex gives it), then one column per quantile level, ascending, named ``q`` + the level
+(``q0.1`` ... ``q0.9``). ``timestamp`` is the step's time when the series' timestamps are
+regularly spaced (a constant step, or a constant number of calendar months on month
+starts or month ends; ``train.series_io.future_timestamps``) and empty otherwise (no
+timestamp column, text timestamps, or irregular spacing). With ``--plot-dir``, one PNG per
+series (the first ``--max-plots``): the last part of the history, the median forecast and
+the band between the lowest and highest level forecast (10%-90% by default).
+
+Nothing is half-written: the arguments, the output paths and the table are checked
+before the model is loaded; the CSV goes to a temporary file in its folder and is renamed
+over ``--output`` at the end, the plots are drawn in a temporary folder and moved in
+after it; a failed run leaves neither.
+
+Exit codes: 0 done, 2 a bad argument, input table, or model path (no traceback), 1 a
+full or read-only disk while writing (``--debug`` shows tracebacks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from train.cli import make_parser
+from train.errors import run_command
+
+__all__ = ["main", "parse_quantiles"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = make_parser(
+        "python -m train.forecast",
+        "Forecast every series of a CSV/Parquet table with a TiRex-compatible forecaster; "
+        "writes one CSV row per series and step (mean and quantiles), and optional plots.",
+        [
+            "python -m train.forecast --model tirex.ckpt --input sales.csv --horizon 24 "
+            "--output forecasts.csv",
+            "python -m train.forecast --model runs/tirex_tiny --input ticks.parquet --layout "
+            "long --id-column item --value-column price --horizon 48 --quantiles 0.1,0.5,0.9 "
+            "--output out/ticks.csv --plot-dir out/plots",
+        ],
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="PATH",
+        help="a TiRex checkpoint (a *.ckpt file or a folder holding model.ckpt) or a "
+        "train.main run folder of the forecaster",
+    )
+    p.add_argument("--input", required=True, metavar="FILE", help="a .csv or .parquet table")
+    p.add_argument(
+        "--layout",
+        choices=("wide", "long", "auto"),
+        default="auto",
+        help="wide: one series per column; long: id, timestamp and value columns; auto: long "
+        "when the table has the id and value columns, wide otherwise",
+    )
+    p.add_argument("--id-column", default="id", help="the long layout's series id column")
+    p.add_argument(
+        "--timestamp-column",
+        default="timestamp",
+        help="the timestamp column (required in the long layout, optional in the wide one)",
+    )
+    p.add_argument("--value-column", default="value", help="the long layout's value column")
+    p.add_argument("--horizon", required=True, type=int, help="steps to forecast, H >= 1")
+    p.add_argument(
+        "--quantiles",
+        help="comma-separated levels in (0, 1) to write, e.g. 0.1,0.5,0.9 (default: all of "
+        "the model's levels, 0.1..0.9 for TiRex)",
+    )
+    p.add_argument("--batch-size", type=int, default=256, help="series per compiled call")
+    p.add_argument("--output", required=True, metavar="OUT.csv", help="the forecasts CSV")
+    p.add_argument(
+        "--plot-dir",
+        metavar="DIR",
+        help="write one PNG per series here, history and forecast fan (default: no plots)",
+    )
+    p.add_argument("--max-plots", type=int, default=20, help="plot at most this many series")
+    return p
+
+
+def parse_quantiles(text: str | None) -> tuple[float, ...] | None:
+    """``"0.1,0.5,0.9"`` -> (0.1, 0.5, 0.9), ascending; None stays None (all levels).
+
+    Raises:
+        ConfigError: a part is not a number, a level is outside (0, 1), or one repeats.
+    """
+    from xlstm_jax.config import ConfigError
+
+    if text is None:
+        return None
+    parts = [t.strip() for t in text.split(",")]
+    example = "e.g. --quantiles 0.1,0.5,0.9"
+    if not any(parts):
+        raise ConfigError(f"--quantiles is empty; give comma-separated levels, {example}.")
+    levels = []
+    for t in parts:
+        try:
+            q = float(t)
+        except ValueError:
+            raise ConfigError(
+                f"--quantiles {text!r}: {t!r} is not a number; give comma-separated levels "
+                f"in (0, 1), {example}."
+            ) from None
+        if not 0 < q < 1:
+            raise ConfigError(
+                f"--quantiles {text!r}: {t} is not a level in (0, 1) (exclusive); {example}."
+            )
+        levels.append(q)
+    dup = sorted({q for q in levels if levels.count(q) > 1})
+    if dup:
+        raise ConfigError(
+            f"--quantiles {text!r} repeats {', '.join(map(str, dup))}; give each level once."
+        )
+    return tuple(sorted(levels))
+
+
+def _probe_folder(folder: Path, flag: str) -> None:
+    """``ConfigError`` unless a file can be created in ``folder`` (tried, then removed)."""
+    from xlstm_jax.config import ConfigError
+
+    if not folder.is_dir():
+        what = "is a file" if folder.exists() else "does not exist"
+        raise ConfigError(
+            f"{flag}: the folder {folder} {what}; create it (mkdir -p) or pick another."
+        )
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".forecast-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(
+            f"{flag}: cannot write in {folder} ({e.strerror}); pick a folder you can write to."
+        ) from None
+
+
+def _check_paths(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    """The output CSV and plot folder, checked writable before anything is computed."""
+    from xlstm_jax.config import ConfigError
+
+    if not Path(args.model).exists():
+        raise ConfigError(
+            f"--model {args.model} does not exist; give a TiRex checkpoint (model.ckpt or its "
+            f"folder) or a python -m train.main run folder of the forecaster."
+        )
+    out = Path(args.output)
+    if out.suffix.lower() != ".csv":
+        raise ConfigError(f"--output {out} must be a .csv file (the forecasts are a CSV table).")
+    if out.is_dir():
+        raise ConfigError(
+            f"--output {out} is a folder; give a file name, e.g. {out}/forecasts.csv."
+        )
+    if out.exists() and out.resolve() == Path(args.input).resolve():
+        raise ConfigError(f"--output {out} is the input table; give another file name.")
+    _probe_folder(out.parent, "--output")
+    plots = None
+    if args.plot_dir is not None:
+        plots = Path(args.plot_dir)
+        if plots.exists() and not plots.is_dir():
+            raise ConfigError(f"--plot-dir {plots} is a file; give a folder.")
+        _probe_folder(plots if plots.is_dir() else plots.parent, "--plot-dir")
+    return out, plots
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the CLI; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    return run_command(lambda: _forecast(args), debug=args.debug)
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _forecast(args: argparse.Namespace) -> int:
+    from xlstm_jax.config import ConfigError
+
+    if args.horizon < 1:
+        raise ConfigError(f"--horizon must be >= 1 (steps to forecast); got {args.horizon}.")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1; got {args.batch_size}.")
+    if args.max_plots < 0:
+        raise ConfigError(f"--max-plots must be >= 0; got {args.max_plots}.")
+    levels = parse_quantiles(args.quantiles)
+    out, plot_dir = _check_paths(args)
+
+    from train.series_io import DataError, read_series
+
+    series = read_series(
+        args.input,
+        args.layout,
+        id_column=args.id_column,
+        timestamp_column=args.timestamp_column,
+        value_column=args.value_column,
+        say=_say,
+    )
+    lengths = [s.values.size for s in series]
+    _say(f"read {len(series)} series, lengths {min(lengths)}..{max(lengths)}")
+
+    import jax
+
+    from xlstm_jax.tirex import ForecastError
+
+    t0 = time.perf_counter()
+    model, source = _load_model(args.model)
+    known = getattr(getattr(model, "config", None), "quantiles", None)
+    if levels is not None and known is not None and not set(levels) <= set(known):
+        raise ConfigError(
+            f"--quantiles {args.quantiles}: the model predicts the levels "
+            f"{','.join(f'{q:g}' for q in known)} only; pick from those."
+        )
+    _say(f"loaded {source} in {time.perf_counter() - t0:.1f} s ({jax.devices()[0].platform})")
+    try:
+        fc = _run_batches(model, [s.values for s in series], args.horizon, levels, args.batch_size)
+    except ForecastError as e:
+        raise DataError(f"{args.input}: {e}") from None
+
+    text = _csv_bytes(series, fc, args.horizon)
+    with _staged_plots(plot_dir) as staged:
+        n_plots = 0
+        if staged is not None:
+            n_plots = _plot_all(series, fc, staged, args.max_plots)
+        from train.files import atomic_write_bytes
+
+        atomic_write_bytes(out, text)
+    rows = len(series) * args.horizon
+    _say(f"wrote {out}: {rows} rows ({len(series)} series x {args.horizon} steps)")
+    if plot_dir is not None:
+        more = f" of {len(series)} (raise --max-plots for more)" if n_plots < len(series) else ""
+        _say(f"wrote {n_plots} plot(s){more} to {plot_dir}")
+    return 0
+
+
+def _load_model(path: str):
+    """The forecaster at ``path`` and a phrase naming it: a ``train.main`` run folder
+    (``train.runs.load_run``: its newest intact checkpoint) or a TiRex checkpoint
+    (``xlstm_jax.tirex.load_forecaster``: a ``.ckpt`` file or a folder holding
+    ``model.ckpt``)."""
+    from xlstm_jax.config import ConfigError
+    from xlstm_jax.tirex import ForecastError, TiRexConfig, load_forecaster
+
+    folder = Path(path)
+    if folder.is_dir() and (folder / "config.json").is_file():
+        from train.runs import load_run
+
+        kind = _run_model_kind(folder)
+        if kind is not None and kind != TiRexConfig:
+            raise ConfigError(
+                f"--model {path} is a training run of a {kind.__name__.removesuffix('Config')}"
+                f", not of the forecaster; give a run of a TiRex config (e.g. python -m "
+                f"train.main --config tirex_tiny) or a TiRex model.ckpt."
+            )
+        run = load_run(folder)
+        return run.model, f"checkpoint step {run.step} of the run {path}"
+    try:
+        return load_forecaster(folder), f"the TiRex checkpoint {path}"
+    except ForecastError as e:
+        raise ConfigError(
+            f"--model {path}: {e} Or give a python -m train.main run folder of the "
+            f"forecaster (e.g. --config tirex_tiny)."
+        ) from None
+
+
+def _run_model_kind(folder: Path) -> type | None:
+    """The model config class of the run in ``folder``, or None if its config.json cannot
+    be read (``load_run`` then says why)."""
+    import json
+
+    from train.config import ConfigError, ExperimentConfig
+    from train.overrides import from_dict
+
+    try:
+        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        return type(from_dict(ExperimentConfig, raw).model)
+    except (OSError, ValueError, ConfigError):
+        return None
+
+
+def _run_batches(model, contexts, horizon, levels, batch_size):
+    """``forecast`` batch by batch, with progress; the same result as one call.
+
+    The last batch is padded to ``batch_size`` with copies of its last series (dropped
+    after), as ``forecast`` pads its own last batch, so one shape compiles once.
+    """
+    import numpy as np
+
+    from xlstm_jax.tirex import Forecast, forecast
+
+    n = len(contexts)
+    bs = min(batch_size, n)
+    batches = -(-n // bs)
+    quantiles, means, got = [], [], None
+    t0 = time.perf_counter()
+    for b, start in enumerate(range(0, n, bs)):
+        chunk = list(contexts[start : start + bs])
+        real = len(chunk)
+        chunk += [chunk[-1]] * (bs - real)
+        fc = forecast(model, chunk, horizon, quantile_levels=levels, batch_size=bs)
+        quantiles.append(fc.quantiles[:real])
+        means.append(fc.mean[:real])
+        got = fc.quantile_levels
+        _say(
+            f"batch {b + 1}/{batches} done ({start + real}/{n} series, "
+            f"{time.perf_counter() - t0:.1f} s)"
+        )
+    return Forecast(np.concatenate(quantiles), np.concatenate(means), tuple(got))
+
+
+def _level_name(q: float) -> str:
+    return f"q{q:g}"
+
+
+def _csv_bytes(series, fc, horizon: int) -> bytes:
+    """The forecasts table as CSV bytes: id, step, timestamp, mean, q<level>..."""
+    import io
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    from train.series_io import format_timestamps, future_timestamps
+
+    n = len(series)
+    stamps: list[str | None] = []
+    for s in series:
+        future = future_timestamps(s.timestamps, horizon)
+        stamps += [None] * horizon if future is None else format_timestamps(future)
+    columns = {
+        "id": pa.array(np.repeat([s.name for s in series], horizon), pa.string()),
+        "step": pa.array(np.tile(np.arange(1, horizon + 1, dtype=np.int32), n)),
+        "timestamp": pa.array(stamps, pa.string()),
+        "mean": pa.array(fc.mean.reshape(-1).astype(np.float32)),
+    }
+    for k, q in enumerate(fc.quantile_levels):
+        columns[_level_name(q)] = pa.array(fc.quantiles[:, :, k].reshape(-1).astype(np.float32))
+    buf = io.BytesIO()
+    pcsv.write_csv(pa.table(columns), buf)
+    return buf.getvalue()
+
+
+@contextlib.contextmanager
+def _staged_plots(plot_dir: Path | None):
+    """A temporary folder for the plots beside ``plot_dir``; on success its PNGs are moved
+    into ``plot_dir`` (created if missing; other files there are kept), on failure it is
+    removed and ``plot_dir`` is untouched."""
+    if plot_dir is None:
+        yield None
+        return
+    tmp = Path(tempfile.mkdtemp(dir=plot_dir.parent, prefix=f".{plot_dir.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        plot_dir.mkdir(exist_ok=True)
+        for png in sorted(tmp.iterdir()):
+            os.replace(png, plot_dir / png.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _file_names(names: list[str]) -> list[str]:
+    """A distinct, filesystem-safe PNG name per series name."""
+    out, seen = [], set()
+    for name in names:
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "series"
+        stem, k = stem[:100], 1
+        candidate = stem
+        while candidate.lower() in seen:
+            k += 1
+            candidate = f"{stem}-{k}"
+        seen.add(candidate.lower())
+        out.append(f"{candidate}.png")
+    return out
+
+
+def _plot_all(series, fc, folder: Path, max_plots: int) -> int:
+    """One PNG per series (the first ``max_plots``) in ``folder``; returns how many."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from train.series_io import future_timestamps
+
+    chosen = series[:max_plots]
+    levels = fc.quantile_levels
+    lo, hi = 0, len(levels) - 1
+    for i, (s, fname) in enumerate(zip(chosen, _file_names([s.name for s in chosen]), strict=True)):
+        horizon = fc.mean.shape[1]
+        keep = min(s.values.size, max(4 * horizon, 128))  # the last part of a long history
+        future = future_timestamps(s.timestamps, horizon)
+        if future is not None:  # regular timestamps: draw against them
+            t_hist, t_fut, xlabel = s.timestamps[-keep:], future, "time"
+        else:
+            t_hist = np.arange(s.values.size - keep, s.values.size)
+            t_fut = np.arange(s.values.size, s.values.size + horizon)
+            xlabel = "time step"
+        fig, ax = plt.subplots(figsize=(9, 3.5))
+        ax.plot(t_hist, s.values[-keep:], color="black", lw=1, marker=".", ms=2, label="history")
+        if hi > lo:
+            ax.fill_between(
+                t_fut,
+                fc.quantiles[i, :, lo],
+                fc.quantiles[i, :, hi],
+                color="tab:blue",
+                alpha=0.25,
+                lw=0,
+                label=f"{levels[lo]:.0%}-{levels[hi]:.0%}",
+            )
+        ax.plot(t_fut, fc.mean[i], color="tab:blue", lw=1.5, label="median")
+        ax.set_title(s.name)
+        ax.set_xlabel(xlabel)
+        ax.legend(loc="upper left", fontsize="small")
+        ax.grid(alpha=0.3)
+        if np.issubdtype(np.asarray(t_fut).dtype, np.datetime64):
+            fig.autofmt_xdate()
+        fig.tight_layout()
+        fig.savefig(folder / fname, dpi=80)
+        plt.close(fig)
+    return len(chosen)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
