@@ -47,6 +47,9 @@ def test_wide_csv_gives_one_series_per_column_with_nan_cells_and_ragged_padding_
     assert b.timestamps.tolist() == list(np.array(["2024-01-03", "2024-01-04"], "M8[D]"))
     (only,) = read_series(write(tmp_path, "x\n1\n2\n", "n.csv"))
     assert only.name == "x" and only.timestamps is None
+    (newest_first,) = read_series(write(tmp_path, "timestamp,x\n3,30\n1,10\n2,\n", "r.csv"))
+    assert newest_first.timestamps.tolist() == [1, 2, 3]  # sorted by the timestamp
+    np.testing.assert_array_equal(newest_first.values, [10, np.nan, 30])
 
 
 def test_long_csv_sorts_by_timestamp_within_id_in_order_of_first_appearance(tmp_path):
@@ -98,7 +101,7 @@ def test_the_auto_layout_is_long_only_with_both_the_id_and_value_columns(tmp_pat
             "t.csv",
             "a,b\n1,2\n2,x7\n",
             {},
-            ["column 'b' is not numeric", "row 2 (line 3 of the file)", "'x7'", "--timestamp"],
+            ["column 'b' is not numeric", "row 2 (line 3)", "'x7'", "--timestamp"],
         ),
         ("t.csv", "a,b\n1,2,\n2,3\n", {}, ["not a readable CSV"]),
         ("t.csv", "a,b\n1,\n2,NaN\n", {}, ["series 'b'", "only missing values"]),
@@ -118,7 +121,7 @@ def test_the_auto_layout_is_long_only_with_both_the_id_and_value_columns(tmp_pat
             "t.csv",
             "id,timestamp,value\na,1,1\nb,1,2\na,1,3\n",
             {},
-            ["series 'a'", "two values for timestamp 1", "row 1 (line 2", "row 3 (line 4"],
+            ["series 'a'", "two values for timestamp 1", "row 1 (line 2) and row 3 (line 4)"],
         ),
         (
             "t.csv",
@@ -131,6 +134,9 @@ def test_the_auto_layout_is_long_only_with_both_the_id_and_value_columns(tmp_pat
         ("t.csv", "id,timestamp,value\na,1,one\n", {}, ["column 'value'", "'one'", "row 1"]),
         ("t.csv", "timestamp\n2024-01-01\n", {}, ["only the timestamp column"]),
         ("t.csv", "a,b,a\n1,2,3\n", {}, ["more than one column named 'a'"]),
+        ("t.csv", "timestamp,a\n2,1\n1,2\n2,3\n", {}, ["two rows with timestamp 2", "row 3"]),
+        ("t.csv", "timestamp,a\n2,1\n,2\n", {}, ["row 2 (line 3) has no 'timestamp'"]),
+        ("t.csv", "a\n1\n-inf\n", {}, ["column 'a' holds -inf at row 2", "finite"]),
     ],
 )
 def test_bad_tables_raise_data_errors_naming_the_problem(tmp_path, name, text, kwargs, needles):
@@ -333,12 +339,17 @@ def test_long_tables_without_regular_timestamps_leave_the_timestamp_empty(
         ({"--model": "{tmp}/elsewhere"}, "--model {tmp}/elsewhere does not exist"),
         ({"--model": "{tmp}/wide.csv"}, "not a PyTorch zip checkpoint"),
         ({"--model": "{tmp}/empty"}, "not a TiRex checkpoint; give a model.ckpt file"),
+        ({"--model": "{tmp}/lm_run"}, "is a training run of a xLSTMLMModel, not of the"),
     ],
 )
 def test_bad_arguments_fail_before_compute_and_leave_no_output(
     model_path, table, tmp_path, capsys, monkeypatch, change, needle
 ):
+    import json
+
     import xlstm_jax.tirex as tirex
+    from train import registry
+    from train.overrides import to_dict
 
     def no_compute(*a, **k):
         raise AssertionError("forecast ran")
@@ -351,6 +362,9 @@ def test_bad_arguments_fail_before_compute_and_leave_no_output(
     args.update(change)
     argv = [str(x).replace("{tmp}", str(tmp_path)) for kv in args.items() for x in kv]
     (tmp_path / "empty").mkdir()
+    (tmp_path / "lm_run").mkdir()  # a language model's run: its config.json is enough
+    lm = to_dict(registry.load("xlstm_tiny"))
+    (tmp_path / "lm_run" / "config.json").write_text(json.dumps(lm))
     before = sorted(p.name for p in tmp_path.iterdir())
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
@@ -372,6 +386,18 @@ def test_a_run_that_fails_while_plotting_leaves_no_csv_and_no_plots(
                  "--output", out, "--plot-dir", tmp_path / "plots")  # fmt: skip
     assert rc == 1 and "the disk is full" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_plots_join_an_existing_folder_under_safe_distinct_names(tmp_path):
+    keep = tmp_path / "plots" / "notes.txt"
+    keep.parent.mkdir()
+    keep.write_text("mine")
+    with cli._staged_plots(keep.parent) as staged:
+        (staged / "a.png").write_bytes(b"png")
+    assert sorted(p.name for p in keep.parent.iterdir()) == ["a.png", "notes.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["plots"]  # the staging folder is gone
+    names = cli._file_names(["a/b", "A/B", "..", "x y", "a_b"])
+    assert names == ["a_b.png", "A_B-2.png", "series.png", "x_y.png", "a_b-3.png"]
 
 
 def test_the_module_runs_as_a_command():

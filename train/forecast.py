@@ -80,27 +80,45 @@ def _parser() -> argparse.ArgumentParser:
         help="wide: one series per column; long: id, timestamp and value columns; auto: long "
         "when the table has the id and value columns, wide otherwise",
     )
-    p.add_argument("--id-column", default="id", help="the long layout's series id column")
+    p.add_argument(
+        "--id-column", default="id", metavar="NAME", help="the long layout's series id column"
+    )
     p.add_argument(
         "--timestamp-column",
         default="timestamp",
+        metavar="NAME",
         help="the timestamp column (required in the long layout, optional in the wide one)",
     )
-    p.add_argument("--value-column", default="value", help="the long layout's value column")
-    p.add_argument("--horizon", required=True, type=int, help="steps to forecast, H >= 1")
+    p.add_argument(
+        "--value-column", default="value", metavar="NAME", help="the long layout's value column"
+    )
+    p.add_argument(
+        "--horizon", required=True, type=int, metavar="H", help="steps to forecast, H >= 1"
+    )
     p.add_argument(
         "--quantiles",
+        metavar="LEVELS",
         help="comma-separated levels in (0, 1) to write, e.g. 0.1,0.5,0.9 (default: all of "
         "the model's levels, 0.1..0.9 for TiRex)",
     )
-    p.add_argument("--batch-size", type=int, default=256, help="series per compiled call")
-    p.add_argument("--output", required=True, metavar="OUT.csv", help="the forecasts CSV")
+    p.add_argument(
+        "--batch-size", type=int, default=256, metavar="N", help="series per compiled call"
+    )
+    p.add_argument(
+        "--output",
+        required=True,
+        metavar="OUT.csv",
+        help="the forecasts CSV: columns id, step (1..H), timestamp (empty unless the series' "
+        "timestamps are regularly spaced), mean (the median), and q<level> per level",
+    )
     p.add_argument(
         "--plot-dir",
         metavar="DIR",
         help="write one PNG per series here, history and forecast fan (default: no plots)",
     )
-    p.add_argument("--max-plots", type=int, default=20, help="plot at most this many series")
+    p.add_argument(
+        "--max-plots", type=int, default=20, metavar="N", help="plot the first N series only"
+    )
     return p
 
 

@@ -9,9 +9,10 @@ Two file formats, CSV (``.csv``, ``.csv.gz``, ``.tsv``) and Parquet (``.parquet`
 
 - **wide**: one series per column, named by its header. A column named like
   ``timestamp_column`` (default ``timestamp``), if there is one, gives every series its
-  timestamps; every other column must be numeric. Rows stay in file order. Columns may
-  have different lengths (ragged): the empty cells before a column's first value and after
-  its last are padding and are dropped; empty cells between values are missing values (NaN).
+  timestamps (the rows are then sorted by it; without one they stay in file order);
+  every other column must be numeric. Columns may have different lengths (ragged): the
+  empty cells before a column's first value and after its last are padding and are
+  dropped; empty cells between values are missing values (NaN).
 - **long**: one row per observation, with an id, a timestamp and a value column (names
   configurable; other columns are ignored). Rows are sorted by timestamp within each id;
   series come in the order their ids first appear. An empty value cell is a missing value
@@ -168,9 +169,10 @@ def read_series(
 
     Raises:
         DataError: the file cannot be read or is empty; a required column is missing (the
-            message lists the columns present); a value column is not numeric (names the
-            column, its first bad value and its row); a series is empty or all NaN (names
-            it); a timestamp repeats, or is missing, within a long series.
+            message lists the columns present); a value column is not numeric or holds an
+            infinity (names the column, its first bad value and its row); a series is
+            empty or all NaN (names it); a timestamp repeats, or is missing, within a long
+            series (or a wide table's rows).
     """
     if layout not in LAYOUTS:
         raise DataError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}.")
@@ -191,14 +193,15 @@ def read_series(
 
 
 def _row(path: Path, i: int) -> str:
-    """Names the data row ``i`` (0-based) of ``path``: "row 3" (and "line 4" of a CSV)."""
+    """Names the data row ``i`` (0-based) of ``path``: "row 3" (and "(line 4)" of a CSV file)."""
     if _suffix(path) in CSV_SUFFIXES:
-        return f"row {i + 1} (line {i + 2} of the file)"
+        return f"row {i + 1} (line {i + 2})"
     return f"row {i + 1}"
 
 
 def _numeric(column, path: Path, name: str, fix: str) -> np.ndarray:
-    """A column as (N,) float64 with NaN for nulls; ``DataError`` if it is not numeric."""
+    """A column as (N,) float64 with NaN for nulls; ``DataError`` if it is not numeric or
+    holds an infinity."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -207,8 +210,8 @@ def _numeric(column, path: Path, name: str, fix: str) -> np.ndarray:
     if pa.types.is_null(kind):
         return np.full(len(column), np.nan)
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
-        return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        out = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+    elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
         # pyarrow reads a column as text when any cell is not a number it recognises;
         # accept the column if Python can read every cell as a float (e.g. "inf").
         out = np.full(len(column), np.nan)
@@ -223,11 +226,18 @@ def _numeric(column, path: Path, name: str, fix: str) -> np.ndarray:
                     f"{cell!r}. Write numbers with a '.' decimal point and leave missing "
                     f"values empty (or NA/NaN); {fix}."
                 ) from None
-        return out
-    raise DataError(
-        f"{path}: column {name!r} holds {kind}, not numbers; {fix}. Series values must be "
-        f"integers or floats."
-    )
+    else:
+        raise DataError(
+            f"{path}: column {name!r} holds {kind}, not numbers; {fix}. Series values must "
+            f"be integers or floats."
+        )
+    inf = np.flatnonzero(np.isinf(out))
+    if inf.size:
+        raise DataError(
+            f"{path}: column {name!r} holds {out[inf[0]]} at {_row(path, int(inf[0]))}; a "
+            f"forecaster needs finite values: replace it, or leave the cell empty (missing)."
+        )
+    return out
 
 
 def _timestamps(column) -> np.ndarray:
@@ -258,8 +268,23 @@ def _check_series(path: Path, name: str, values: np.ndarray, what: str) -> None:
 
 
 def _wide(table, path: Path, timestamp_column: str) -> list[Series]:
+    import pyarrow.compute as pc
+
     names = table.column_names
-    stamps = _timestamps(table.column(timestamp_column)) if timestamp_column in names else None
+    stamps, order = None, None
+    if timestamp_column in names:
+        column = table.column(timestamp_column).combine_chunks()
+        _require_stamps(column, path, timestamp_column, "wide")
+        order = pc.sort_indices(column).to_numpy(zero_copy_only=False)  # stable
+        stamps = _timestamps(column.take(order))
+        dup = np.flatnonzero(stamps[1:] == stamps[:-1])
+        if dup.size:
+            first, second = sorted(int(r) for r in order[dup[0] : dup[0] + 2])
+            raise DataError(
+                f"{path} has two rows with {timestamp_column} {_show(stamps[dup[0]])} "
+                f"({_row(path, first)} and {_row(path, second)}); keep one row per timestamp "
+                f"(aggregate or drop the duplicates)."
+            )
     value_names = [n for n in names if n != timestamp_column]
     if not value_names:
         raise DataError(
@@ -274,12 +299,24 @@ def _wide(table, path: Path, timestamp_column: str) -> list[Series]:
             f"otherwise remove the column"
         )
         values = _numeric(table.column(name), path, name, fix)
+        if order is not None:
+            values = values[order]
         seen = np.flatnonzero(~np.isnan(values))
         if seen.size == 0:
             _check_series(path, name, values, f"{values.size} rows")
         lo, hi = seen[0], seen[-1] + 1  # ragged columns: drop the padding around the values
         out.append(Series(str(name), values[lo:hi], None if stamps is None else stamps[lo:hi]))
     return out
+
+
+def _require_stamps(column, path: Path, timestamp_column: str, layout: str) -> None:
+    """``DataError`` naming the first row without a timestamp, if there is one."""
+    if column.null_count:
+        i = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+        raise DataError(
+            f"{path}: {_row(path, i)} has no {timestamp_column!r}; with a timestamp column "
+            f"every row of the {layout} layout needs a timestamp (drop the row or fill it in)."
+        )
 
 
 def _long(table, path: Path, id_column: str, timestamp_column: str, value_column: str):
@@ -305,12 +342,7 @@ def _long(table, path: Path, id_column: str, timestamp_column: str, value_column
             f"needs a series id."
         )
     stamps_col = table.column(timestamp_column).combine_chunks()
-    if stamps_col.null_count:
-        i = int(np.flatnonzero(stamps_col.is_null().to_numpy(zero_copy_only=False))[0])
-        raise DataError(
-            f"{path}: {_row(path, i)} has no {timestamp_column!r}; every row of the long "
-            f"layout needs a timestamp (drop the row or fill it in)."
-        )
+    _require_stamps(stamps_col, path, timestamp_column, "long")
     values = _numeric(
         table.column(value_column),
         path,
