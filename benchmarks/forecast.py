@@ -176,8 +176,8 @@ def evaluate(
 
 def run(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
     """Every requested method on every subset: method -> ``name/subset`` -> summary (the
-    ``forecast_metrics.summarize`` keys plus ``seconds``), with ``name/average`` over each
-    competition's subsets run."""
+    ``forecast_metrics.summarize`` keys plus ``seconds`` and ``rearranged_steps``), with
+    ``name/average`` over all of a competition's subsets when all were run."""
     data = {(name, sub): load_competition(name, sub) for name, sub in args.subsets}
     if args.smoke:
         data = {key: series[: args.smoke] for key, series in data.items()}
@@ -201,9 +201,13 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
             )
         table = {}
         for name, groups in per_competition.items():
-            for key, summary in summarize(groups, total="average").items():
+            # The average only over all of a competition's subsets: over fewer it would be
+            # another number under the same name.
+            complete = len(groups) == sum(n == name for n, _ in SUBSETS)
+            for key, summary in summarize(groups, total="average" if complete else None).items():
                 table[f"{name}/{key}"] = summary
-            table[f"{name}/average"]["seconds"] = sum(seconds[f"{name}/{sub}"] for sub in groups)
+            if complete:
+                table[f"{name}/average"]["seconds"] = sum(seconds[f"{name}/{s}"] for s in groups)
         for key, secs in seconds.items():
             table[key]["seconds"] = secs
             table[key]["rearranged_steps"] = float(rearranged[key])
