@@ -10,10 +10,10 @@ table with a TiRex-compatible sLSTM forecaster.
 ``--model`` is a TiRex Lightning checkpoint (``*.ckpt``, the file tirex-ts loads, or a
 folder holding ``model.ckpt``; ``xlstm_jax.tirex.load_forecaster``) or a
 ``python -m train.main`` run folder of the forecaster (its newest intact checkpoint;
-``train.runs.load_run``).
-The table is read by ``train.series_io`` (layouts: wide, one series per column; long, one
-row per observation with id, timestamp and value columns; ``auto`` picks long when the id
-and value columns are both there). The library call is ``xlstm_jax.tirex.forecast``.
+``train.runs.load_run``). The table is read by ``train.series_io`` (layouts: wide, one
+series per column; long, one row per observation with id, timestamp and value columns;
+``auto`` picks long when the id and value columns are both there). The library call is
+``xlstm_jax.tirex.forecast``.
 
 Output: a CSV with one row per series and forecast step, columns ``id`` (the column
 header or the long layout's id), ``step`` (1..H), ``timestamp``, ``mean`` (the median, as
@@ -30,8 +30,9 @@ before the model is loaded; the CSV goes to a temporary file in its folder and i
 over ``--output`` at the end, the plots are drawn in a temporary folder and moved in
 after it; a failed run leaves neither.
 
-Exit codes: 0 done, 2 a bad argument, input table, or model path (no traceback), 1 a
-full or read-only disk while writing (``--debug`` shows tracebacks).
+Exit codes: 0 done, 2 a bad argument, input table or model path (found before any
+compute; no traceback), 1 a run folder none of whose checkpoints reads back, or a full or
+read-only disk while writing (``--debug`` shows tracebacks).
 """
 
 from __future__ import annotations
