@@ -267,3 +267,18 @@ def metrics_of(workdir: Path) -> list[dict]:
 
 def checkpoints_of(workdir: Path) -> list[int]:
     return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def require_tirex():
+    """Imports torch and ``tirex`` (tirex-ts, the test extra: a test oracle only); skips
+    where they are missing, fails in CI."""
+    try:
+        import tirex
+        import torch
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        if IN_CI and not NO_REFERENCE:
+            raise RuntimeError(
+                "torch/tirex-ts are required in CI (pip install -e '.[test]')"
+            ) from err
+        pytest.skip(f"tirex-ts (PyTorch reference) not installed: {err}")
+    return torch, tirex

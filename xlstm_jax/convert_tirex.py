@@ -114,7 +114,7 @@ def from_state_dict_tirex(state_dict: dict, config: TiRexConfig, *, seed: int = 
         return a
 
     def put(p: nnx.Param, value: np.ndarray) -> None:
-        p.value = jnp.asarray(value, p.value.dtype)
+        p.set_value(jnp.asarray(value, p.get_value().dtype))
 
     E, NH, DH, F = config.embedding_dim, config.num_heads, config.head_dim, config.ffn_dim
 
@@ -159,7 +159,7 @@ def to_state_dict_tirex(model: TiRex) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
 
     def val(p) -> np.ndarray:
-        return np.asarray(p.value, np.float32)
+        return np.asarray(p.get_value(), np.float32)
 
     for prefix in ("input_patch_embedding", "output_patch_embedding"):
         mod = getattr(model, prefix)
