@@ -22,7 +22,8 @@ Two file formats, CSV (``.csv``, ``.csv.gz``, ``.tsv``) and Parquet (``.parquet`
 **wide** otherwise.
 
 Timestamps are read as pyarrow infers them (ISO 8601 dates and times become
-``datetime64``; times with a time zone are kept as UTC), numbers, or text otherwise.
+``datetime64``; times with a time zone are kept as UTC), numbers, or text otherwise
+(text sorts as text: right for ISO 8601, wrong for e.g. ``3/1/2024``).
 Missing values: an empty cell, ``NA``, ``NaN``, ``null`` and pyarrow's other null
 spellings, and NaN floats in Parquet, all become NaN. Every problem with the file raises
 ``DataError`` (exit code 2 in the commands) naming the file, the column or series, and
