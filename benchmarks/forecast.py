@@ -130,14 +130,47 @@ def statsforecast_forecaster(model: str, n_jobs: int) -> Forecaster:
     return forecast
 
 
+def ours_forecaster(run_dir: str | None) -> Forecaster:
+    """Our forecaster from a ``python -m train.main`` run folder (``--ours RUN_DIR``, e.g.
+    ``--config tirex_tiny``) or a TiRex ``model.ckpt`` (``xlstm_jax.tirex.forecast``).
+
+    Crossing quantiles are sorted, as for the baselines (counted in ``rearranged_steps``);
+    the median is the model's own 0.5 quantile.
+    """
+    if not run_dir:
+        raise SystemExit("the method xLSTM-TiRex needs --ours RUN_DIR (a train.main run folder)")
+    from xlstm_jax.tirex import forecast as tirex_forecast
+    from xlstm_jax.tirex import load_forecaster
+
+    folder = Path(run_dir)
+    if (folder / "config.json").is_file():
+        from train.runs import load_run
+
+        model = load_run(folder).model
+    else:
+        model = load_forecaster(folder)
+
+    def forecast(train_series: list[np.ndarray], horizon: int, season: int):
+        del season  # the model reads the seasonality from the context
+        out = tirex_forecast(model, train_series, horizon, quantile_levels=QUANTILE_LEVELS)
+        values = out.quantiles.astype(np.float64)
+        quantiles = np.sort(values, axis=-1)
+        forecast.rearranged_steps += int((quantiles != values).any(axis=-1).sum())
+        return quantiles, out.mean.astype(np.float64)
+
+    forecast.rearranged_steps = 0
+    return forecast
+
+
 # The registration point: method name -> a function of the parsed arguments that builds
-# its Forecaster. A new method (e.g. ours, from ``--ours RUN_DIR``) is one more entry.
+# its Forecaster.
 METHODS: dict[str, Callable[[argparse.Namespace], Forecaster]] = {
     # One process: the fits take microseconds, starting workers would cost more.
     "SeasonalNaive": lambda args: statsforecast_forecaster("SeasonalNaive", 1),
     "AutoETS": lambda args: statsforecast_forecaster("AutoETS", args.n_jobs),
     "AutoTheta": lambda args: statsforecast_forecaster("AutoTheta", args.n_jobs),
     "AutoARIMA": lambda args: statsforecast_forecaster("AutoARIMA", args.n_jobs),
+    "xLSTM-TiRex": lambda args: ours_forecaster(args.ours),
 }
 DEFAULT_METHODS = ("SeasonalNaive", "AutoETS", "AutoTheta", "AutoARIMA")
 
@@ -408,6 +441,12 @@ def main(argv: list[str] | None = None) -> int:
         "--merge",
         action="store_true",
         help="keep the earlier results (the .json beside the table) of methods not run now",
+    )
+    p.add_argument(
+        "--ours",
+        default=None,
+        help="the run folder (python -m train.main --config tirex_tiny) or model.ckpt of the "
+        "method xLSTM-TiRex",
     )
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     add_output_args(p, TABLE)

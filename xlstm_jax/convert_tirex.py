@@ -33,6 +33,7 @@ import pickle
 import zipfile
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -98,7 +99,9 @@ def from_state_dict_tirex(state_dict: dict, config: TiRexConfig, *, seed: int = 
       ForecastError: a missing, unexpected or mis-shaped tensor (named).
     """
     sd = {k.removeprefix("block_stack."): v for k, v in state_dict.items()}
-    model = TiRex(config, rngs=nnx.Rngs(seed))
+    # Shapes only: every parameter is set below (a missing one raises), so the random
+    # initialisation would be wasted work.
+    model = nnx.eval_shape(lambda: TiRex(config, rngs=nnx.Rngs(seed)))
     used: set[str] = set()
 
     def get(name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -142,6 +145,13 @@ def from_state_dict_tirex(state_dict: dict, config: TiRexConfig, *, seed: int = 
         put(layer.group_norm.weight, get(f"{b}.slstm_layer.group_norm.weight", (E,)))
         for name, shape in zip(_FFN, ((F, E), (F, E), (E, F)), strict=True):
             put(getattr(block.ffn, name).kernel, get(f"{b}.ffn.{name}.weight", shape).T)
+    unset = [
+        ".".join(map(str, path))
+        for path, v in nnx.to_flat_state(nnx.state(model, nnx.Param))
+        if isinstance(v.get_value(), jax.ShapeDtypeStruct)
+    ]
+    if unset:  # pragma: no cover - a parameter this converter does not know
+        raise ForecastError(f"no tensor of the state dict sets {unset[:3]}.")
     extra = sorted(set(sd) - used)
     if extra:
         raise ForecastError(
