@@ -42,6 +42,8 @@ import numpy as np
 from _results import add_output_args, output_path, provenance
 
 import pallas_kernels as pk
+from pallas_kernels import dispatch
+from pallas_kernels.mlstm import mosaic as mlstm_mosaic
 from pallas_kernels.slstm import block_sizes as slstm_tiles
 from pallas_kernels.slstm import kernel as slstm_kernel
 
@@ -510,20 +512,71 @@ def attention_row(B, S, reps, shape: str, base) -> str:
     )
 
 
+MOSAIC_LABEL = "Pallas (Mosaic GPU; XLA backward)"
+
+
+def mosaic_skip_reason(dry_run: bool) -> str | None:
+    """Why the Mosaic GPU rows cannot run here (None when they can: JAX >= 0.11.2 and an
+    sm_90+ GPU, or the interpreter in a dry run)."""
+    reason = mlstm_mosaic.mosaic_unsupported_reason()
+    if reason is not None:
+        return f"JAX {jax.__version__} has no usable Mosaic GPU API (needs >= 0.11.2)"
+    if not (dry_run or dispatch.on_hopper_or_newer()):
+        return "needs a CUDA GPU of compute capability 9.0+"
+    return None
+
+
+def mosaic_check_rows(shapes, args, names) -> list[str]:
+    """The Mosaic GPU kernels (bf16: wgmma) against XLA, one correctness row per shape."""
+    rows, why = [], mosaic_skip_reason(args.dry_run)
+    for B, NH, S, DQ, DV, L in shapes:
+        label = f"{B}, {NH}, {S}, {DQ}, {DV}, {L} (Mosaic)"
+        if why is not None:
+            rows.append(f"| bfloat16 | {label} | skipped: {why} |" + " |" * len(names))
+        else:
+            args_ = _mlstm_inputs(B, NH, S, DQ, DV, jnp.bfloat16, seed=S + DQ + L)
+            w = jax.random.normal(jax.random.key(1), (B, NH, S, DV))
+            rows.append(
+                check_row(
+                    label,
+                    jnp.bfloat16,
+                    _mlstm_fn("xla", L, False),
+                    _mlstm_fn("mosaic", L, args.dry_run),
+                    args_,
+                    w,
+                    names,
+                    last=0,  # C
+                )
+            )
+        print(rows[-1], flush=True)
+    return rows
+
+
 def mlstm_section(args, roofs: Roofs, budget: Budget) -> list[str]:
+    # Mosaic kernels take chunks of 64 or 128: their own check shape in a dry run (the
+    # interpreter costs about a second per CTA: two chunks, one head).
     if args.dry_run:
         check_shapes = [(1, 1, 40, 16, 32, 16)]
+        mosaic_shapes = [(1, 1, 67, 16, 32, 64)]
         bench_shapes = [(1, 1, 32, 16, 16, 16)]
     elif args.quick:
         check_shapes = [(2, 4, 512, 128, 256, 64)]
+        mosaic_shapes = check_shapes
         bench_shapes = [(8, 16, 8192, 128, 256, 64), (8, 16, 8192, 128, 256, 128)]
     else:
         check_shapes = [(2, 4, 512, 128, 256, 64), (1, 2, 1000, 64, 96, 128)]
+        mosaic_shapes = check_shapes
         bench_shapes = [
             (65536 // S, 16, S, 128, 256, L) for S in (2048, 8192, 32768) for L in (64, 128)
         ]
     names = ["h", "last C", "dq", "dk", "dv", "di", "df", "dstate0"]
-    lines = ["## mLSTM (chunkwise)", "", "Correctness, Pallas vs XLA (norm-relative errors):", ""]
+    lines = [
+        "## mLSTM (chunkwise)",
+        "",
+        "Correctness, Pallas (Triton; rows marked Mosaic: the Mosaic GPU kernels) vs XLA "
+        "(norm-relative errors):",
+        "",
+    ]
     lines += ["| dtype | B, NH, S, DQK, DV, L | " + " | ".join(names) + " | ok |"]
     lines += ["|---|---|" + "---|" * (len(names) + 1)]
     for dtype in (jnp.float32, jnp.bfloat16):
@@ -542,6 +595,7 @@ def mlstm_section(args, roofs: Roofs, budget: Budget) -> list[str]:
             )
             lines.append(row)
             print(row, flush=True)
+    lines += mosaic_check_rows(mosaic_shapes, args, names)
     lines += [
         "",
         f"Times, bf16, median of {args.reps}: kernel (CUPTI) / wall ms; TFLOP/s from the best "
@@ -563,10 +617,20 @@ def mlstm_section(args, roofs: Roofs, budget: Budget) -> list[str]:
         w = jax.random.normal(jax.random.key(1), (B, NH, S, DV), jnp.bfloat16)
         fl, nbytes = mlstm_flops(B, NH, S, DQ, DV, L), mlstm_bytes(B, NH, S, DQ, DV)
         base = None
-        # The XLA baseline once per S (its time hardly depends on L), to keep the run short.
+        # The XLA baseline once per S (its time hardly depends on L), to keep the run short;
+        # Mosaic at every shape, in --quick at the first chunk size only (a dry run's chunk
+        # of 16 is below its 64: the check row above covers it there).
+        first_L = bench_shapes[0][-1] == L
         impls = [("Pallas (Triton)", "pallas")]
-        impls += [("XLA chunkwise", "xla")] if bench_shapes[0][-1] == L else []
+        impls += [(MOSAIC_LABEL, "mosaic")] if first_L or not args.quick else []
+        impls += [("XLA chunkwise", "xla")] if first_L else []
         for label, impl in impls:
+            why = mosaic_skip_reason(False) if impl == "mosaic" else None
+            if impl == "mosaic" and args.dry_run:
+                why = "dry run: chunk 16 < 64, see the check row"
+            if why is not None:
+                lines.append(f"| {shape} | {label} | skipped: {why} | | | | | |")
+                continue
             if not budget.allows(30):
                 lines.append(f"| {shape} | {label} | skipped (time budget) | | | | | |")
                 continue
@@ -601,7 +665,8 @@ def mlstm_section(args, roofs: Roofs, budget: Budget) -> list[str]:
         f"Measured roofs: {peak}. mLSTM TFLOP/s count the chunkwise matmuls (`mlstm_flops`, "
         "backward = 2x forward); attention counts the causal half of 4 B NH S^2 D, backward = "
         "2.5x forward. Last column: that row's fwd+bwd time over the Pallas one (> 1: Pallas "
-        "is faster).",
+        "is faster). The Mosaic rows' backward is the XLA reference's VJP (no Mosaic backward "
+        "kernels yet).",
         "",
     ]
     return lines
@@ -709,8 +774,17 @@ def mlstm_7b_section(args, roofs: Roofs, budget: Budget) -> list[str]:
     base = None
     for label, run, fwd_bwd in (
         ("Pallas (Triton)", pallas, pallas_vg),
+        (MOSAIC_LABEL, _mlstm_fn("mosaic", L, False), None),
         ("XLA chunkwise", _mlstm_fn("xla", L, False), None),
     ):
+        # Mosaic at the 7B shapes in the full run only (--quick keeps its time).
+        why = None
+        if label == MOSAIC_LABEL:
+            why = "dry run: chunk 16 < 64" if args.dry_run else mosaic_skip_reason(False)
+            why = why or ("--quick" if args.quick else None)
+        if why is not None:
+            lines.append(f"| {shape} | {label} | skipped: {why} | | | | | |")
+            continue
         if not budget.allows(30):
             lines.append(f"| {shape} | {label} | skipped (time budget) | | | | | |")
             continue

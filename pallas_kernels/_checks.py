@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-IMPLS = ("auto", "xla", "pallas")
+# "pallas": the Triton kernels; "mosaic": the Mosaic GPU kernels (mlstm_chunkwise only).
+IMPLS = ("auto", "xla", "pallas", "mosaic")
 
 
 def check_rank(name: str, x: jax.Array, rank: int, layout: str) -> None:

@@ -107,22 +107,34 @@ def _run_check(pallas: Callable, xla: Callable, probe: Probe) -> Verdict:
     return Verdict(True, "matches XLA")
 
 
-def verify(op: str, pallas: Callable, xla: Callable, probe: Probe) -> bool:
-    """Whether ``auto`` may use the kernel ``pallas`` for ``probe``'s configuration; runs
-    the check the first time a configuration is seen (later calls read the cache)."""
-    key = (op, *probe.key)
+def verify(op: str, pallas: Callable, xla: Callable, probe: Probe, impl: str = "pallas") -> bool:
+    """Whether ``auto`` may use the kernel ``pallas`` (of implementation ``impl``, "pallas"
+    or "mosaic") for ``probe``'s configuration; runs the check the first time a
+    configuration is seen (later calls read the cache)."""
+    key = (op, *probe.key) if impl == "pallas" else (op, impl, *probe.key)
     verdict = _VERDICTS.get(key)
     if verdict is None:
         verdict = _VERDICTS[key] = _judge(pallas, xla, probe)
+        kind = "Pallas" if impl == "pallas" else "Mosaic GPU"
         if verdict.ok:
-            logger.info("pallas_kernels.%s: the Pallas kernel passed its check for %s", op, key)
-        else:
+            logger.info("pallas_kernels.%s: the %s kernel passed its check for %s", op, kind, key)
+        elif impl == "pallas":
             logger.warning(
                 "pallas_kernels.%s: impl='auto' uses XLA for %s: the Pallas kernel failed its "
                 "check (%s). Pass impl='pallas' to see the error, impl='xla' to silence this.",
                 op,
                 probe.key,
                 verdict.reason,
+            )
+        else:
+            logger.warning(
+                "pallas_kernels.%s: impl='auto' does not use the %s kernel for %s: it failed "
+                "its check (%s). Pass impl='%s' to see the error, impl='xla' to silence this.",
+                op,
+                kind,
+                probe.key,
+                verdict.reason,
+                impl,
             )
     return verdict.ok
 

@@ -133,3 +133,86 @@ def test_a_kernel_that_passes_its_check_is_used(pallas_interpret):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     assert pallas_interpret["mlstm_chunkwise"] == 2  # the check, then the call itself
     assert list(selfcheck._VERDICTS.values()) == [selfcheck.Verdict(True, "matches XLA")]
+
+
+def _two_kernel_stand_ins(monkeypatch, triton, mosaic):
+    """Pretends an sm_90 GPU with a Mosaic-capable JAX, and makes ``triton`` / ``mosaic``
+    (``behave`` functions as above) the chunkwise op's "pallas" / "mosaic" entries; returns
+    the call counter (keys "pallas", "mosaic")."""
+    calls = collections.Counter()
+    xla = dispatch.IMPLEMENTATIONS["mlstm_chunkwise"]["xla"]
+
+    def entry(name, behave):
+        def run(*args, interpret=False, **kwargs):
+            del interpret
+            calls[name] += 1
+            return behave(xla, *args, **kwargs)
+
+        return run
+
+    table = dict(dispatch.IMPLEMENTATIONS)
+    table["mlstm_chunkwise"] = MappingProxyType(
+        {"xla": xla, "pallas": entry("pallas", triton), "mosaic": entry("mosaic", mosaic)}
+    )
+    monkeypatch.setattr(dispatch, "IMPLEMENTATIONS", MappingProxyType(table))
+    monkeypatch.setattr(dispatch, "on_cuda_gpu", lambda: True)
+    monkeypatch.setattr(dispatch, "on_hopper_or_newer", lambda: True)
+    monkeypatch.setattr(dispatch._mlstm_mosaic, "mosaic_unsupported_reason", lambda: None)
+    return calls
+
+
+def _exact(xla, *args, **kwargs):
+    return xla(*args, **kwargs)
+
+
+def test_auto_keeps_triton_when_it_passes_and_never_checks_mosaic(monkeypatch):
+    calls = _two_kernel_stand_ins(monkeypatch, _exact, _raises)
+    pk.mlstm_chunkwise(*_chunkwise_inputs(), chunk_size=16, impl="auto")
+    assert calls == {"pallas": 2}  # the check, then the call
+
+
+def test_auto_tries_mosaic_on_sm90_when_triton_fails_its_check(monkeypatch, caplog):
+    calls = _two_kernel_stand_ins(monkeypatch, _raises, _exact)
+    args = _chunkwise_inputs()
+    with caplog.at_level(logging.INFO, logger="pallas_kernels"):
+        got = pk.mlstm_chunkwise(*args, chunk_size=16, impl="auto")
+    np.testing.assert_array_equal(got, pk.mlstm_chunkwise(*args, chunk_size=16, impl="xla"))
+    assert calls == {"pallas": 1, "mosaic": 2}  # Triton's check; Mosaic's check and call
+    assert "impl='auto' chose the mosaic path" in caplog.text
+
+
+def test_auto_uses_xla_when_both_kernels_fail_their_checks(monkeypatch, caplog):
+    calls = _two_kernel_stand_ins(monkeypatch, _raises, _wrong)
+    args = _chunkwise_inputs()
+    with caplog.at_level(logging.WARNING, logger="pallas_kernels"):
+        got = pk.mlstm_chunkwise(*args, chunk_size=16, impl="auto")
+        pk.mlstm_chunkwise(*args, chunk_size=16, impl="auto")  # verdicts cached
+    np.testing.assert_array_equal(got, pk.mlstm_chunkwise(*args, chunk_size=16, impl="xla"))
+    assert calls == {"pallas": 1, "mosaic": 1}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and "Mosaic GPU kernel" in warnings[1]
+    assert "differs from XLA" in warnings[1] and "impl='mosaic'" in warnings[1]
+
+
+def test_auto_never_tries_mosaic_below_sm90(monkeypatch):
+    calls = _two_kernel_stand_ins(monkeypatch, _raises, _exact)
+    monkeypatch.setattr(dispatch, "on_hopper_or_newer", lambda: False)
+    pk.mlstm_chunkwise(*_chunkwise_inputs(), chunk_size=16, impl="auto")
+    assert calls == {"pallas": 1}
+
+
+def test_explicit_mosaic_raises_where_it_cannot_run(monkeypatch):
+    args = _chunkwise_inputs()
+    with pytest.raises(ValueError, match="impl"):
+        pk.mlstm_chunkwise(*args, chunk_size=16, impl="triton")
+    with pytest.raises(ValueError, match="no Mosaic GPU kernel"):
+        pk.mlstm_step(*(x[:, :, 0] for x in args), pk.mlstm_zero_state(2, 2, 16, 32), impl="mosaic")
+    monkeypatch.setattr(dispatch._mlstm_mosaic, "mosaic_unsupported_reason", lambda: None)
+    monkeypatch.setattr(dispatch, "on_hopper_or_newer", lambda: False)
+    with pytest.raises(ValueError, match="compute capability 9.0"):
+        pk.mlstm_chunkwise(*args, chunk_size=64, impl="mosaic")
+    monkeypatch.setattr(
+        dispatch._mlstm_mosaic, "mosaic_unsupported_reason", lambda: "this is JAX 0.0.1"
+    )
+    with pytest.raises(ValueError, match="this is JAX 0.0.1"):
+        pk.mlstm_chunkwise(*args, chunk_size=64, impl="mosaic", interpret=True)

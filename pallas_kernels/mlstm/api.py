@@ -94,7 +94,7 @@ def mlstm_parallel(q, k, v, i, f, *, eps: float = 1e-6, impl: str = "auto") -> j
     Args:
       q, k: (B, NH, S, DHQK). v: (B, NH, S, DHV). i, f: (B, NH, S) gate pre-activations.
       eps: added to the normaliser (outside the max), as in the reference.
-      impl: "auto" | "xla" (this form has no Pallas kernel: "pallas" raises).
+      impl: "auto" | "xla" (this form has no kernel: "pallas" and "mosaic" raise).
 
     Returns:
       h: (B, NH, S, DHV) in the dtype of ``v``.
@@ -121,7 +121,8 @@ def mlstm_step(
     Args:
       q, k: (B, NH, DHQK). v: (B, NH, DHV). i, f: (B, NH). state: an ``MLSTMState``
         (``pk.mlstm_zero_state`` for a fresh sequence).
-      impl: "auto" | "xla" | "pallas" (see ``pallas_kernels.dispatch``).
+      impl: "auto" | "xla" | "pallas" (see ``pallas_kernels.dispatch``; no Mosaic kernel:
+        "mosaic" raises).
       interpret: run a Pallas kernel in interpret mode (CPU testing).
 
     Returns:
@@ -185,10 +186,12 @@ def mlstm_chunkwise(
 
     Args:
       q, k: (B, NH, S, DHQK). v: (B, NH, S, DHV). i, f: (B, NH, S) gate pre-activations.
-      chunk_size: chunk length L >= 1 (the Pallas kernel needs a power of two >= 16).
+      chunk_size: chunk length L >= 1 (the Pallas kernel needs a power of two >= 16, the
+        Mosaic kernel 64 or 128).
       initial_state: optional ``MLSTMState``; default zeros (m = 0, as the reference).
       return_last_state: also return the final state in float32.
-      impl: "auto" | "xla" | "pallas" (see ``pallas_kernels.dispatch``).
+      impl: "auto" | "xla" | "pallas" (Triton) | "mosaic" (Mosaic GPU, sm_90+, JAX >= 0.11.2,
+        bf16/fp16; see ``pallas_kernels.dispatch`` and ``pallas_kernels.mlstm.mosaic``).
       interpret: run a Pallas kernel in interpret mode (CPU testing).
       eps: normaliser epsilon.
 

@@ -1,0 +1,473 @@
+"""The chunkwise mLSTM forward as Mosaic GPU kernels (Hopper: TMA, swizzled SMEM, wgmma).
+
+The "mosaic" entry of ``mlstm_chunkwise`` in ``pallas_kernels.dispatch``: the op specified by
+``pallas_kernels.mlstm.reference.chunkwise``, beside the Triton kernels of ``chunkwise.py``
+(JAX deprecated the Pallas Triton lowering in 0.11). Kernels are ``plgpu.kernel`` calls
+(``pl.pallas_call`` with Mosaic GPU compiler params has no GPU lowering registered on JAX
+0.11.2 / 0.12, and its interpreter takes no non-trivial block specs), run compiled on sm_90+
+or, for testing, in the Mosaic GPU interpreter on a CPU (``interpret=True``).
+
+Equations (numbers as in ``chunkwise.py``; q scaled by s = DHQK^-1/2, chunk length L,
+b_t the within-chunk cumsum of log f, g_k = b at the chunk's last step, (C, n, m)_{k-1}
+the state at the start of chunk k):
+
+  (1) a_j = g_k - b_j + i_j;  m_k = max(g_k + m_{k-1}, max_j a_j)
+  (2) C_k = e^{g_k + m_{k-1} - m_k} C_{k-1} + sum_j e^{a_j - m_k} k_j v_j^T   (n_k likewise)
+  (3) log D_ts = b_t - b_s + i_s (s <= t);  m_t = max(b_t + m_{k-1}, max_s log D_ts)
+  (4) A_ts = s (q_t . k_s) e^{log D_ts - m_t};  e_t = e^{b_t + m_{k-1} - m_t}
+      num_t = sum_s A_ts v_s + e_t s q_t^T C_{k-1};  den_t = sum_s A_ts + e_t s q_t . n_{k-1}
+  (5) h_t = num_t / (max(|den_t|, e^{-m_t}) + eps)
+
+Split of the work. Everything that is O(S) or O(S DHQK) (gates, the scalar stabiliser
+recursion (1), the per-step m_t of (3) as b_t + a running max of i_s - b_s, the normaliser
+vector n of (2) and q . n of (4)) runs in XLA; the O(S DHQK DHV) and O(S L D) matmuls run in
+two Mosaic kernels:
+
+  kernel S ``mlstm_mosaic_chunk_states``, grid (B*NH, DHQK/64, DHV/64): one CTA carries a
+    64 x 64 fp32 tile of C in wgmma registers over the chunks (``plgpu.emit_pipeline``,
+    two stages: the TMA of chunk k+1's k, v and weights overlaps chunk k's wgmma) and
+    writes the tile of every chunk-start C_{k-1}; C_k = decay_k C_{k-1} + k^T (w * v) with
+    k^T read transposed from swizzled SMEM and w * v staged in SMEM (w_j = e^{a_j - m_k}).
+  kernel O ``mlstm_mosaic_chunk_outputs``, grid (B*NH, chunks, DHV/64): q, k (L, DHQK), a
+    (L, 64) tile of v and the (DHQK, 64) tile of C_{k-1} arrive by TMA; q k^T (wgmma, fp32
+    accumulator), the gate matrix e^{(b_t - m_t) + (i_s - b_s)} from a row and a column
+    vector, the causal mask from iotas, then A v (A from registers) and q C_{k-1} (wgmma)
+    give num; den is a row sum of A plus the XLA term; h = num / N is stored by TMA.
+
+Tiles: 64 is the wgmma M of one warpgroup and, for 16-bit operands, the 128-byte swizzle
+width, so head dims are padded to multiples of 64 (zeros leave q.k, k v^T, q.C unchanged)
+and L must be a multiple of 64 (64 or 128: the (L, L) fp32 score accumulator is 32 or 128
+registers a thread). SMEM of kernel O at DHQK 256, L 64, bf16: q, k 32 KB each, v, h and A
+8 KB each, the C tile 32 KB (~121 KB of the 227 KB); at L 128 the Mosaic lowering counts
+234,536 B at DHQK 256 (over the limit: L 128 is accepted for DHQK <= 128 only). Kernel S:
+two stages of (L, 64) k and v tiles plus the staged w * v and the output tile, under 64 KB.
+DHV up to 512 is covered by the grid's DHV tiles (the state never has to fit on chip whole).
+
+Numerics: matmul operands in the input dtype (bf16/fp16) with fp32 accumulation; C_{k-1} is
+cast to it for q C_{k-1} as in the Triton kernels; gates, stabilisers and states are fp32.
+fp32 inputs run only in the interpreter (as an exact check of the kernels' math): wgmma
+would multiply fp32 at TF32 precision on a GPU, so compiled fp32 raises.
+
+Backward (``jax.custom_vjp``): not a Mosaic kernel yet. The backward rule is the VJP of the
+XLA reference (``reference.chunkwise``), which recomputes the chunk states; gradients are
+therefore those of the fp32 reference at the kernel's inputs (dq, dk, dv, di, df and the
+initial state).
+
+Padding (wrapper): S to a multiple of L with log f = 0 and i = -1e30 (the state passes
+through unchanged), head dims to multiples of 64 with zeros.
+
+JAX versions: needs ``plgpu.kernel`` with ``interpret=plgpu.InterpretGPUParams()`` and
+``plgpu.load(ref, layout=...)``; checked on JAX 0.11.2 and 0.12.0.1. Older JAX raises a
+``RuntimeError`` naming the version (``mosaic_unsupported_reason``).
+
+Shape legend: B batch, NH heads, BH = B*NH, S sequence (Sp padded), L chunk, NC chunks,
+DQ/DV head dims (DQp/DVp padded), T = 64 the tile.
+  kernel layouts: q, k (BH, Sp, DQp); v, h (BH, Sp, DVp); chunk states (BH, NC, DQp, DVp).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+from pallas_kernels.mlstm import reference
+
+# Input gate of padded steps: e^{i - m} underflows to exactly 0, like the reference's -inf.
+PAD_I = -1e30
+# wgmma M of one warpgroup and the 128-byte swizzle width of 16-bit operands.
+TILE = 64
+MIN_JAX = (0, 11, 2)
+MOSAIC_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+
+
+def _jax_version() -> tuple[int, ...]:
+    return tuple(int(p) for p in jax.__version__.split(".")[:3] if p.isdigit())
+
+
+def mosaic_unsupported_reason() -> str | None:
+    """Why the Mosaic GPU kernels cannot run with this JAX (None when they can)."""
+    if _jax_version() < MIN_JAX:
+        return (
+            f"The Mosaic GPU mLSTM kernels need JAX >= {'.'.join(map(str, MIN_JAX))} "
+            f"(plgpu.kernel with the Mosaic GPU interpreter and layout-typed loads; checked on "
+            f"0.11.2 and 0.12.0); this is JAX {jax.__version__}. Upgrade JAX, or use "
+            "impl='pallas' (Triton) or impl='xla'."
+        )
+    try:
+        from jax.experimental.pallas import mosaic_gpu as plgpu
+    except ImportError as e:  # pragma: no cover - depends on the installation
+        return f"jax.experimental.pallas.mosaic_gpu does not import ({e}); use impl='xla'."
+    for name in ("kernel", "emit_pipeline", "wgmma", "InterpretGPUParams", "load"):
+        if not hasattr(plgpu, name):
+            return (
+                f"jax.experimental.pallas.mosaic_gpu.{name} is missing in JAX {jax.__version__}; "
+                "use impl='pallas' or impl='xla'."
+            )
+    return None
+
+
+def _plgpu():
+    reason = mosaic_unsupported_reason()
+    if reason is not None:
+        raise RuntimeError(reason)
+    from jax.experimental.pallas import mosaic_gpu as plgpu
+
+    return plgpu
+
+
+def _pad_to(d: int, m: int) -> int:
+    return -(-d // m) * m
+
+
+def _transforms(plgpu, dtype, width: int):
+    """TMA tiling + swizzle of a row-major (rows, width) SMEM tile: 8-row tiles of one
+    swizzle span, the widest swizzle the tile's row allows (128 B for 64 bf16)."""
+    swizzle = plgpu.find_swizzle(width * jnp.dtype(dtype).itemsize * 8)
+    span = swizzle // jnp.dtype(dtype).itemsize
+    return (plgpu.TilingTransform((8, span)), plgpu.SwizzleTransform(swizzle))
+
+
+def _interpret_params(plgpu, interpret: bool):
+    # The interpreter simulates SMEM, barriers and TMA; race detection checks every
+    # SMEM access of the simulated warpgroups against the pending async copies.
+    return plgpu.InterpretGPUParams(detect_races=True) if interpret else None
+
+
+def chunk_states(k, v, w, decay, C0, L, interpret):
+    """Kernel S: eq. (2) for C over all chunks.
+
+    Args:
+      k: (BH, Sp, DQp), v: (BH, Sp, DVp) in the matmul dtype; w (BH, Sp) fp32 the weight
+        e^{a_j - m_k} of each step in its chunk-end state; decay (BH, NC) fp32
+        e^{g_k + m_{k-1} - m_k}; C0 (BH, DQp, DVp) fp32.
+    Returns:
+      chunk-start C (BH, NC, DQp, DVp) fp32 and the final C (BH, DQp, DVp) fp32.
+    """
+    plgpu = _plgpu()
+    BH, Sp, DQp = k.shape
+    DVp = v.shape[-1]
+    NC, T, mm, f32 = Sp // L, TILE, k.dtype, C0.dtype
+    tr = _transforms(plgpu, mm, T)
+    # One decay per state row of the tile: a (T,) row vector per chunk, so that no scalar
+    # has to be read from SMEM (the decay is broadcast in the row layout of the tile).
+    decay_rows = jnp.broadcast_to(decay[..., None], (BH, NC, T)).reshape(BH, NC * T)
+
+    def kernel(k_ref, v_ref, w_ref, d_ref, c0_ref, cs_ref, cl_ref, wv_smem, c_smem, bar):
+        bh, a, c = (jax.lax.axis_index(n) for n in ("bh", "tq", "tv"))
+        tile = (pl.ds(a * T, T), pl.ds(c * T, T))
+        plgpu.copy_gmem_to_smem(c0_ref.at[(bh, *tile)], c_smem, bar.at[0])
+        plgpu.barrier_wait(bar.at[0])
+        init = plgpu.load(c_smem, layout=plgpu.Layout.WGMMA)
+
+        def body(idx, k_smem, v_smem, w_smem, d_smem, C):
+            (chunk,) = idx
+            # The chunk-start state goes out by TMA; the previous store must have read
+            # c_smem before it is overwritten.
+            plgpu.wait_smem_to_gmem(0)
+            c_smem[...] = C
+            plgpu.commit_smem()
+            plgpu.copy_smem_to_gmem(c_smem, cs_ref.at[(bh, chunk, *tile)])
+            # Every plain read of this step's SMEM slots comes before the fence below: the
+            # pipeline refills the slots by TMA right after the body returns.
+            w = plgpu.load(w_smem, layout=plgpu.Layout.WGMMA.reduce(1))
+            decay_k = plgpu.load(d_smem, layout=plgpu.Layout.WGMMA.reduce(1))
+            vv = v_smem[...].astype(f32) * jax.lax.broadcast_in_dim(w, (L, T), [0])
+            wv_smem[...] = vv.astype(mm)
+            plgpu.commit_smem()  # the wgmma reads wv_smem through the async proxy
+
+            def update(acc):
+                plgpu.wgmma(acc, k_smem.T, wv_smem)  # k^T (w v): (T, L) @ (L, T)
+                return acc[...]
+
+            new = pl.run_scoped(update, plgpu.ACC((T, T), f32))
+            return jax.lax.broadcast_in_dim(decay_k, (T, T), [0]) * C + new
+
+        pipe = plgpu.emit_pipeline(
+            body,
+            grid=(NC,),
+            in_specs=[
+                plgpu.BlockSpec((L, T), lambda j: (j, a), transforms=tr),
+                plgpu.BlockSpec((L, T), lambda j: (j, c), transforms=tr),
+                plgpu.BlockSpec((L,), lambda j: (j,)),
+                plgpu.BlockSpec((T,), lambda j: (j,)),
+            ],
+            max_concurrent_steps=2,
+            init_carry=init,
+        )
+        C = pipe(k_ref.at[bh], v_ref.at[bh], w_ref.at[bh], d_ref.at[bh])
+        plgpu.wait_smem_to_gmem(0)
+        c_smem[...] = C
+        plgpu.commit_smem()
+        plgpu.copy_smem_to_gmem(c_smem, cl_ref.at[(bh, *tile)])
+        plgpu.wait_smem_to_gmem(0)
+
+    run = plgpu.kernel(
+        kernel,
+        out_type=[
+            jax.ShapeDtypeStruct((BH, NC, DQp, DVp), f32),
+            jax.ShapeDtypeStruct((BH, DQp, DVp), f32),
+        ],
+        grid=(BH, DQp // T, DVp // T),
+        grid_names=("bh", "tq", "tv"),
+        scratch_types=[
+            plgpu.SMEM((L, T), mm, transforms=tr),
+            plgpu.SMEM((T, T), f32),
+            plgpu.Barrier(num_barriers=1),
+        ],
+        compiler_params=plgpu.CompilerParams(),
+        interpret=_interpret_params(plgpu, interpret),
+        kernel_name="mlstm_mosaic_chunk_states",
+    )
+    return run(k, v, w, decay_rows, C0)
+
+
+def chunk_outputs(q, k, v, starts, vecs, L, scale, eps, interpret):
+    """Kernel O: eqs. (3)-(5) for one chunk and DHV tile per CTA.
+
+    Args:
+      q, k: (BH, Sp, DQp), v: (BH, Sp, DVp) in the matmul dtype; starts: chunk-start C
+        (BH, NC, DQp, DVp) in the matmul dtype; vecs (BH, 5, Sp) fp32, per step: b_t - m_t,
+        i_t - b_t, e_t s, e_t s q_t . n_{k-1} and e^{-m_t}.
+    Returns:
+      h (BH, Sp, DVp) in v's dtype.
+    """
+    plgpu = _plgpu()
+    BH, Sp, DQp = q.shape
+    DVp = v.shape[-1]
+    NC, T, mm, f32 = Sp // L, TILE, q.dtype, jnp.float32
+    tr_q, tr_v = _transforms(plgpu, mm, DQp), _transforms(plgpu, mm, T)
+    row, col, wg = plgpu.Layout.WGMMA.reduce(1), plgpu.Layout.WGMMA.reduce(0), plgpu.Layout.WGMMA
+
+    def kernel(
+        q_ref, k_ref, v_ref, c_ref, vec_ref, h_ref, q_s, k_s, v_s, c_s, a_s, vec_s, h_s, bar
+    ):
+        bh, c, j = (jax.lax.axis_index(n) for n in ("bh", "chunk", "tv"))
+        steps, cols = pl.ds(c * L, L), pl.ds(j * T, T)
+        copies = (
+            (q_ref.at[bh, steps], q_s),
+            (k_ref.at[bh, steps], k_s),
+            (v_ref.at[bh, steps, cols], v_s),
+            (c_ref.at[bh, c, :, cols], c_s),
+            (vec_ref.at[bh, :, steps], vec_s),
+        )
+        for n, (src, dst) in enumerate(copies):
+            plgpu.copy_gmem_to_smem(src, dst, bar.at[n])
+        for n in range(len(copies)):
+            plgpu.barrier_wait(bar.at[n])
+
+        def scores(acc):
+            plgpu.wgmma(acc, q_s, k_s.T)  # q k^T: (L, DQp) @ (DQp, L)
+            return acc[...]
+
+        s_qk = pl.run_scoped(scores, plgpu.ACC((L, L), f32))
+        b_m = plgpu.load(vec_s.at[0], layout=row)
+        i_b = plgpu.load(vec_s.at[1], layout=col)
+        es, es_qn, floor = (plgpu.load(vec_s.at[r], layout=row) for r in (2, 3, 4))
+        t_idx = plgpu.broadcasted_iota(jnp.int32, (L, L), 0, layout=wg)
+        s_idx = plgpu.broadcasted_iota(jnp.int32, (L, L), 1, layout=wg)
+        # (3)-(4): log D_ts - m_t = (b_t - m_t) + (i_s - b_s), masked to s <= t.
+        log_p = jax.lax.broadcast_in_dim(b_m, (L, L), [0]) + jax.lax.broadcast_in_dim(
+            i_b, (L, L), [1]
+        )
+        A = jnp.where(s_idx <= t_idx, (s_qk * scale) * jnp.exp(log_p), 0.0)
+        den = A.sum(axis=1) + es_qn  # (4)
+        norm = jnp.maximum(jnp.abs(den), floor) + eps  # (5)
+
+        # A goes to SMEM for the wgmma (the interpreter takes no register operand; on the
+        # GPU the store is 8 KB at L 64 against the 2 L^2 T flops it feeds).
+        a_s[...] = A.astype(mm)
+        plgpu.commit_smem()
+
+        def numerator(accs):
+            acc_av, acc_qc = accs
+            plgpu.wgmma(acc_av, a_s, v_s)  # A v: (L, L) @ (L, T)
+            plgpu.wgmma(acc_qc, q_s, c_s)  # q C_{k-1}: (L, DQp) @ (DQp, T)
+            return acc_av[...], acc_qc[...]
+
+        av, qc = pl.run_scoped(numerator, (plgpu.ACC((L, T), f32), plgpu.ACC((L, T), f32)))
+        num = av + jax.lax.broadcast_in_dim(es, (L, T), [0]) * qc  # (4)
+        h_s[...] = (num / jax.lax.broadcast_in_dim(norm, (L, T), [0])).astype(h_s.dtype)
+        plgpu.commit_smem()
+        plgpu.copy_smem_to_gmem(h_s, h_ref.at[bh, steps, cols])
+        plgpu.wait_smem_to_gmem(0)
+
+    run = plgpu.kernel(
+        kernel,
+        out_type=jax.ShapeDtypeStruct((BH, Sp, DVp), v.dtype),
+        grid=(BH, NC, DVp // T),
+        grid_names=("bh", "chunk", "tv"),
+        scratch_types=[
+            plgpu.SMEM((L, DQp), mm, transforms=tr_q),
+            plgpu.SMEM((L, DQp), mm, transforms=tr_q),
+            plgpu.SMEM((L, T), mm, transforms=tr_v),
+            plgpu.SMEM((DQp, T), mm, transforms=tr_v),
+            plgpu.SMEM((L, L), mm, transforms=_transforms(plgpu, mm, L)),
+            plgpu.SMEM((5, L), f32),
+            plgpu.SMEM((L, T), v.dtype, transforms=_transforms(plgpu, v.dtype, T)),
+            plgpu.Barrier(num_barriers=5),
+        ],
+        compiler_params=plgpu.CompilerParams(),
+        interpret=_interpret_params(plgpu, interpret),
+        kernel_name="mlstm_mosaic_chunk_outputs",
+    )
+    return run(q, k, v, starts, vecs)
+
+
+def _forward(q, k, v, i, f, state0, L, eps, interpret):
+    """Padding, the XLA gate/stabiliser/normaliser work and kernels S and O.
+    Returns (h (B, NH, S, DHV) in v's dtype, final (C, n, m) fp32)."""
+    B, NH, S, DQ = q.shape
+    DV = v.shape[-1]
+    f32 = jnp.float32
+    BH, NC = B * NH, -(-S // L)
+    Sp, DQp, DVp = NC * L, _pad_to(DQ, TILE), _pad_to(DV, TILE)
+    scale = DQ**-0.5
+    z, ps, pq, pv = (0, 0), (0, Sp - S), (0, DQp - DQ), (0, DVp - DV)
+    qp = jnp.pad(q, (z, z, ps, pq)).reshape(BH, Sp, DQp)
+    kp = jnp.pad(k, (z, z, ps, pq)).reshape(BH, Sp, DQp)
+    vp = jnp.pad(v, (z, z, ps, pv)).reshape(BH, Sp, DVp)
+    valid = jnp.arange(Sp) < S
+    logf = jnp.where(valid, jax.nn.log_sigmoid(jnp.pad(f.astype(f32), (z, z, ps))), 0.0)
+    ig = jnp.where(valid, jnp.pad(i.astype(f32), (z, z, ps)), PAD_I).reshape(BH, NC, L)
+    b = jnp.cumsum(logf.reshape(BH, NC, L), axis=-1)  # within-chunk cumsum of log f
+    g = b[..., -1]
+    a = g[..., None] - b + ig  # (1)
+    C0, n0, m0 = (s.astype(f32) for s in state0)
+
+    def stabiliser(m, xs):  # (1), a scalar per chunk
+        g_k, amax_k = xs
+        m_new = jnp.maximum(g_k + m, amax_k)
+        return m_new, (m, m_new)
+
+    m_last, (m_prev, m_end) = jax.lax.scan(stabiliser, m0.reshape(BH), (g.T, jnp.max(a, axis=-1).T))
+    m_prev, m_end = m_prev.T, m_end.T  # (BH, NC)
+    decay = jnp.exp(g + m_prev - m_end)  # (2)
+    w = jnp.exp(a - m_end[..., None])  # (2)
+
+    # (2) for n: a matrix-vector recursion, in XLA.
+    kw = jnp.einsum("bcl,bcld->bcd", w, kp.reshape(BH, NC, L, DQp).astype(f32))
+
+    def normaliser(n, xs):
+        d_k, kw_k = xs
+        return d_k[:, None] * n + kw_k, n
+
+    n0p = jnp.pad(n0, (z, z, pq)).reshape(BH, DQp)
+    n_last, n_starts = jax.lax.scan(normaliser, n0p, (decay.T, jnp.moveaxis(kw, 1, 0)))
+    n_starts = jnp.moveaxis(n_starts, 0, 1)  # (BH, NC, DQp)
+
+    C0p = jnp.pad(C0, (z, z, pq, pv)).reshape(BH, DQp, DVp)
+    C_starts, C_last = chunk_states(kp, vp, w.reshape(BH, Sp), decay, C0p, L, interpret)
+
+    # (3): m_t = max(b_t + m_{k-1}, b_t + max_{s<=t} (i_s - b_s)).
+    i_b = ig - b
+    m_t = jnp.maximum(b + m_prev[..., None], b + jax.lax.cummax(i_b, axis=2))
+    e = jnp.exp(b + m_prev[..., None] - m_t)  # (4)
+    qn = jnp.einsum("bcld,bcd->bcl", qp.reshape(BH, NC, L, DQp).astype(f32), n_starts)
+    vecs = jnp.stack([b - m_t, i_b, e * scale, e * scale * qn, jnp.exp(-m_t)], axis=1)
+    h = chunk_outputs(
+        qp,
+        kp,
+        vp,
+        C_starts.astype(q.dtype),
+        vecs.reshape(BH, 5, Sp),
+        L,
+        scale,
+        eps,
+        interpret,
+    )
+    h = h.reshape(B, NH, Sp, DVp)[:, :, :S, :DV]
+    last = (
+        C_last.reshape(B, NH, DQp, DVp)[..., :DQ, :DV],
+        n_last.reshape(B, NH, DQp)[..., :DQ],
+        m_last.reshape(B, NH),
+    )
+    return h, last
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8))
+def _mlstm_core(q, k, v, i, f, state0, L, eps, interpret):
+    return _forward(q, k, v, i, f, state0, L, eps, interpret)
+
+
+def _core_fwd(q, k, v, i, f, state0, L, eps, interpret):
+    return _forward(q, k, v, i, f, state0, L, eps, interpret), (q, k, v, i, f, state0)
+
+
+def _core_bwd(L, eps, interpret, res, cts):
+    """The VJP of the XLA reference at the kernel's inputs (see the module docstring)."""
+    del interpret
+    q, k, v, i, f, state0 = res
+    dh, dlast = cts
+
+    def ref(q, k, v, i, f, state0):
+        h, last = reference.chunkwise(
+            q, k, v, i, f, reference.MLSTMState(*state0), chunk_size=L, eps=eps
+        )
+        return h, tuple(last)
+
+    out, vjp = jax.vjp(ref, q, k, v, i, f, state0)
+    dh = dh.astype(out[0].dtype)
+    dlast = tuple(d.astype(o.dtype) for d, o in zip(dlast, out[1], strict=True))
+    return vjp((dh, dlast))
+
+
+_mlstm_core.defvjp(_core_fwd, _core_bwd)
+
+
+def mlstm_chunkwise_mosaic(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    i: jax.Array,
+    f: jax.Array,
+    state0: tuple[jax.Array, jax.Array, jax.Array],
+    *,
+    chunk_size: int,
+    eps: float = 1e-6,
+    interpret: bool = False,
+):
+    """The chunkwise mLSTM with the Mosaic GPU forward kernels; differentiable (custom_vjp,
+    backward through the XLA reference).
+
+    Inputs are checked by ``pk.mlstm_chunkwise``, which also casts the state to float32.
+
+    Args:
+      q, k: (B, NH, S, DHQK); v: (B, NH, S, DHV); bf16 or fp16 (fp32 in interpret mode only),
+        one dtype. DHQK and DHV are padded to multiples of 64.
+      i, f: (B, NH, S) gate pre-activations (used in float32).
+      state0: (C (B, NH, DHQK, DHV), n (B, NH, DHQK), m (B, NH)) float32.
+      chunk_size: L, 64 or 128 (a multiple of the 64-row wgmma tile; 128 for DHQK <= 128).
+      eps: normaliser epsilon.
+      interpret: run the kernels in the Mosaic GPU interpreter (CPU testing).
+
+    Returns:
+      h (B, NH, S, DHV) in v's dtype, and the final (C, n, m) float32.
+
+    Raises:
+      RuntimeError: JAX older than 0.11.2 (see ``mosaic_unsupported_reason``).
+      ValueError: an unsupported chunk size or dtype.
+    """
+    _plgpu()
+    L = chunk_size
+    if L not in (64, 128):
+        raise ValueError(
+            f"The Mosaic mLSTM kernel needs chunk_size 64 or 128 (the 64-row wgmma tile); got "
+            f"{L}. Use impl='pallas' or impl='xla' for other chunk sizes."
+        )
+    if L == 128 and _pad_to(q.shape[-1], TILE) > 128:
+        raise ValueError(
+            "The Mosaic mLSTM kernel at chunk_size 128 takes DHQK <= 128 (at 256 its output "
+            f"kernel needs 234,536 B of shared memory, more than the 232,448 B of an H100); got "
+            f"DHQK {q.shape[-1]}. Use chunk_size=64."
+        )
+    dtype = jnp.dtype(q.dtype)
+    if dtype not in MOSAIC_DTYPES and not (interpret and dtype == jnp.float32):
+        raise ValueError(
+            f"The Mosaic mLSTM kernel takes bf16 or fp16 q/k/v (wgmma would run fp32 at TF32 "
+            f"precision; fp32 runs only in interpret mode); got {dtype}. Use impl='pallas' or "
+            "impl='xla'."
+        )
+    return _mlstm_core(q, k, v, i, f, tuple(state0), L, eps, interpret)

@@ -1,0 +1,181 @@
+"""The Mosaic GPU mLSTM kernels (pallas_kernels/mlstm/mosaic.py) against the XLA reference.
+
+On CPU the kernels run in the Mosaic GPU interpreter (simulated SMEM, barriers and TMA, with
+race detection) at tiny shapes: outputs, final states and the gradients of all of them,
+initial states included, for S not a multiple of the chunk. They are also cross-lowered for
+sm_90 (the real Pallas -> Mosaic GPU lowering) at the xLSTM-7B head dims. JAX older than
+0.11.2 has no Mosaic GPU interpreter: there the kernel tests skip, naming the version, and
+the op's error for that case is checked instead. CI budget: under 60 s with ``-n 2``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import TOL, lower_for_cuda, rel_err
+
+import pallas_kernels as pk
+from pallas_kernels import dispatch
+from pallas_kernels.mlstm import mosaic
+
+REASON = mosaic.mosaic_unsupported_reason()
+needs_mosaic = pytest.mark.skipif(REASON is not None, reason=f"JAX {jax.__version__}: {REASON}")
+
+
+def _inputs(seed, S, DQ, DV, dtype, with_state):
+    """Fresh random inputs: forget gates mostly open, random initial C, n >= 0 and m."""
+    ks = jax.random.split(jax.random.key(seed), 8)
+    normal = functools.partial(jax.random.normal, dtype=jnp.float32)
+    q = normal(ks[0], (1, 1, S, DQ)).astype(dtype)
+    k = normal(ks[1], (1, 1, S, DQ)).astype(dtype)
+    v = normal(ks[2], (1, 1, S, DV)).astype(dtype)
+    i = normal(ks[3], (1, 1, S))
+    f = normal(ks[4], (1, 1, S)) + 2.0
+    state = pk.mlstm_zero_state(1, 1, DQ, DV)
+    if with_state:
+        state = pk.MLSTMState(
+            normal(ks[5], (1, 1, DQ, DV)),
+            jnp.abs(normal(ks[6], (1, 1, DQ))),
+            normal(ks[7], (1, 1)),
+        )
+    return q, k, v, i, f, state
+
+
+def _forward_and_grads(impl, L, args, seed):
+    """(h, last state) and the gradients of a random linear loss of all of them w.r.t.
+    q, k, v, i, f and the initial state."""
+    q, _, v, _, _, s0 = args
+    ks = jax.random.split(jax.random.key(seed + 1000), 4)
+    w_h = jax.random.normal(ks[0], v.shape)
+    w_last = [jax.random.normal(kk, x.shape) for kk, x in zip(ks[1:], s0, strict=True)]
+
+    def loss(q, k, v, i, f, s0):
+        h, last = pk.mlstm_chunkwise(
+            q,
+            k,
+            v,
+            i,
+            f,
+            chunk_size=L,
+            initial_state=s0,
+            return_last_state=True,
+            impl=impl,
+            interpret=impl == "mosaic",
+        )
+        val = jnp.sum(h.astype(jnp.float32) * w_h)
+        val += sum(jnp.sum(s * w) for s, w in zip(last, w_last, strict=True))
+        return val, (h, last)
+
+    grads, out = jax.jit(jax.grad(loss, argnums=tuple(range(6)), has_aux=True))(*args)
+    return jax.tree.leaves(out), jax.tree.leaves(grads)
+
+
+NAMES = ["h", "C_last", "n_last", "m_last", "dq", "dk", "dv", "di", "df", "dC0", "dn0", "dm0"]
+
+
+def _assert_close(got, want, dtype):
+    atol, rtol = TOL[jnp.dtype(dtype).name]
+    for name, a, d in zip(NAMES, got, want, strict=True):
+        a, d = np.asarray(a, np.float64), np.asarray(d, np.float64)
+        assert a.shape == d.shape, name
+        assert np.all(np.isfinite(a)), name
+        if dtype == jnp.float32:
+            np.testing.assert_allclose(a, d, atol=atol, rtol=rtol, err_msg=name)
+        else:  # 16-bit matmul operands: norm-relative errors
+            assert rel_err(a, d) < rtol, (name, rel_err(a, d))
+
+
+# (dtype, S, DHQK, DHV, with initial state): S = a chunk + 3 steps (the interpreter costs
+# ~1 s a CTA); DHV 128 is two DHV tiles of kernels S and O; bf16 without a state checks the
+# zero-state path.
+CASES = [
+    pytest.param(jnp.float32, 67, 64, 64, True, id="fp32-S67-64x64-state"),
+    pytest.param(jnp.bfloat16, 67, 64, 128, False, id="bf16-S67-64x128"),
+]
+
+
+@needs_mosaic
+@pytest.mark.parametrize(("dtype", "S", "DQ", "DV", "with_state"), CASES)
+def test_interpreted_kernels_match_reference(dtype, S, DQ, DV, with_state):
+    args = _inputs(0, S, DQ, DV, dtype, with_state)
+    got = _forward_and_grads("mosaic", 64, args, seed=0)
+    want = _forward_and_grads("xla", 64, args, seed=0)
+    _assert_close(got[0] + got[1], want[0] + want[1], dtype)
+
+
+@needs_mosaic
+def test_interpreter_runs_with_race_detection():
+    params = mosaic._interpret_params(mosaic._plgpu(), interpret=True)
+    assert params.detect_races
+    assert mosaic._interpret_params(mosaic._plgpu(), interpret=False) is None
+
+
+@needs_mosaic
+def test_unsupported_arguments_raise():
+    args = _inputs(0, 64, 64, 64, jnp.bfloat16, False)
+    call = functools.partial(pk.mlstm_chunkwise, *args[:5], impl="mosaic")
+    with pytest.raises(ValueError, match="chunk_size 64 or 128"):
+        call(chunk_size=32, interpret=True)
+    wide = _inputs(0, 64, 256, 64, jnp.bfloat16, False)
+    with pytest.raises(ValueError, match="Use chunk_size=64"):
+        pk.mlstm_chunkwise(*wide[:5], chunk_size=128, impl="mosaic", interpret=True)
+    fp32 = [x.astype(jnp.float32) for x in args[:3]]
+    with pytest.raises(ValueError, match="bf16 or fp16"):
+        mosaic.mlstm_chunkwise_mosaic(*fp32, *args[3:], chunk_size=64, interpret=False)
+    if not dispatch.on_hopper_or_newer():
+        with pytest.raises(ValueError, match="compute capability 9.0"):
+            call(chunk_size=64)
+    with pytest.raises(ValueError, match="no Mosaic GPU kernel"):
+        pk.mlstm_parallel(*args[:5], impl="mosaic")
+
+
+@pytest.mark.skipif(REASON is None, reason=f"JAX {jax.__version__} runs the Mosaic kernels")
+def test_old_jax_raises_naming_the_version():
+    args = _inputs(0, 64, 64, 64, jnp.bfloat16, False)
+    with pytest.raises(ValueError, match=f"this is JAX {jax.__version__}"):
+        pk.mlstm_chunkwise(*args[:5], chunk_size=64, impl="mosaic", interpret=True)
+
+
+def test_auto_on_cpu_never_takes_the_mosaic_path():
+    assert not dispatch.on_hopper_or_newer() or dispatch.on_cuda_gpu()
+    if dispatch.on_cuda_gpu():
+        pytest.skip("this machine has a CUDA GPU")
+    fn = dispatch.select("mlstm_chunkwise", "auto", False)
+    assert fn is dispatch.IMPLEMENTATIONS["mlstm_chunkwise"]["xla"]
+
+
+def _mosaic_calls(lowered) -> list[str]:
+    text = lowered.as_text()
+    return [line for line in text.splitlines() if "stablehlo.custom_call @mosaic_gpu" in line]
+
+
+@needs_mosaic
+@pytest.mark.parametrize(("L", "DQ"), [(64, 256), (128, 128)])
+def test_cross_lowers_for_sm90_at_the_7b_head_dims(L, DQ):
+    """The real Mosaic GPU lowering (layouts, TMA strides, swizzles, wgmma shapes, the
+    shared-memory budget) from this machine, forward and gradient, at DHV 512 (eight DHV
+    tiles) and the largest DHQK each chunk size takes."""
+    dtype, S, DV = jnp.bfloat16, 2 * L, 512
+    args = (
+        jnp.zeros((1, 2, S, DQ), dtype),
+        jnp.zeros((1, 2, S, DQ), dtype),
+        jnp.zeros((1, 2, S, DV), dtype),
+        jnp.zeros((1, 2, S)),
+        jnp.zeros((1, 2, S)),
+        pk.mlstm_zero_state(1, 2, DQ, DV),
+    )
+
+    def run(*a):
+        return mosaic.mlstm_chunkwise_mosaic(*a, chunk_size=L)
+
+    def loss(*a):
+        h, last = run(*a)
+        return jnp.sum(h.astype(jnp.float32)) + jnp.sum(last[0])
+
+    assert len(_mosaic_calls(lower_for_cuda(run, *args))) == 2  # kernels S and O
+    grad = jax.value_and_grad(loss, argnums=(0, 1, 2))
+    assert len(_mosaic_calls(lower_for_cuda(grad, *args))) == 2
