@@ -103,7 +103,7 @@ def test_series_windows_and_masks():
 @pytest.mark.parametrize(
     ("extra", "error", "match"),
     [
-        (["data.path=series:m9"], DataError, "no such file|not found|m9"),
+        (["data.path=series:m9"], DataError, "not a competition \\(m1, m3, tourism"),
         (["data.path=series:m3/weekly"], DataError, "has no subset 'weekly'"),
         (["data.seq_len=36"], DataError, "multiple of the model's patch size 8"),
         (["data.path=builtin:stdlib"], ConfigError, "trains on series data"),
@@ -160,3 +160,21 @@ def test_fine_tunes_from_a_tirex_checkpoint(tmp_path):
     got = to_state_dict_tirex(load_run(tmp_path / "tuned").model)
     for k, v in ref.state_dict().items():
         np.testing.assert_allclose(got[k], v.numpy(), rtol=1e-6, atol=1e-7, err_msg=k)
+
+
+def test_series_from_a_csv_file(tmp_path):
+    """``data.path=series:FILE``: a wide table of the user's own series."""
+    from train.series_data import SeriesSource
+
+    rng = np.random.default_rng(0)
+    cols = {f"s{i}": rng.normal(size=60).cumsum() for i in range(6)}
+    lines = [",".join(cols)] + [",".join(f"{cols[c][t]:.4f}" for c in cols) for t in range(60)]
+    lines[5] = lines[5].replace(lines[5].split(",")[2], "", 1)  # a missing cell
+    (tmp_path / "mine.csv").write_text("\n".join(lines) + "\n")
+    cfg = _cfg(f"data.path=series:{tmp_path / 'mine.csv'}", "data.val_fraction=0")
+    src = SeriesSource(cfg.data, patch_size=8)
+    assert "6 training series" in src.prepare()
+    batch = src.train_batches(4, 0, 0, 1)[0]
+    assert batch.values.shape == (4, 32) and np.isfinite(batch.values[:, -1]).all()
+    with pytest.raises(DataError, match="no such file|not found|does not exist"):
+        SeriesSource(_cfg(f"data.path=series:{tmp_path / 'nope.csv'}").data, patch_size=8)

@@ -93,7 +93,17 @@ def load_training_series(path: str) -> tuple[list[str], list[np.ndarray], str]:
                     values.append(np.asarray(s.train, np.float64))
         desc = f"competition training parts {spec}"
     else:
+        from pathlib import Path
+
+        from train.competitions import available
         from train.series_io import read_series
+
+        if not Path(spec).exists() and "/" not in spec and "." not in spec:
+            raise DataError(
+                f"data.path=series:{spec}: not a competition ({', '.join(available())}; "
+                "join several with +, pick a subset with /) and no such file; give "
+                "series:m3, series:m3/monthly or series:PATH.csv / .parquet."
+            )
 
         for s in read_series(spec):
             ids.append(s.name)
