@@ -16,8 +16,9 @@ point forecast is the median (see ``statsforecast_forecaster`` for intervals off
 Another method plugs in as a ``Forecaster`` (see below): one more entry in ``METHODS``, the
 one registration point, mapping its name to a function of the parsed arguments that builds
 it (plus any argument it needs, such as a run folder). ``--merge`` keeps the rows of the
-methods not run now from the earlier results (the ``.json`` beside the table), so a new
-method's rows join the tracked table without refitting the baselines:
+methods and subsets not run now from the earlier results (the ``.json`` beside the table),
+so a new method's rows (or a slow method's subsets, run one at a time) join the tracked
+table without refitting the rest:
 
     python benchmarks/forecast.py --methods NAME --merge --update-results
 """
@@ -37,7 +38,13 @@ import numpy as np
 from _results import add_output_args, output_path, provenance
 
 from train.competitions import CompetitionSeries, load_competition
-from xlstm_jax.forecast_metrics import QUANTILE_LEVELS, SeriesScores, score_series, summarize
+from xlstm_jax.forecast_metrics import (
+    QUANTILE_LEVELS,
+    SeriesScores,
+    pool,
+    score_series,
+    summarize,
+)
 
 TABLE = "forecast_cpu.md"
 # (competition, subset) in the order of the tables.
@@ -211,44 +218,74 @@ def evaluate(
 
 
 def run(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
-    """Every requested method on every subset: method -> ``name/subset`` -> summary (the
-    ``forecast_metrics.summarize`` keys plus ``seconds`` and ``rearranged_steps``), with
-    ``name/average`` over all of a competition's subsets when all were run."""
+    """Every requested method on every requested subset: method -> ``name/subset`` -> the
+    ``forecast_metrics.summarize`` summary plus ``seconds`` and ``rearranged_steps``."""
     data = {(name, sub): load_competition(name, sub) for name, sub in args.subsets}
     if args.smoke:
         data = {key: series[: args.smoke] for key, series in data.items()}
     results = {}
     for method in args.methods:
         forecaster = METHODS[method](args)
-        per_competition: dict[str, dict[str, list[SeriesScores]]] = {}
-        seconds: dict[str, float] = {}
-        rearranged: dict[str, int] = {}
+        table = {}
         for (name, sub), series in data.items():
             before = getattr(forecaster, "rearranged_steps", 0)
             scores, secs = evaluate(method, forecaster, series)
-            rearranged[f"{name}/{sub}"] = getattr(forecaster, "rearranged_steps", 0) - before
-            per_competition.setdefault(name, {})[sub] = scores
-            seconds[f"{name}/{sub}"] = secs
             s = summarize({sub: scores}, total=None)[sub]
+            s["seconds"] = secs
+            s["rearranged_steps"] = float(getattr(forecaster, "rearranged_steps", 0) - before)
+            table[f"{name}/{sub}"] = s
             print(
                 f"{method:>13} {name}/{sub}: {len(series)} series in {secs:.1f} s; sMAPE "
                 f"{s['smape']:.2f}, MASE {s['mase']:.3f}, scaled CRPS {s['scaled_crps']:.4f}",
                 flush=True,
             )
-        table = {}
-        for name, groups in per_competition.items():
-            # The average only over all of a competition's subsets: over fewer it would be
-            # another number under the same name.
-            complete = len(groups) == sum(n == name for n, _ in SUBSETS)
-            for key, summary in summarize(groups, total="average" if complete else None).items():
-                table[f"{name}/{key}"] = summary
-            if complete:
-                table[f"{name}/average"]["seconds"] = sum(seconds[f"{name}/{s}"] for s in groups)
-        for key, secs in seconds.items():
-            table[key]["seconds"] = secs
-            table[key]["rearranged_steps"] = float(rearranged[key])
         results[method] = table
     return results
+
+
+def merge(earlier: dict | None, results: dict, head: list[str]) -> dict:
+    """The table's data: ``{"runs": [provenance lines, ...], "results": method -> key ->
+    summary}``, each subset's summary with the index ``run`` of the run that made it.
+
+    ``earlier`` (the same structure, or None) gives the rows of every method and subset not
+    in ``results``; the averages are pooled again from the subsets (``with_averages``).
+    """
+    runs: list[list[str]] = []
+
+    def index(lines: list[str]) -> int:
+        if lines not in runs:
+            runs.append(lines)
+        return runs.index(lines)
+
+    merged: dict[str, dict[str, dict]] = {}
+    for method, table in (earlier or {"results": {}})["results"].items():
+        for key, summary in table.items():
+            if not key.endswith("/average") and key not in results.get(method, {}):
+                run_lines = earlier["runs"][summary["run"]]
+                merged.setdefault(method, {})[key] = {**summary, "run": index(run_lines)}
+    for method, table in results.items():
+        for key, summary in table.items():
+            merged.setdefault(method, {})[key] = {**summary, "run": index(head)}
+    return {"runs": runs, "results": with_averages(merged)}
+
+
+def with_averages(results: dict) -> dict:
+    """``results`` with ``name/average`` for every method that has all of a competition's
+    subsets (pooled exactly from them; seconds and rearranged steps summed). Over fewer
+    subsets it would be another number under the same name, so there is none."""
+    out = {}
+    for method, table in results.items():
+        table = {key: s for key, s in table.items() if not key.endswith("/average")}
+        for name in COMPETITION_TITLES:
+            keys = [f"{n}/{sub}" for n, sub in SUBSETS if n == name]
+            if all(key in table for key in keys):
+                parts = [table[key] for key in keys]
+                average = pool(parts)
+                for extra in ("seconds", "rearranged_steps"):
+                    average[extra] = sum(p.get(extra, 0.0) for p in parts)
+                table[f"{name}/average"] = average
+        out[method] = table
+    return out
 
 
 def _version(package: str) -> str:
@@ -339,7 +376,7 @@ def report(results: dict, head: list[str], args: argparse.Namespace, wall: float
         "competition's forecast points (each series weighs its horizon, as in the published "
         "M3 averages; WQL pooled)",
         _rearranged_note(results),
-        f"- whole run {wall / 60:.1f} min; load average at the end "
+        f"- this run {wall / 60:.1f} min; load average at its end "
         + " / ".join(f"{x:.1f}" for x in os.getloadavg()),
         "",
         "## sMAPE (%), lower is better",
@@ -440,7 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--merge",
         action="store_true",
-        help="keep the earlier results (the .json beside the table) of methods not run now",
+        help="keep the earlier results (the .json beside the table) of the methods and "
+        "subsets not run now",
     )
     p.add_argument(
         "--ours",
@@ -457,26 +495,30 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - t0
     out = output_path(args, TABLE)
     raw = out.with_suffix(".json")
-    made_by = {method: head for method in results}
-    if args.merge and raw.exists():
-        earlier = json.loads(raw.read_text())
-        kept = [m for m in earlier["results"] if m not in results]
-        results = {**{m: earlier["results"][m] for m in kept}, **results}
-        made_by = {**{m: earlier["made_by"][m] for m in kept}, **made_by}
-    lines = report(results, head, args, wall)
-    for method, lines_of in made_by.items():
-        if lines_of != head:  # merged rows: say which run made them
-            lines.insert(
-                len(head) + 2,
-                f"- {method}'s rows are from an earlier run: "
-                + "; ".join(line.removeprefix("- ") for line in lines_of[1:]),
-            )
+    earlier = json.loads(raw.read_text()) if args.merge and raw.exists() else None
+    data = merge(earlier, results, head)
+    lines = report(data["results"], head, args, wall)
+    # Rows from earlier runs (--merge): which, and the run that made them, oldest first.
+    earlier_lines = []
+    for i, run_lines in enumerate(data["runs"]):
+        if run_lines == head:
+            continue
+        rows = []
+        for method, table in data["results"].items():
+            keys = [k for k, s in table.items() if s.get("run") == i]
+            if keys:
+                rows.append(
+                    f"{method} " + ("(all)" if len(keys) == len(SUBSETS) else ", ".join(keys))
+                )
+        made = "; ".join(line.removeprefix("- ") for line in run_lines[1:])
+        earlier_lines.append(f"- rows from an earlier run ({made}): {'; '.join(rows)}")
+    lines[len(head) + 2 : len(head) + 2] = earlier_lines
     out.write_text("\n".join(lines) + "\n")
-    raw.write_text(json.dumps({"made_by": made_by, "results": results}, indent=1) + "\n")
+    raw.write_text(json.dumps(data, indent=1) + "\n")
     print("\n".join(lines))
     print(f"wrote {out} and {raw.name}")
     if not args.no_plot:
-        plot(results, out.with_suffix(".png"))
+        plot(data["results"], out.with_suffix(".png"))
         print(f"wrote {out.with_suffix('.png')}")
     return 0
 

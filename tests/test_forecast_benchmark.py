@@ -32,13 +32,13 @@ def _benchmark_module():
 )
 def test_smoke_run_scores_seasonal_naive_and_merges_earlier_rows(tmp_path, capsys):
     out = tmp_path / "forecast.md"
-    # An earlier run's rows of another method, which --merge keeps.
-    earlier = {"m3/yearly": {"n_series": 3.0, "smape": 99.0, "mase": 9.0, "scaled_crps": 0.9}}
-    earlier["m3/yearly"]["seconds"] = 1.0
+    # An earlier run's rows: another method, and a subset of this one not run now, which
+    # --merge keeps.
+    row = {"n_series": 3.0, "smape": 99.0, "mase": 9.0, "scaled_crps": 0.9, "seconds": 1.0}
+    row |= {"n_points": 18.0, "mase_points": 18.0, "crps": 1.0, "abs_target": 1.0, "run": 0}
+    earlier = {"Earlier": {"m3/yearly": row}, "SeasonalNaive": {"tourism/yearly": row}}
     made_by = ["- machine: x", "- date: 2026-01-01; Python 3", "- command: `python earlier`"]
-    out.with_suffix(".json").write_text(
-        json.dumps({"made_by": {"Earlier": made_by}, "results": {"Earlier": earlier}})
-    )
+    out.with_suffix(".json").write_text(json.dumps({"runs": [made_by], "results": earlier}))
     argv = ["--smoke", "3", "--methods", "SeasonalNaive", "--merge", "--out", str(out)]
     argv += ["--subsets", "m3/yearly,m3/monthly,tourism/quarterly"]
     # In this process (JAX and the data already imported): a subprocess doubles the time.
@@ -47,11 +47,15 @@ def test_smoke_run_scores_seasonal_naive_and_merges_earlier_rows(tmp_path, capsy
     table = out.read_text()
     assert "smoke run: the first 3 series" in table
     assert "| Earlier | 99.00 | - | - |" in table
-    assert "Earlier's rows are from an earlier run: date: 2026-01-01" in table
+    assert (
+        "rows from an earlier run (date: 2026-01-01; Python 3; command: `python earlier`): "
+        "Earlier m3/yearly; SeasonalNaive tourism/yearly"
+    ) in table
     assert "| *Theta (published)* | 16.90 | 13.85 | - |" in table  # no average of 2 of 4
     results = json.loads(out.with_suffix(".json").read_text())["results"]["SeasonalNaive"]
-    # No average: two of M3's four subsets, one of Tourism's three.
-    assert set(results) == {"m3/yearly", "m3/monthly", "tourism/quarterly"}
+    # No average: two of M3's four subsets, two of Tourism's three.
+    assert set(results) == {"m3/yearly", "m3/monthly", "tourism/yearly", "tourism/quarterly"}
+    assert results["tourism/yearly"]["smape"] == 99.0 and results["m3/yearly"]["run"] == 1
     for summary in results.values():
         assert np.isfinite([summary[k] for k in ("smape", "mase", "scaled_crps")]).all()
     # Each of the 3 monthly series is scored on its 18 official steps.

@@ -12,6 +12,7 @@ from xlstm_jax.forecast_metrics import (
     mase,
     mase_scale,
     pinball_loss,
+    pool,
     score_series,
     smape,
     summarize,
@@ -111,9 +112,15 @@ def test_score_series_and_summarize_per_subset_and_pooled():
     # (2*1 + 2*3) / 4 = 2; WQL (4 + 2 + 18) / (20 + 80 + 30) = 24 / 130.
     assert out["all"]["smape"] == pytest.approx(30.0)
     assert out["all"]["mase"] == pytest.approx(2.0)
-    assert out["all"]["mase_undefined"] == 1
+    assert out["all"]["mase_points"] == 4
     assert out["all"]["scaled_crps"] == pytest.approx(24 / 130)
     assert set(summarize({"x": [a]}, total=None)) == {"x"}
+    # Pooling the subsets' summaries is exact: the same as summarizing all series at once.
+    at_once = summarize({"xy": [a, b, c]}, total=None)["xy"]
+    assert pool([out["x"], out["y"]]) == pytest.approx(at_once)
+    assert pool([out["x"], out["y"]]) == pytest.approx(out["all"])
+    with pytest.raises(ValueError, match="empty list of summaries"):
+        pool([])
 
 
 def test_the_pooled_average_reproduces_the_published_m3_theta_smape():

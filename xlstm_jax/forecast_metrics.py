@@ -8,7 +8,7 @@ number of quantile levels. Every per-series function scores ONE series and retur
 * ``pinball_loss(y, q, level)`` and ``crps_from_quantiles(y, quantiles, levels)``: the
   quantile (pinball) loss and the CRPS approximated by it.
 
-``score_series`` computes all of them for one forecast; ``summarize`` averages a list of
+``score_series`` computes all of them for one forecast; ``summarize`` averages lists of
 those per subset (and over all subsets: every forecast point counts once, the convention
 of the published M3 averages), and adds the scaled CRPS, the weighted quantile loss (WQL)
 of GluonTS and fev: the CRPS summed over series and time divided by the summed ``|y|``.
@@ -34,6 +34,7 @@ __all__ = [
     "mase",
     "mase_scale",
     "pinball_loss",
+    "pool",
     "score_series",
     "smape",
     "summarize",
@@ -127,8 +128,8 @@ def mase(
 
     A zero scale (the training part repeats exactly) would give inf or 0/0. It raises
     ``ValueError`` by default; ``zero_scale="nan"`` returns NaN instead, which ``summarize``
-    leaves out of the MASE average and counts as ``mase_undefined``. (No series of M1, M3 or
-    Tourism has a zero scale.)
+    leaves out of the MASE average (its ``mase_points`` counts the rest). No series of M1,
+    M3 or Tourism has a zero scale.
 
     Args:
         y: the actual values, shape (H,).
@@ -289,23 +290,61 @@ def _summary(scores: Sequence[SeriesScores]) -> dict[str, float]:
     defined = ~np.isnan(mases)
     # Every forecast point counts once: a series weighs its horizon H (within a subset all
     # H are equal, so this is the plain mean over series).
-    mase_mean = (
-        float(np.sum(h[defined] * mases[defined]) / np.sum(h[defined]))
-        if defined.any()
-        else float("nan")
+    n_points = float(h.sum())
+    return _ratios(
+        n_series=float(len(scores)),
+        n_points=n_points,
+        mase_points=float(h[defined].sum()),
+        smape_sum=float(np.sum(h * smapes)),
+        mase_sum=float(np.sum(h[defined] * mases[defined])),
+        crps_sum=float(np.sum(h * crps)),
+        abs_sum=float(np.sum(h * abs_target)),
     )
-    # sum_{i,t} |y| = sum_i H_i * abs_target_i; its zero (an all-zero target) leaves WQL
-    # undefined: NaN rather than inf.
-    denom = float(np.sum(h * abs_target))
+
+
+def _ratios(n_series, n_points, mase_points, smape_sum, mase_sum, crps_sum, abs_sum):
+    """A summary from its sums over points (so that summaries pool exactly)."""
     return {
-        "n_series": float(len(scores)),
-        "n_points": float(h.sum()),
-        "smape": float(np.sum(h * smapes) / h.sum()),
-        "mase": mase_mean,
-        "mase_undefined": float((~defined).sum()),
-        "crps": float(np.sum(h * crps) / h.sum()),
-        "scaled_crps": float(np.sum(h * crps) / denom) if denom > 0 else float("nan"),
+        "n_series": n_series,
+        "n_points": n_points,
+        "smape": smape_sum / n_points,
+        # Points of series with an undefined MASE (NaN) are left out of its mean.
+        "mase": mase_sum / mase_points if mase_points > 0 else float("nan"),
+        "mase_points": mase_points,
+        "crps": crps_sum / n_points,
+        "abs_target": abs_sum / n_points,
+        # sum_{i,t} |y| = 0 (all-zero targets) leaves WQL undefined: NaN rather than inf.
+        "scaled_crps": crps_sum / abs_sum if abs_sum > 0 else float("nan"),
     }
+
+
+def pool(summaries: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """The summary of the union of disjoint groups, from their summaries alone (exact).
+
+    ``summarize``'s total is this over its subsets; a benchmark that scored subsets in
+    separate runs pools their stored summaries the same way.
+
+    Args:
+        summaries: summaries as ``summarize`` returns them (non-empty).
+
+    Returns:
+        The pooled summary, with the same keys.
+    """
+    if not summaries:
+        raise ValueError("cannot pool an empty list of summaries")
+
+    def total(key, weight=None):
+        return float(sum(s[key] * (s[weight] if weight else 1.0) for s in summaries))
+
+    return _ratios(
+        n_series=total("n_series"),
+        n_points=total("n_points"),
+        mase_points=total("mase_points"),
+        smape_sum=total("smape", "n_points"),
+        mase_sum=float(sum(s["mase"] * s["mase_points"] for s in summaries if s["mase_points"])),
+        crps_sum=total("crps", "n_points"),
+        abs_sum=total("abs_target", "n_points"),
+    )
 
 
 def summarize(
@@ -319,12 +358,14 @@ def summarize(
       every forecast point. Within a subset (one horizon) it is the mean over series; over
       M3's four subsets it is the published "average" (Theta: 16.90, 8.96, 13.85 and 4.41 on
       645 x 6, 756 x 8, 1428 x 18 and 174 x 8 points give 13.01). Undefined MASEs (NaN)
-      are left out of ``mase`` and counted in ``mase_undefined``.
+      are left out of ``mase`` (``mase_points`` counts the points it has).
     * ``scaled_crps``: the weighted quantile loss of GluonTS (``mean_wQuantileLoss``) and
       fev (WQL), ``sum_{i,t,k} 2 * pinball / (K * sum_{i,t} |y_it|)``
       ``= sum_i H_i * crps_i / sum_i H_i * abs_target_i``; NaN if every target is 0. It is
       scale-free but large series weigh more.
-    * ``n_series``, ``n_points`` (sum of H_i), ``mase_undefined``: counts (as floats).
+    * ``abs_target``: the mean ``|y|`` over the points (the scaled CRPS's denominator).
+    * ``n_series``, ``n_points`` (sum of H_i), ``mase_points`` (the points with a defined
+      MASE): counts, as floats.
 
     Args:
         scores: subset name -> the scores of its series (non-empty).
@@ -337,5 +378,5 @@ def summarize(
         raise ValueError(f"a subset is named {total!r}, the key of the total; pass another total")
     out = {name: _summary(list(group)) for name, group in scores.items()}
     if total is not None:
-        out[total] = _summary([s for group in scores.values() for s in group])
+        out[total] = pool(list(out.values()))
     return out
