@@ -11,6 +11,7 @@ the op's error for that case is checked instead. CI budget: under 60 s with ``-n
 from __future__ import annotations
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -77,24 +78,33 @@ def _forward_and_grads(impl, L, args, seed):
 NAMES = ["h", "C_last", "n_last", "m_last", "dq", "dk", "dv", "di", "df", "dC0", "dn0", "dm0"]
 
 
+# df is the reverse cumsum (within a chunk) of the log-f cotangents, O(30) terms here that
+# cancel to O(0.1): fp32 rounding of either implementation moves single elements by ~2e-5
+# (measured: df[33] -0.215703 vs -0.215724, i.e. 1e-7 of the terms), past the element-wise
+# fp32 TOL. It is compared norm-relative at the same tolerance (measured 1.5e-6).
+CANCELLING = ("df",)
+
+
 def _assert_close(got, want, dtype):
     atol, rtol = TOL[jnp.dtype(dtype).name]
     for name, a, d in zip(NAMES, got, want, strict=True):
         a, d = np.asarray(a, np.float64), np.asarray(d, np.float64)
         assert a.shape == d.shape, name
         assert np.all(np.isfinite(a)), name
-        if dtype == jnp.float32:
+        if dtype == jnp.float32 and name not in CANCELLING:
             np.testing.assert_allclose(a, d, atol=atol, rtol=rtol, err_msg=name)
         else:  # 16-bit matmul operands: norm-relative errors
             assert rel_err(a, d) < rtol, (name, rel_err(a, d))
 
 
 # (dtype, S, DHQK, DHV, with initial state): S = a chunk + 3 steps (the interpreter costs
-# ~1 s a CTA); DHV 128 is two DHV tiles of kernels S and O; bf16 without a state checks the
-# zero-state path.
+# ~1 s a CTA); DHV 128 is two DHV tiles of kernels S and O. The zero-state path runs in
+# fp32 (element-wise check): from a zero state dm_0 is an eps-sized effect (~4e-6 here, the
+# rest of the m_0 paths cancel), which fp32 rounding of the O(10) terms that cancel sets to
+# ~10% in the reference itself, so a norm-relative bf16 bound on it would measure rounding.
 CASES = [
-    pytest.param(jnp.float32, 67, 64, 64, True, id="fp32-S67-64x64-state"),
-    pytest.param(jnp.bfloat16, 67, 64, 128, False, id="bf16-S67-64x128"),
+    pytest.param(jnp.float32, 67, 64, 64, False, id="fp32-S67-64x64"),
+    pytest.param(jnp.bfloat16, 67, 64, 128, True, id="bf16-S67-64x128-state"),
 ]
 
 
@@ -148,9 +158,15 @@ def test_auto_on_cpu_never_takes_the_mosaic_path():
     assert fn is dispatch.IMPLEMENTATIONS["mlstm_chunkwise"]["xla"]
 
 
-def _mosaic_calls(lowered) -> list[str]:
-    text = lowered.as_text()
-    return [line for line in text.splitlines() if "stablehlo.custom_call @mosaic_gpu" in line]
+def _mosaic_kernels(lowered) -> list[str]:
+    """The names of the Mosaic GPU kernels a lowered program launches, in program order."""
+    names = []
+    for line in lowered.as_text().splitlines():
+        if "stablehlo.custom_call @mosaic_gpu" in line:
+            # JAX 0.12 appends "_mosaic_gpu" to the kernel name, 0.11.2 a counter ("_0").
+            found = re.findall(r"mlstm_mosaic_\w+", line)[:1]
+            names += [re.sub(r"(_mosaic_gpu|_\d+)+$", "", n) for n in found]
+    return names
 
 
 @needs_mosaic
@@ -176,6 +192,9 @@ def test_cross_lowers_for_sm90_at_the_7b_head_dims(L, DQ):
         h, last = run(*a)
         return jnp.sum(h.astype(jnp.float32)) + jnp.sum(last[0])
 
-    assert len(_mosaic_calls(lower_for_cuda(run, *args))) == 2  # kernels S and O
+    fwd = ["mlstm_mosaic_chunk_states", "mlstm_mosaic_chunk_outputs"]
+    assert _mosaic_kernels(lower_for_cuda(run, *args)) == fwd
+    # The backward recomputes the states (kernel S) and runs kernel S reversed for G_k.
     grad = jax.value_and_grad(loss, argnums=(0, 1, 2))
-    assert len(_mosaic_calls(lower_for_cuda(grad, *args))) == 2
+    bwd = ["mlstm_mosaic_chunk_states", "mlstm_mosaic_state_grads"]
+    assert sorted(_mosaic_kernels(lower_for_cuda(grad, *args))) == sorted(fwd + bwd)
