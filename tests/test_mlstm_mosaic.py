@@ -21,7 +21,7 @@ from helpers import TOL, lower_for_cuda, rel_err
 
 import pallas_kernels as pk
 from pallas_kernels import dispatch
-from pallas_kernels.mlstm import mosaic
+from pallas_kernels.mlstm import api, mosaic
 
 REASON = mosaic.mosaic_unsupported_reason()
 needs_mosaic = pytest.mark.skipif(REASON is not None, reason=f"JAX {jax.__version__}: {REASON}")
@@ -151,10 +151,12 @@ def test_old_jax_raises_naming_the_version():
 
 
 def test_auto_on_cpu_never_takes_the_mosaic_path():
-    assert not dispatch.on_hopper_or_newer() or dispatch.on_cuda_gpu()
     if dispatch.on_cuda_gpu():
         pytest.skip("this machine has a CUDA GPU")
-    fn = dispatch.select("mlstm_chunkwise", "auto", False)
+    assert not dispatch.on_hopper_or_newer()
+    q, _, v, *_ = _inputs(0, 64, 64, 64, jnp.bfloat16, False)
+    probe = api._probe(q, v, q.dtype, 64, 1e-6)  # what pk.mlstm_chunkwise passes
+    fn = dispatch.select("mlstm_chunkwise", "auto", False, probe)
     assert fn is dispatch.IMPLEMENTATIONS["mlstm_chunkwise"]["xla"]
 
 
