@@ -17,6 +17,8 @@ from train.tokenizer import DataError
 
 # A shrunken tirex_tiny on M3 "other" (174 series): E 16, one block, windows of 4 patches.
 SMALL = [
+    "model.input_patch_size=8",
+    "model.output_patch_size=8",
     "model.embedding_dim=16",
     "model.num_heads=2",
     "model.num_blocks=1",
