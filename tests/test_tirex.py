@@ -250,26 +250,40 @@ def test_checkpoint_reader_executes_nothing(tmp_path, capfd):
         load_forecaster(tmp_path / "missing")
 
 
+def _assert_same_forecast(got, want, context):
+    """Equal up to float32 rounding: XLA does not promise bit-identical results across batch
+    shapes (JAX 0.10.2 and 0.12.1 differ by ~1e-6 between a batch of 3 and a batch of 1), so
+    the guarantee is TOL float32 relative to the series' scale (its NaN-aware std, >= 1)."""
+    atol, rtol = TOL["float32"]
+    scale = max(1.0, float(np.nanstd(context)))
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol * scale)
+
+
 def test_ragged_contexts_match_one_by_one_and_the_window():
     model = _ours()
     ctxs = _contexts()
     together = forecast(model, ctxs, 8, batch_size=3)  # a padded last batch
     for i, c in enumerate(ctxs):
         alone = forecast(model, [c], 8)
-        np.testing.assert_allclose(together.quantiles[i], alone.quantiles[0], rtol=1e-6, atol=1e-6)
+        _assert_same_forecast(together.quantiles[i], alone.quantiles[0], c)
+    # The same call is deterministic, bit for bit.
+    np.testing.assert_array_equal(
+        forecast(model, ctxs, 8, batch_size=3).quantiles, together.quantiles
+    )
     # Beyond the window only the last train_ctx_len values count; short ones are NaN-padded.
     long, cut = forecast(model, [ctxs[0]], 8), forecast(model, [ctxs[0][-CTX:]], 8)
-    np.testing.assert_allclose(long.quantiles, cut.quantiles, rtol=1e-6, atol=1e-6)
+    _assert_same_forecast(long.quantiles, cut.quantiles, ctxs[0][-CTX:])
     padded = np.concatenate([np.full(CTX - 7, np.nan), ctxs[2]])
-    np.testing.assert_allclose(
+    _assert_same_forecast(
         forecast(model, [ctxs[2]], 8).quantiles,
         forecast(model, np.stack([padded]), 8).quantiles,
-        rtol=1e-6,
-        atol=1e-6,
+        ctxs[2],
     )
-    # Median as the point forecast; a subset of levels in the order asked.
-    sub = forecast(model, ctxs, 8, quantile_levels=[0.9, 0.1])
+    # Median as the point forecast; a subset of levels in the order asked: the same batches
+    # (batch_size) give the same numbers, bit for bit.
+    sub = forecast(model, ctxs, 8, quantile_levels=[0.9, 0.1], batch_size=3)
     np.testing.assert_array_equal(sub.quantiles[..., 0], together.quantiles[..., 8])
+    np.testing.assert_array_equal(sub.quantiles[..., 1], together.quantiles[..., 0])
     np.testing.assert_array_equal(together.mean, together.quantiles[..., 4])
     assert sub.quantile_levels == (0.9, 0.1)
 

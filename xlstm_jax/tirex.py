@@ -352,7 +352,11 @@ def forecast(
         compiles once per horizon).
 
     Returns:
-      ``Forecast`` with quantiles (N, H, Q) and mean (N, H).
+      ``Forecast`` with quantiles (N, H, Q) and mean (N, H). The same call gives the same
+      numbers bit for bit, whatever the subset of levels. A series' forecast does not depend
+      on the other series in its batch beyond float32 rounding (about 1e-6 of the series'
+      scale): XLA does not promise bit-identical results across batch shapes, so a series
+      forecast alone or with a different ``batch_size`` may differ in the last bits.
 
     Raises:
       ForecastError: a bad series (empty, all NaN, not 1-D), H < 1, a level the model
