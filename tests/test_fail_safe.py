@@ -32,6 +32,11 @@ from train import generate as generate_cli
 from train import main as train_cli
 from train import prepare_data as prepare_cli
 
+# CI runs these in leg 1 only: fault injection through the commands: the loop's and the checkpoint
+# files' handling, run on one JAX (the checkpoint round trips and resume run on every JAX in
+# test_train_cli.py).
+pytestmark = pytest.mark.one_jax
+
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):

@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# CI runs these in leg 1 only: the benchmark's tables: NumPy and Python, not JAX.
+pytestmark = pytest.mark.one_jax
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "forecast.py"
 

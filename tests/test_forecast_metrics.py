@@ -18,6 +18,9 @@ from xlstm_jax.forecast_metrics import (
     summarize,
 )
 
+# CI runs these in leg 1 only: the metrics: NumPy, not JAX.
+pytestmark = pytest.mark.one_jax
+
 
 def test_smape_is_the_m3_percent_formula():
     # |1-2|/(1+2) = 1/3, |4-2|/(4+2) = 1/3, |10-10|/20 = 0 -> 200 * (2/3) / 3 = 44.44...

@@ -12,6 +12,10 @@ import pytest
 from train.runs import load_run
 from xlstm_jax import generate
 
+# CI runs these in leg 1 only: the command's arguments, streaming and errors (the decoding itself
+# runs on every JAX in test_generate.py).
+pytestmark = pytest.mark.one_jax
+
 ROOT = Path(__file__).parent.parent
 SETS = [
     "train.steps=3",

@@ -491,6 +491,8 @@ def test_configs_have_the_papers_shapes():
     assert isinstance(registry.load("llama_parity").model, TransformerConfig)
 
 
+# The command's outputs: leg 1 only (the model and loss paths run on every JAX above).
+@pytest.mark.one_jax
 @pytest.mark.parametrize(
     ("config", "overrides", "buckets"),
     [
