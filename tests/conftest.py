@@ -92,3 +92,33 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(
                 f"WARNING: {nodeid} took {seconds:.0f} s: mark it slow or make it faster"
             )
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One uninterrupted 30-step run of the shrunken ``xlstm_tiny`` (``helpers.train_cmd``,
+    checkpoints 20 and 30), trained once per test run and shared by the xdist workers (a lock
+    file in their common temp folder): ``(workdir, CompletedProcess)``. Tests read it or work
+    on copies of it; none may change it."""
+    import fcntl
+    import json
+    import subprocess
+
+    from helpers import cli_env, run_cmd, train_cmd
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's folder, above every worker's own
+    root = base / "shared_tiny_run"
+    root.mkdir(exist_ok=True)
+    result = root / "result.json"
+    with open(root / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not result.exists():
+            proc = run_cmd(train_cmd(root / "run"), cli_env())
+            fields = ("args", "returncode", "stdout", "stderr")
+            result.write_text(json.dumps({k: getattr(proc, k) for k in fields}))
+    done = json.loads(result.read_text())
+    proc = subprocess.CompletedProcess(**done)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "run", proc

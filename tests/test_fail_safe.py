@@ -44,12 +44,10 @@ def env(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def base(env, tmp_path_factory) -> Path:
-    """One uninterrupted 30-step run (checkpoints 20 and 30); tests work on copies."""
-    workdir = tmp_path_factory.mktemp("base") / "run"
-    proc = run_cmd(train_cmd(workdir), env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return workdir
+def base(tiny_run) -> Path:
+    """One uninterrupted 30-step run (checkpoints 20 and 30; conftest's, shared with
+    test_train_cli.py); tests work on copies."""
+    return tiny_run[0]
 
 
 def _copy(base: Path, tmp_path: Path) -> Path:

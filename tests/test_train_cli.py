@@ -39,12 +39,10 @@ _checkpoints = checkpoints_of
 
 
 @pytest.fixture(scope="module")
-def full_run(env, tmp_path_factory):
-    """One uninterrupted 30-step run; the other tests compare against it."""
-    workdir = tmp_path_factory.mktemp("full")
-    proc = _run(env, workdir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return workdir, proc
+def full_run(tiny_run):
+    """One uninterrupted 30-step run (conftest's, shared with test_fail_safe.py); the other
+    tests compare against it."""
+    return tiny_run
 
 
 def test_trains_with_falling_loss_and_writes_outputs(full_run):
