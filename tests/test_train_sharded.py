@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -53,14 +54,27 @@ def cli(workdir: Path, *sets: str, devices: int = 1, extra: tuple = ()) -> subpr
         *OVERRIDES,
         *sets,
     ]
-    return subprocess.Popen(
-        cmd, env=env(devices), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    return start(cmd, env(devices))
 
 
-def finish(proc: subprocess.Popen) -> None:
-    out, err = proc.communicate(timeout=600)
+def start(cmd: list[str], environ: dict) -> subprocess.Popen:
+    """Starts ``cmd`` with its output in temporary files (several run at once: a full pipe
+    that nobody reads yet would stall its writer)."""
+    # Closed by finish(), which reads them.
+    out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, env=environ, cwd=ROOT, stdout=out, stderr=err, text=True)
+    proc.outputs = (out, err)
+    return proc
+
+
+def finish(proc: subprocess.Popen) -> str:
+    """Waits for ``proc``, asserts exit 0 (with its stderr) and returns its stdout."""
+    proc.wait(timeout=900)
+    out, err = (f.seek(0) or f.read() for f in proc.outputs)
+    for f in proc.outputs:
+        f.close()
     assert proc.returncode == 0, err[-3000:]
+    return out
 
 
 def losses(workdir: Path) -> list[float]:
@@ -68,39 +82,23 @@ def losses(workdir: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in lines]
 
 
-@pytest.mark.slow
-def test_meshes_checkpoints_and_processes_match_one_device(tmp_path):
-    # One device: the reference run.
-    finish(cli(tmp_path / "one"))
-    ref = losses(tmp_path / "one")
-    assert len(ref) == STEPS and all(np.isfinite(ref))
-
-    # Eight simulated devices, several meshes, a checkpoint moved from (2,2,2) to (4,2,1).
-    script = ROOT / "tests" / "scripts" / "train_meshes.py"
-    proc = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "eight"), *OVERRIDES],
-        env=env(8),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = json.loads(proc.stdout.strip().splitlines()[-1])
-    for mesh in ["(8, 1, 1)", "(1, 8, 1)", "(2, 2, 2)", "(1, 4, 2)"]:
-        np.testing.assert_allclose(runs[mesh], ref, rtol=1e-5, err_msg=mesh)
-    # Resumed on another mesh: steps 3 and 4 equal the uninterrupted run's.
-    np.testing.assert_allclose(runs["resumed_421"][2:], ref[2:], rtol=1e-5)
-
-    # The (2,2,2) checkpoint resumed on one device.
-    finish(cli(tmp_path / "eight" / "ckpt_for_1"))
-    np.testing.assert_allclose(losses(tmp_path / "eight" / "ckpt_for_1")[2:], ref[2:], rtol=1e-5)
-
-    # Two real processes x 2 devices (jax.distributed over localhost, Gloo collectives).
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = [
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_meshes_checkpoints_and_processes_match_one_device(tmp_path):
+    # The independent runs start together (the longest test of the suite: so it uses both
+    # cores when it runs last): one device (the reference), eight simulated devices on several
+    # meshes with a checkpoint moved from (2,2,2) to (4,2,1), and two real processes x 2
+    # devices (jax.distributed over localhost, Gloo collectives).
+    one = cli(tmp_path / "one")
+    script = ROOT / "tests" / "scripts" / "train_meshes.py"
+    eight = start([sys.executable, str(script), str(tmp_path / "eight"), *OVERRIDES], env(8))
+    port = _free_port()
+    two = [
         cli(
             tmp_path / "two",
             "mesh.data=-1",
@@ -116,6 +114,21 @@ def test_meshes_checkpoints_and_processes_match_one_device(tmp_path):
         )
         for i in range(2)
     ]
-    for p in procs:
+
+    finish(one)
+    ref = losses(tmp_path / "one")
+    assert len(ref) == STEPS and all(np.isfinite(ref))
+
+    runs = json.loads(finish(eight).strip().splitlines()[-1])
+    for mesh in ["(8, 1, 1)", "(1, 8, 1)", "(2, 2, 2)", "(1, 4, 2)"]:
+        np.testing.assert_allclose(runs[mesh], ref, rtol=1e-5, err_msg=mesh)
+    # Resumed on another mesh: steps 3 and 4 equal the uninterrupted run's.
+    np.testing.assert_allclose(runs["resumed_421"][2:], ref[2:], rtol=1e-5)
+
+    for p in two:
         finish(p)
     np.testing.assert_allclose(losses(tmp_path / "two"), ref, rtol=1e-5)
+
+    # The (2,2,2) checkpoint resumed on one device.
+    finish(cli(tmp_path / "eight" / "ckpt_for_1"))
+    np.testing.assert_allclose(losses(tmp_path / "eight" / "ckpt_for_1")[2:], ref[2:], rtol=1e-5)
