@@ -284,3 +284,35 @@ def require_tirex():
             ) from err
         pytest.skip(f"tirex-ts (PyTorch reference) not installed: {err}")
     return torch, tirex
+
+
+# --- Jitted model calls: an eager NNX call runs op by op, several times slower on CPU than
+# one compiled program. One jit each for all modules, so that models of equal configs and
+# token shapes reuse the compiled program across tests.
+
+
+def jit_call(model, *args):
+    """``model(*args)`` under ``nnx.jit``."""
+    return _model_jits()[0](model, *args)
+
+
+def jit_with_state(model, tokens, state):
+    """``model.with_state(tokens, state)`` under ``nnx.jit``."""
+    return _model_jits()[1](model, tokens, state)
+
+
+@functools.cache
+def _model_jits():
+    from flax import nnx
+
+    return nnx.jit(lambda m, *args: m(*args)), nnx.jit(lambda m, t, s: m.with_state(t, s))
+
+
+def with_weights_of(model, cfg):
+    """The model of ``cfg`` holding ``model``'s state (its weights): for configs that change
+    only the computation (remat). Built abstractly, so no initialisation is run or compiled
+    for weights that are replaced anyway."""
+    from flax import nnx
+
+    abstract = nnx.eval_shape(lambda: type(model)(cfg, rngs=nnx.Rngs(0)))
+    return nnx.merge(nnx.graphdef(abstract), nnx.state(model))

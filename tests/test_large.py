@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from helpers import _perturbed, rel_err
+from helpers import _perturbed, jit_call, jit_with_state, rel_err, with_weights_of
 
 from xlstm_jax import ConfigError, generate, xLSTMLarge, xLSTMLargeConfig
 from xlstm_jax.convert_large import detect_format, from_state_dict_large, iter_state_dict_large
@@ -132,6 +132,7 @@ def test_initialisation_follows_the_family():
 # --- the forms of the cell, pieces, decoding -------------------------------------------
 
 
+@nnx.jit  # one compiled program: eager, forward and backward run op by op (slower on CPU)
 def _loss_grads(model, tokens):
     def loss_fn(m):
         logits = m(tokens[:, :-1])
@@ -150,12 +151,12 @@ def test_forms_agree_in_float64_outputs_and_gradients():
         )
         ref = perturbed(dataclasses.replace(base, form="parallel"))
         params = nnx.state(ref, nnx.Param)
-        ref_logits = np.asarray(ref(tokens))
+        ref_logits = np.asarray(jit_call(ref, tokens))
         ref_grads = jax.tree.leaves(_loss_grads(ref, tokens))
         for form in ("chunkwise", "recurrent"):
             model = xLSTMLarge(dataclasses.replace(base, form=form), rngs=nnx.Rngs(0))
             nnx.update(model, params)
-            logits = np.asarray(model(tokens))
+            logits = np.asarray(jit_call(model, tokens))
             assert np.abs(logits - ref_logits).max() < 1e-10, form
             grads = jax.tree.leaves(_loss_grads(model, tokens))
             assert max(rel_err(g, r) for g, r in zip(grads, ref_grads, strict=True)) < 1e-10, form
@@ -164,12 +165,12 @@ def test_forms_agree_in_float64_outputs_and_gradients():
 def test_pieces_and_steps_equal_the_whole_sequence():
     model = perturbed(SMALL)
     tokens = jax.random.randint(jax.random.key(4), (3, 30), 0, 50)
-    whole = np.asarray(model(tokens))
-    logits_a, state = model.with_state(tokens[:, :13], model.init_state(3))
-    logits_b, state = model.with_state(tokens[:, 13:27], state)
+    whole = np.asarray(jit_call(model, tokens))
+    logits_a, state = jit_with_state(model, tokens[:, :13], model.init_state(3))
+    logits_b, state = jit_with_state(model, tokens[:, 13:27], state)
     steps = []
     for t in range(27, 30):
-        step, state = model.with_state(tokens[:, t : t + 1], state)
+        step, state = jit_with_state(model, tokens[:, t : t + 1], state)
         steps.append(step)
     pieces = np.concatenate([logits_a, logits_b, *steps], axis=1)
     np.testing.assert_allclose(pieces, whole, atol=2e-5, rtol=0)
@@ -178,11 +179,11 @@ def test_pieces_and_steps_equal_the_whole_sequence():
 def test_bf16_compute_keeps_gates_states_and_logits_float32():
     model = perturbed(dataclasses.replace(SMALL, dtype="bfloat16"))
     tokens = jax.random.randint(jax.random.key(5), (2, 17), 0, 50)
-    logits, state = model.with_state(tokens, None)
+    logits, state = jit_with_state(model, tokens, None)
     assert logits.dtype == jnp.float32 and np.all(np.isfinite(np.asarray(logits)))
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state))
     ref = perturbed(SMALL)  # same weights in float32
-    err = np.abs(np.asarray(logits) - np.asarray(ref(tokens))).max()
+    err = np.abs(np.asarray(logits) - np.asarray(jit_call(ref, tokens))).max()
     assert err < 0.1, f"bf16 vs fp32 logits differ by {err}"
 
 
@@ -191,15 +192,19 @@ def test_logits_are_soft_capped():
     capped = xLSTMLarge(dataclasses.replace(SMALL, output_logit_soft_cap=2.0), rngs=nnx.Rngs(0))
     nnx.update(capped, nnx.state(raw, nnx.Param))
     tokens = jnp.arange(7)[None]
-    raw_logits = np.asarray(raw(tokens))
+    raw_logits = np.asarray(jit_call(raw, tokens))
     assert np.abs(raw_logits).max() > 4.0  # the cap matters
-    np.testing.assert_allclose(np.asarray(capped(tokens)), 2.0 * np.tanh(raw_logits / 2.0), 1e-6)
+    np.testing.assert_allclose(
+        np.asarray(jit_call(capped, tokens)), 2.0 * np.tanh(raw_logits / 2.0), 1e-6
+    )
 
 
 def test_remat_gives_the_same_gradients():
     tokens = jax.random.randint(jax.random.key(6), (2, 12), 0, 50)
     a = perturbed(SMALL)
-    b = perturbed(dataclasses.replace(SMALL, remat=True))
+    # The weights perturbed gives the remat config too (remat adds no parameter), without a
+    # second initialisation to run.
+    b = with_weights_of(a, dataclasses.replace(SMALL, remat=True))
     grads_a, grads_b = _loss_grads(a, tokens), _loss_grads(b, tokens)
     for ga, gb in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b), strict=True):
         # Recomputation fuses differently: float32 rounding only (norm-relative).
@@ -230,7 +235,9 @@ def test_state_dict_round_trip_numpy(fmt, mode):
     assert ("backbone.out_norm.bias" in sd) == (fmt == "xlstm_large")
     back = from_state_dict_large(sd, model.config)
     tokens = jnp.arange(10)[None] % 50
-    np.testing.assert_array_equal(np.asarray(back(tokens)), np.asarray(model(tokens)))
+    np.testing.assert_array_equal(
+        np.asarray(jit_call(back, tokens)), np.asarray(jit_call(model, tokens))
+    )
 
 
 def test_state_dict_mismatch_is_a_clear_error():

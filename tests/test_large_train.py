@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from helpers import cli_env, metrics_of, run_cmd, train_cmd
+from helpers import cli_env, jit_call, metrics_of, run_cmd, train_cmd
 from test_large import SMALL, perturbed
 
 from train.objective import doc_starts_of
@@ -48,11 +48,11 @@ def _packed_vs_alone(model, lengths=(7, 12, 9)):
     row, docs, offsets = _packed(lengths)
     starts = doc_starts_of(jnp.asarray(row), EOD)
     np.testing.assert_array_equal(np.flatnonzero(np.asarray(starts[0])), offsets[1:])
-    packed = np.asarray(model(jnp.asarray(row), starts))
-    leak = np.asarray(model(jnp.asarray(row)))  # without the reset, for contrast
+    packed = np.asarray(jit_call(model, jnp.asarray(row), starts))
+    leak = np.asarray(jit_call(model, jnp.asarray(row)))  # without the reset, for contrast
     logit_err = loss_err = leak_err = 0.0
     for doc, o in zip(docs, offsets, strict=True):
-        alone = np.asarray(model(jnp.asarray(doc[None])))
+        alone = np.asarray(jit_call(model, jnp.asarray(doc[None])))
         scale = max(1.0, float(np.abs(alone).max()))
         logit_err = max(logit_err, float(np.abs(packed[:, o : o + len(doc)] - alone).max()) / scale)
         # The document's loss: predicting its tokens 1.. from its own prefix.

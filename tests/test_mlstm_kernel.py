@@ -185,31 +185,38 @@ def test_kernel_outputs_fully_written():
     """Every element of every kernel output, padding included, is written: interpret mode
     fills outputs with NaN first (test_slstm_kernel.py guards that), and no NaN survives."""
     B, NH, S, DQ, DV, L = 2, 1, 37, 24, 40, 16
-    q, k, v, i, f, state = _inputs(3, B, NH, S, DQ, DV)
     bs = SMALL_TILES
-    # The wrapper's padding, as mlstm_chunkwise_pallas does it.
-    BH, Sp, DQp, DVp, z = B * NH, 48, 32, 64, (0, 0)
-    ps, pq, pv = (0, Sp - S), (0, DQp - DQ), (0, DVp - DV)
-    qp = jnp.pad(q, (z, z, ps, pq)).reshape(BH, Sp, DQp)
-    kp = jnp.pad(k, (z, z, ps, pq)).reshape(BH, Sp, DQp)
-    vp = jnp.pad(v, (z, z, ps, pv)).reshape(BH, Sp, DVp)
-    ip = jnp.pad(i, (z, z, ps), constant_values=chunkwise.PAD_I).reshape(BH, Sp)
-    b = jnp.cumsum(
-        jax.nn.log_sigmoid(jnp.pad(f, (z, z, ps), constant_values=30.0)).reshape(BH, -1, L), -1
-    ).reshape(BH, Sp)
-    s0 = (
-        jnp.pad(state[0], (z, z, pq, pv)).reshape(BH, DQp, DVp),
-        jnp.pad(state[1], (z, z, pq)).reshape(BH, DQp),
-        state[2].reshape(BH, 1),
-    )
-    scale = DQ**-0.5
-    (h, last), res = chunkwise._mlstm_core_fwd(qp, kp, vp, ip, b, s0, L, scale, 1e-6, bs, True)
-    starts, last_a = forward.chunk_states(kp, vp, ip, b, s0, L, bs, True)
-    dlast = (jnp.ones((BH, DQp, DVp)), jnp.ones((BH, DQp)), jnp.ones((BH, 1)))
-    grads = backward.chunkwise_bwd(L, scale, 1e-6, bs, True, res, (jnp.ones_like(h), dlast))
-    step = step_kernel._step_call(
-        qp[:, 0], kp[:, 0], vp[:, 0], ip[:, :1], b[:, :1], s0, 1e-6, scale, bs, True
-    )
+
+    # Jitted (interpret mode poisons outputs under jit too): eager, every op of the
+    # interpreted kernels would be dispatched one by one, several times slower on CPU.
+    @jax.jit
+    def kernel_outputs(q, k, v, i, f, state):
+        # The wrapper's padding, as mlstm_chunkwise_pallas does it.
+        BH, Sp, DQp, DVp, z = B * NH, 48, 32, 64, (0, 0)
+        ps, pq, pv = (0, Sp - S), (0, DQp - DQ), (0, DVp - DV)
+        qp = jnp.pad(q, (z, z, ps, pq)).reshape(BH, Sp, DQp)
+        kp = jnp.pad(k, (z, z, ps, pq)).reshape(BH, Sp, DQp)
+        vp = jnp.pad(v, (z, z, ps, pv)).reshape(BH, Sp, DVp)
+        ip = jnp.pad(i, (z, z, ps), constant_values=chunkwise.PAD_I).reshape(BH, Sp)
+        b = jnp.cumsum(
+            jax.nn.log_sigmoid(jnp.pad(f, (z, z, ps), constant_values=30.0)).reshape(BH, -1, L), -1
+        ).reshape(BH, Sp)
+        s0 = (
+            jnp.pad(state[0], (z, z, pq, pv)).reshape(BH, DQp, DVp),
+            jnp.pad(state[1], (z, z, pq)).reshape(BH, DQp),
+            state[2].reshape(BH, 1),
+        )
+        scale = DQ**-0.5
+        (h, last), res = chunkwise._mlstm_core_fwd(qp, kp, vp, ip, b, s0, L, scale, 1e-6, bs, True)
+        starts, last_a = forward.chunk_states(kp, vp, ip, b, s0, L, bs, True)
+        dlast = (jnp.ones((BH, DQp, DVp)), jnp.ones((BH, DQp)), jnp.ones((BH, 1)))
+        grads = backward.chunkwise_bwd(L, scale, 1e-6, bs, True, res, (jnp.ones_like(h), dlast))
+        step = step_kernel._step_call(
+            qp[:, 0], kp[:, 0], vp[:, 0], ip[:, :1], b[:, :1], s0, 1e-6, scale, bs, True
+        )
+        return h, last, res, starts, last_a, grads, step
+
+    h, last, res, starts, last_a, grads, step = kernel_outputs(*_inputs(3, B, NH, S, DQ, DV))
     # The backward kernels' outputs feed the gradients: a NaN left in them shows up there.
     for leaf in jax.tree.leaves((h, last, res, starts, last_a, grads, step)):
         assert np.isfinite(np.asarray(leaf)).all()
@@ -250,28 +257,35 @@ def test_step_continues_chunkwise():
     """Prefill with the chunkwise kernel, then one decode step with the step kernel, equals
     the recurrent reference over the whole sequence."""
     q, k, v, i, f, _ = _inputs(5, 1, 2, 33, 16, 16)
-    h_all = pk.mlstm_recurrent(q, k, v, i, f)
-    _, state = pk.mlstm_chunkwise(
-        q[:, :, :-1],
-        k[:, :, :-1],
-        v[:, :, :-1],
-        i[..., :-1],
-        f[..., :-1],
-        chunk_size=16,
-        return_last_state=True,
-        impl="pallas",
-        interpret=True,
-    )
-    h_last, _ = pk.mlstm_step(
-        q[:, :, -1],
-        k[:, :, -1],
-        v[:, :, -1],
-        i[..., -1],
-        f[..., -1],
-        state,
-        impl="pallas",
-        interpret=True,
-    )
+
+    # Jitted: eager, the interpreted kernels run op by op, several times slower on CPU.
+    @jax.jit
+    def prefill_then_step(q, k, v, i, f):
+        _, state = pk.mlstm_chunkwise(
+            q[:, :, :-1],
+            k[:, :, :-1],
+            v[:, :, :-1],
+            i[..., :-1],
+            f[..., :-1],
+            chunk_size=16,
+            return_last_state=True,
+            impl="pallas",
+            interpret=True,
+        )
+        h_last, _ = pk.mlstm_step(
+            q[:, :, -1],
+            k[:, :, -1],
+            v[:, :, -1],
+            i[..., -1],
+            f[..., -1],
+            state,
+            impl="pallas",
+            interpret=True,
+        )
+        return h_last
+
+    h_all = jax.jit(pk.mlstm_recurrent)(q, k, v, i, f)
+    h_last = prefill_then_step(q, k, v, i, f)
     np.testing.assert_allclose(h_last, h_all[:, :, -1], atol=1e-5, rtol=1e-5)
 
 
@@ -290,8 +304,9 @@ def test_transformations_jit_grad_checkpoint_vmap():
     _assert_close(grad["pallas"](q, k, v, i, f), grad["xla"](q, k, v, i, f), jnp.float32, NAMES[:3])
 
     stack = [jnp.stack([x, 0.5 * x]) for x in (q, k, v, i, f)]
+    # Jitted around the vmap: eager, the interpreted kernel would run op by op.
     vm = {
-        impl: jax.vmap(lambda *a, impl=impl: _chunkwise(impl, 16)(*a, state)[0])
+        impl: jax.jit(jax.vmap(lambda *a, impl=impl: _chunkwise(impl, 16)(*a, state)[0]))
         for impl in ("xla", "pallas")
     }
     _assert_close(vm["pallas"](*stack), vm["xla"](*stack), jnp.float32, ["h"])
@@ -331,15 +346,22 @@ def test_model_with_pallas_kernels_matches_xla(pallas_interpret):
     def loss(m):
         return jnp.mean(m(tokens).astype(jnp.float32) ** 2)
 
-    want = nnx.value_and_grad(loss)(model("xla"))
+    # Under nnx.jit: eager, the model (and the interpreted kernels) would run op by op,
+    # several times slower on CPU.
+    @nnx.jit
+    def prefill_and_step(m):
+        logits, state = m.with_state(tokens[:, :19], m.init_state(2))
+        last, _ = m.with_state(tokens[:, 19:], state)
+        return m(tokens), logits, last
+
+    value_and_grad = nnx.jit(nnx.value_and_grad(loss))
+    want = value_and_grad(model("xla"))
     pallas = model("pallas")
-    got = nnx.value_and_grad(loss)(pallas)
+    got = value_and_grad(pallas)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
     for a, d in zip(jax.tree.leaves(got[1]), jax.tree.leaves(want[1]), strict=True):
         np.testing.assert_allclose(a, d, atol=1e-5, rtol=1e-5)
-    full = pallas(tokens)
-    logits, state = pallas.with_state(tokens[:, :19], pallas.init_state(2))
-    last, _ = pallas.with_state(tokens[:, 19:], state)
+    full, logits, last = prefill_and_step(pallas)
     np.testing.assert_allclose(jnp.concatenate([logits, last], 1), full, atol=1e-5, rtol=1e-5)
     # Every op ran its kernel: the chunkwise form, the decode step and the sLSTM.
     assert {"mlstm_chunkwise", "mlstm_step", "slstm"} <= set(pallas_interpret)

@@ -11,12 +11,15 @@ import numpy as np
 import pytest
 from flax import nnx
 from helpers import (
+    jit_call,
+    jit_with_state,
     mixed_config,
     perturbed_model,
     rel_err,
     require_reference,
     tokens,
     torch_reference_config,
+    with_weights_of,
 )
 
 from xlstm_jax import (
@@ -127,13 +130,13 @@ def test_bf16_compute_close_to_fp32():
     cfg = mixed_config()
     model = perturbed_model(cfg, scale=0.05)
     x = tokens(2, 40, cfg.vocab_size)
-    ref = model(x)
+    ref = jit_call(model, x)
     bf16 = convert.from_state_dict(
         convert.to_torch_state_dict(model, as_torch=False),
         dataclasses.replace(cfg, dtype="bfloat16"),
     )
     assert bf16.xlstm_block_stack.blocks[0].xlstm.proj_up.kernel[...].dtype == jnp.float32
-    out = bf16(x)
+    out = jit_call(bf16, x)
     assert out.dtype == jnp.float32
     err = rel_err(out, ref)
     assert err < 2e-2, err
@@ -146,31 +149,35 @@ def test_model_state_passing_equals_whole(backend):
     cfg = mixed_config(mlstm_block=mb)
     model = perturbed_model(cfg)
     x = tokens(2, 29, cfg.vocab_size)
-    whole, whole_state = model.with_state(x, model.init_state(2))
+    whole, whole_state = jit_with_state(model, x, model.init_state(2))
     state = model.init_state(2)
     pieces = []
     for lo, hi in [(0, 10), (10, 11), (11, 29)]:
-        out, state = model.with_state(x[:, lo:hi], state)
+        out, state = jit_with_state(model, x[:, lo:hi], state)
         pieces.append(out)
     np.testing.assert_allclose(jnp.concatenate(pieces, 1), whole, rtol=1e-5, atol=1e-5)
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(whole_state), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     # Without a state the model runs the same computation (no fixed context length).
-    np.testing.assert_allclose(model(x), whole, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(jit_call(model, x), whole, rtol=1e-5, atol=1e-5)
 
 
 def test_token_by_token_equals_full_forward():
     cfg = mixed_config()
     model = perturbed_model(cfg)
     x = tokens(2, 9, cfg.vocab_size)
-    full = model(x)
+    full = jit_call(model, x)
     state = model.init_state(2)
-    step = nnx.jit(lambda m, t, s: m.with_state(t, s))
     outs = []
     for t in range(9):
-        out, state = step(model, x[:, t : t + 1], state)
+        out, state = jit_with_state(model, x[:, t : t + 1], state)
         outs.append(out)
     np.testing.assert_allclose(jnp.concatenate(outs, 1), full, rtol=1e-5, atol=1e-5)
+
+
+@nnx.jit  # one compiled program: eager, forward and backward run op by op (slower on CPU)
+def _mean_square_grads(model, x):
+    return nnx.grad(lambda m: jnp.mean(m(x) ** 2))(model)
 
 
 @pytest.mark.slow
@@ -178,12 +185,11 @@ def test_remat_gives_same_gradients():
     cfg = mixed_config()
     x = tokens(2, 12, cfg.vocab_size)
 
-    def grads(c):
-        model = perturbed_model(c)
-        return nnx.grad(lambda m: jnp.mean(m(x) ** 2))(model)
-
-    g0 = grads(cfg)
-    g1 = grads(dataclasses.replace(cfg, remat=True))
+    model = perturbed_model(cfg)
+    g0 = _mean_square_grads(model, x)
+    # The weights perturbed_model gives the remat config too (remat adds no parameter),
+    # without a second initialisation to compile.
+    g1 = _mean_square_grads(with_weights_of(model, dataclasses.replace(cfg, remat=True)), x)
     for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 

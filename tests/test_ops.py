@@ -10,6 +10,14 @@ import pytest
 
 import pallas_kernels as pk
 
+# The ops jitted once for the module: called eagerly they run op by op, several times
+# slower on CPU (equal shapes and options reuse the compiled program).
+_parallel = jax.jit(pk.mlstm_parallel, static_argnames="eps")
+_chunkwise = jax.jit(pk.mlstm_chunkwise, static_argnames=("chunk_size", "eps", "return_last_state"))
+_recurrent = jax.jit(pk.mlstm_recurrent, static_argnames=("eps", "return_last_state"))
+_step = jax.jit(pk.mlstm_step)
+_slstm = jax.jit(pk.slstm, static_argnames=("return_last_state", "function"))
+
 
 def mlstm_inputs(rng, B=2, NH=3, S=37, DHQK=8, DHV=6, dtype=np.float64):
     q, k = (rng.normal(size=(B, NH, S, DHQK)) for _ in range(2))
@@ -25,17 +33,17 @@ def test_mlstm_forms_agree_float64(rng, S, chunk):
         args = mlstm_inputs(rng, S=S)
         # eps = 0: the forms are then the same function (eps enters each form's own
         # stabilised domain, see test_parity.py).
-        h_par = pk.mlstm_parallel(*args, eps=0.0)
-        h_chk, s_chk = pk.mlstm_chunkwise(*args, chunk_size=chunk, eps=0.0, return_last_state=True)
-        h_rec, s_rec = pk.mlstm_recurrent(*args, eps=0.0, return_last_state=True)
+        h_par = _parallel(*args, eps=0.0)
+        h_chk, s_chk = _chunkwise(*args, chunk_size=chunk, eps=0.0, return_last_state=True)
+        h_rec, s_rec = _recurrent(*args, eps=0.0, return_last_state=True)
         assert h_par.dtype == jnp.float64
         np.testing.assert_allclose(h_chk, h_par, rtol=1e-10, atol=1e-10)
         np.testing.assert_allclose(h_rec, h_par, rtol=1e-10, atol=1e-10)
         for a, b in zip(s_chk, s_rec, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
         # With the default eps, chunkwise and recurrent share the stabiliser exactly.
-        h_chk = pk.mlstm_chunkwise(*args, chunk_size=chunk)
-        h_rec = pk.mlstm_recurrent(*args)
+        h_chk = _chunkwise(*args, chunk_size=chunk)
+        h_rec = _recurrent(*args)
         np.testing.assert_allclose(h_chk, h_rec, rtol=1e-10, atol=1e-10)
 
 
@@ -45,11 +53,9 @@ def test_mlstm_step_matches_recurrent(rng):
         state = pk.mlstm_zero_state(2, 3, 8, 6, jnp.float64)
         hs = []
         for t in range(6):
-            h, state = pk.mlstm_step(
-                q[:, :, t], k[:, :, t], v[:, :, t], i[..., t], f[..., t], state
-            )
+            h, state = _step(q[:, :, t], k[:, :, t], v[:, :, t], i[..., t], f[..., t], state)
             hs.append(h)
-        h_rec, s_rec = pk.mlstm_recurrent(q, k, v, i, f, return_last_state=True)
+        h_rec, s_rec = _recurrent(q, k, v, i, f, return_last_state=True)
         np.testing.assert_allclose(jnp.stack(hs, 2), h_rec, rtol=1e-12, atol=1e-12)
         for a, b in zip(state, s_rec, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
@@ -60,8 +66,8 @@ def test_mlstm_state_passing_three_pieces(rng, form):
     with jax.enable_x64(True):
         args = mlstm_inputs(rng, S=41)
         op = {
-            "chunkwise": lambda *a, **kw: pk.mlstm_chunkwise(*a, chunk_size=8, **kw),
-            "recurrent": pk.mlstm_recurrent,
+            "chunkwise": lambda *a, **kw: _chunkwise(*a, chunk_size=8, **kw),
+            "recurrent": _recurrent,
         }[form]
         h_all, s_all = op(*args, return_last_state=True)
         state, pieces = None, []
@@ -87,8 +93,11 @@ def test_mlstm_chunkwise_gradients_match_recurrent(rng):
         def chunk(*a, **kw):
             return pk.mlstm_chunkwise(*a, chunk_size=4, **kw)
 
-        g_c = jax.grad(lambda a, s: loss(chunk, a, s), argnums=(0, 1))(args, init)
-        g_r = jax.grad(lambda a, s: loss(pk.mlstm_recurrent, a, s), argnums=(0, 1))(args, init)
+        # Jitted: eager, the gradients run op by op, several times slower on CPU.
+        g_c = jax.jit(jax.grad(lambda a, s: loss(chunk, a, s), argnums=(0, 1)))(args, init)
+        g_r = jax.jit(jax.grad(lambda a, s: loss(pk.mlstm_recurrent, a, s), argnums=(0, 1)))(
+            args, init
+        )
         for a, b in zip(jax.tree.leaves(g_c), jax.tree.leaves(g_r), strict=True):
             assert np.all(np.isfinite(a))
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
@@ -97,10 +106,10 @@ def test_mlstm_chunkwise_gradients_match_recurrent(rng):
 def test_mlstm_low_precision_inputs_keep_float32_state(rng):
     args = mlstm_inputs(rng, S=10, dtype=np.float32)
     bf = tuple(x.astype(jnp.bfloat16) for x in args)
-    h, (C, n, m) = pk.mlstm_chunkwise(*bf, chunk_size=4, return_last_state=True)
+    h, (C, n, m) = _chunkwise(*bf, chunk_size=4, return_last_state=True)
     assert h.dtype == jnp.bfloat16
     assert C.dtype == n.dtype == m.dtype == jnp.float32
-    ref = pk.mlstm_chunkwise(*(x.astype(jnp.float32) for x in bf), chunk_size=4)
+    ref = _chunkwise(*(x.astype(jnp.float32) for x in bf), chunk_size=4)
     np.testing.assert_allclose(h.astype(jnp.float32), ref, rtol=2e-2, atol=2e-2)
 
 
@@ -158,7 +167,7 @@ def test_slstm_scan_matches_python_loop(rng, function):
     state = tuple(np.where(n0 == 0.0, 0.0, s) if k in (1,) else s for k, s in enumerate(state))
     ref_y, ref_state = slstm_python_loop(gx, R, b, state, function)
     with jax.enable_x64(True):
-        y, last = pk.slstm(
+        y, last = _slstm(
             jnp.asarray(gx),
             jnp.asarray(R),
             jnp.asarray(b),
@@ -176,13 +185,13 @@ def test_slstm_state_passing_and_dtype(rng):
     gx = jnp.asarray(rng.normal(size=(B, S, 4, NH, DH)), jnp.float32)
     R = jnp.asarray(rng.normal(size=(NH, DH, 4, DH)) * 0.3, jnp.float32)
     b = jnp.asarray(rng.normal(size=(NH, 4, DH)), jnp.float32)
-    y_all, s_all = pk.slstm(gx, R, b, return_last_state=True)
-    y1, s1 = pk.slstm(gx[:, :5], R, b, return_last_state=True)
-    y2, s2 = pk.slstm(gx[:, 5:], R, b, initial_state=s1, return_last_state=True)
+    y_all, s_all = _slstm(gx, R, b, return_last_state=True)
+    y1, s1 = _slstm(gx[:, :5], R, b, return_last_state=True)
+    y2, s2 = _slstm(gx[:, 5:], R, b, initial_state=s1, return_last_state=True)
     np.testing.assert_allclose(jnp.concatenate([y1, y2], 1), y_all, rtol=1e-6, atol=1e-6)
     for a, c in zip(s2, s_all, strict=True):
         np.testing.assert_allclose(a, c, rtol=1e-6, atol=1e-6)
-    y_bf, s_bf = pk.slstm(gx.astype(jnp.bfloat16), R, b, return_last_state=True)
+    y_bf, s_bf = _slstm(gx.astype(jnp.bfloat16), R, b, return_last_state=True)
     assert y_bf.dtype == jnp.bfloat16 and s_bf[2].dtype == jnp.float32
 
 

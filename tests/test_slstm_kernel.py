@@ -157,18 +157,27 @@ def test_kernel_outputs_fully_written(function):
     """Every element of every kernel output, padding included, is written (no NaN left)."""
     bs = BlockSizes(dh_tile=16, r_on_chip_max_bytes=0)
     B, S, NH, DH = 17, 3, 2, 24  # padded to 32 rows and DH 32, two DH tiles
-    gx, R, bias, state = _inputs(3, B, S, NH, DH)
     Bp, DHp = 32, 32
     pb, pd = (0, Bp - B), (0, DHp - DH)
-    gxp = jnp.pad(gx, (pb, (0, 0), (0, 0), (0, 0), pd))
-    r = jnp.pad(jnp.transpose(R, (0, 2, 1, 3)), ((0, 0), (0, 0), pd, pd))
-    b = jnp.pad(bias, ((0, 0), (0, 0), pd))
-    s0 = tuple(jnp.pad(s, (pb, (0, 0), pd)) for s in state)
-    outs = forward.fwd_call(gxp, r, b, s0, function, True, bs, False)[:2]
-    y_seq, seqs, raw = forward.fwd_call(gxp, r, b, s0, function, True, bs, True)
-    ns = 3 if function == "slstm" else 1
-    dlast = tuple(jnp.ones((Bp, NH, DHp)) for _ in range(ns))
-    draw, d0 = backward.bwd_call(jnp.ones_like(y_seq), raw, r, seqs, s0, dlast, function, True, bs)
+
+    # Jitted (interpret mode poisons outputs under jit too): eager, every op of the
+    # interpreted kernels would be dispatched one by one, several times slower on CPU.
+    @jax.jit
+    def kernel_outputs(gx, R, bias, state):
+        gxp = jnp.pad(gx, (pb, (0, 0), (0, 0), (0, 0), pd))
+        r = jnp.pad(jnp.transpose(R, (0, 2, 1, 3)), ((0, 0), (0, 0), pd, pd))
+        b = jnp.pad(bias, ((0, 0), (0, 0), pd))
+        s0 = tuple(jnp.pad(s, (pb, (0, 0), pd)) for s in state)
+        outs = forward.fwd_call(gxp, r, b, s0, function, True, bs, False)[:2]
+        y_seq, seqs, raw = forward.fwd_call(gxp, r, b, s0, function, True, bs, True)
+        ns = 3 if function == "slstm" else 1
+        dlast = tuple(jnp.ones((Bp, NH, DHp)) for _ in range(ns))
+        draw, d0 = backward.bwd_call(
+            jnp.ones_like(y_seq), raw, r, seqs, s0, dlast, function, True, bs
+        )
+        return outs, y_seq, seqs, raw, draw, d0
+
+    outs, y_seq, seqs, raw, draw, d0 = kernel_outputs(*_inputs(3, B, S, NH, DH))
     for leaf in jax.tree.leaves((outs, y_seq, seqs, raw, draw, d0)):
         assert np.isfinite(np.asarray(leaf)).all()
 
