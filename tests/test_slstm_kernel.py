@@ -238,9 +238,9 @@ def test_cross_lowers_to_cuda(target, NH, DH, dtype, function):
     assert triton_calls(bwd) == [f"{function}_fwd", f"{function}_bwd"]
 
 
-# The GPU machine's JAX is 0.11.2: CI runs this in leg 3 (on it) and leg 1, not on the newest.
+# The GPU machine's JAX is 0.11.2: CI runs this in leg 3, on that JAX, only.
 @pytest.mark.slow
-@pytest.mark.one_jax
+@pytest.mark.gpu_machine_jax
 def test_gpu_check_script_dry_run(tmp_path):
     """benchmarks/gpu_check.py runs end to end (interpret mode, tiny shapes) and checks out."""
     import os

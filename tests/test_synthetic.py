@@ -408,22 +408,25 @@ def test_head_on_scored_positions_only_gives_the_full_loss_and_gradients(kind):
     scored[1, [1, 7]] = True  # fewer than max_scored: the rest is masked
     scored[2, [4, 6, 9]] = True
     batch = Batch(jnp.asarray(tokens), jnp.asarray(scored))
-    h = model.hidden_states(jnp.asarray(tokens[:, :-1]))
-    np.testing.assert_allclose(model.logits(h), model(jnp.asarray(tokens[:, :-1])), atol=1e-6)
-    logits, targets, mask = scored_predictions(model, batch, max_scored=3)
+    # Every call jitted (as the trainer runs them): eager, they run op by op, several times
+    # slower on CPU.
+    x = jnp.asarray(tokens[:, :-1])
+    h = nnx.jit(lambda m, t: m.hidden_states(t))(model, x)
+    head = nnx.jit(lambda m, h: m.logits(h))(model, h)
+    np.testing.assert_allclose(head, nnx.jit(lambda m, t: m(t))(model, x), atol=1e-6)
+    logits, targets, mask = nnx.jit(scored_predictions, static_argnums=2)(model, batch, 3)
     assert logits.shape == (3, 3, 19) and mask.tolist() == [[1, 1, 1], [1, 1, 0], [1, 1, 1]]
     np.testing.assert_array_equal(targets[0], tokens[0, [2, 5, 13]])
     full, sparse = make_loss_fn(graphdef, rest), make_loss_fn(graphdef, rest, max_scored=3)
     (l_full, g_full), (l_sparse, g_sparse) = (
-        jax.value_and_grad(f)(params, batch) for f in (full, sparse)
+        jax.jit(jax.value_and_grad(f))(params, batch) for f in (full, sparse)
     )
     assert float(l_sparse) == pytest.approx(float(l_full), rel=1e-6)
     for a, b in zip(jax.tree.leaves(g_full), jax.tree.leaves(g_sparse), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
     # Per-row sums for the evaluation match too: cross-entropy, correct count, count.
-    for a, b in zip(
-        scored_cross_entropy(model, batch), scored_cross_entropy(model, batch, 3), strict=True
-    ):
+    evaluate = nnx.jit(scored_cross_entropy, static_argnums=2)
+    for a, b in zip(evaluate(model, batch, None), evaluate(model, batch, 3), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5)
 
 
