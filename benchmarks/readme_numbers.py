@@ -1,7 +1,7 @@
 """Re-measures the numbers the README and docs/ state, on this machine, with its commands.
 
     python benchmarks/readme_numbers.py                  # quick start, sampling, synthetic runs
-    python benchmarks/readme_numbers.py --tests          # also both test tiers (~25 min more)
+    python benchmarks/readme_numbers.py --tests          # also both test tiers (~15 min more)
     python benchmarks/readme_numbers.py --update-results # the tracked table in results/
 
 Each number comes from running the README's own command in a fresh scratch workdir (the
@@ -96,7 +96,12 @@ def main() -> None:
             rows.append(row)
             print(row, flush=True)
     if args.tests:
-        for label, marker in (("fast tier", ["-m", "not slow"]), ("whole suite", [])):
+        # The README's own commands: both tiers, each with as many workers as cores.
+        tiers = (
+            ("fast tier", ["-n", "auto", "-m", "not slow"]),
+            ("slow tier", ["-n", "auto", "-m", "slow"]),
+        )
+        for label, marker in tiers:
             proc, secs = run(
                 [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *marker], 5400
             )
