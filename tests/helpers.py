@@ -225,17 +225,12 @@ TINY_TRAIN = [
 ]
 
 
-def cli_env(cache_dir: Path | None = None) -> dict:
-    """The environment of a CLI subprocess: CPU, offline, a shared compilation cache (so
-    only the first run pays for compiling the train step): the test session's (conftest.py)
-    where it has one, else ``cache_dir``."""
-    cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or cache_dir
+def cli_env() -> dict:
+    """The environment of a CLI subprocess: CPU, offline. It inherits the test session's
+    compilation cache (conftest.py), so only the first run compiles the train step."""
     return {
         **os.environ,
         "JAX_PLATFORMS": "cpu",
-        "JAX_COMPILATION_CACHE_DIR": str(cache),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
         "HF_HUB_OFFLINE": "1",
     }
 

@@ -39,8 +39,8 @@ pytestmark = pytest.mark.one_jax
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    return cli_env(tmp_path_factory.mktemp("jax_cache"))
+def env():
+    return cli_env()
 
 
 @pytest.fixture(scope="module")

@@ -147,7 +147,7 @@ def _large_cmd(workdir, *extra, flags=()):
 
 @pytest.mark.slow
 def test_train_finetune_and_sample(tmp_path):
-    env = cli_env(tmp_path / "cache")
+    env = cli_env()
     scratch, tuned = tmp_path / "scratch", tmp_path / "tuned"
     out = run_cmd(_large_cmd(scratch, "data.reset_at_document_boundaries=true"), env)
     assert out.returncode == 0, out.stderr
@@ -184,7 +184,7 @@ def test_train_finetune_and_sample(tmp_path):
 def test_bad_init_from_is_a_clear_error(tmp_path):
     from xlstm_jax import save_pretrained, xLSTMLarge, xLSTMLargeConfig
 
-    env = cli_env(tmp_path / "cache")
+    env = cli_env()
     out = run_cmd(_large_cmd(tmp_path / "a", "train.init_from=/no/such/folder"), env)
     assert out.returncode == 2 and "no such folder" in out.stderr, out.stderr
     assert not (tmp_path / "a").exists()  # refused before anything is written
@@ -197,7 +197,7 @@ def test_bad_init_from_is_a_clear_error(tmp_path):
 
 
 def test_reset_with_slstm_is_refused_before_anything_is_written(tmp_path):
-    env = cli_env(tmp_path / "cache")
+    env = cli_env()
     cmd = train_cmd(tmp_path / "run", "data.reset_at_document_boundaries=true")
     out = run_cmd(cmd, env)
     assert out.returncode == 2 and "mLSTM-only" in out.stderr, out.stderr
@@ -220,7 +220,7 @@ def test_sampling_cli_from_a_pretrained_folder(tmp_path):
 
     model = perturbed(SMALL)
     folder = save_pretrained(model, tmp_path / "ckpt", fmt="hf")
-    env = cli_env(tmp_path / "cache")
+    env = cli_env()
     base = [*train_cmd(tmp_path)[:1], "-m", "train.generate", "--pretrained", str(folder)]
     greedy = ["--prompt", "w3 w7 w9", "--temperature", "0", "--max-new-tokens", "5"]
     out = run_cmd([*base, *greedy], env)

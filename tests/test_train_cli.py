@@ -22,8 +22,8 @@ ROOT = REPO_ROOT
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    return cli_env(tmp_path_factory.mktemp("jax_cache"))
+def env():
+    return cli_env()
 
 
 def _cmd(workdir: Path, *overrides: str, config: str = "xlstm_tiny") -> list[str]:
