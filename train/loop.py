@@ -40,9 +40,8 @@ from train.series_data import PREFIX as SERIES_PREFIX
 from train.sources import open_source
 from train.step import estimate_memory, fmt_bytes, fmt_count, make_train_step, state_shardings
 from train.workdir import WorkdirLock, check_workdir
-from xlstm_jax.config import TransformerConfig, xLSTMLargeConfig
+from xlstm_jax.registry import family_of
 from xlstm_jax.sharding import ShardingError, activate, make_mesh
-from xlstm_jax.tirex import TiRexConfig
 
 __all__ = ["NonFiniteLossError", "train"]
 
@@ -116,7 +115,8 @@ def _check_setup(cfg: ExperimentConfig) -> Mesh:
     # The step closes over the model's non-parameter state, so a dropout RNG would repeat
     # its masks every step; refuse rather than train silently wrong.
     m = cfg.model
-    forecaster = isinstance(m, TiRexConfig)
+    fam = family_of(m)
+    forecaster = fam.task == "forecast"
     if forecaster != cfg.data.path.startswith(SERIES_PREFIX):
         raise ConfigError(
             "the forecaster (a TiRexConfig model) trains on series data (data.path=series:m3, "
@@ -138,21 +138,11 @@ def _check_setup(cfg: ExperimentConfig) -> Mesh:
             "folder or a checkpoint folder (config.json / config.yaml + safetensors)."
         )
     if cfg.data.reset_at_document_boundaries:
-        if forecaster:
+        why = fam.doc_resets(m)
+        if why is not None:
             raise ConfigError(
-                "data.reset_at_document_boundaries applies to packed text; the forecaster "
-                "reads one series per row. Unset it."
-            )
-        if isinstance(m, TransformerConfig):
-            raise ConfigError(
-                "data.reset_at_document_boundaries is for the recurrent models; the "
-                "Transformer baseline would need a per-document attention mask. Unset it."
-            )
-        if not isinstance(m, xLSTMLargeConfig) and any(m.block_map):
-            raise ConfigError(
-                "data.reset_at_document_boundaries needs an mLSTM-only model: an sLSTM "
-                "block's recurrent hidden state would still cross documents. Set "
-                "model.slstm_at=[] or unset data.reset_at_document_boundaries."
+                f"data.reset_at_document_boundaries does not apply to this {fam.name} model: "
+                f"{why}. Unset data.reset_at_document_boundaries or change the model."
             )
         if cfg.data.path.startswith("synthetic:"):
             raise ConfigError(
@@ -177,31 +167,18 @@ def _write_config(cfg: ExperimentConfig, workdir: Path, say: Callable[[str], Non
     atomic_write_text(path, json.dumps(new, indent=2) + "\n")
 
 
-def _block_kinds(m) -> str:
-    if isinstance(m, TiRexConfig):
-        return (
-            f"TiRex sLSTM, {m.num_heads} heads, patch {m.patch_size}, {len(m.quantiles)} quantiles"
-        )
-    if isinstance(m, TransformerConfig):
-        return f"Transformer, {m.num_heads} heads"
-    if isinstance(m, xLSTMLargeConfig):
-        return f"xLSTM-Large, {m.num_heads} heads, DHQK {m.qk_head_dim}, DHV {m.v_head_dim}"
-    return f"{m.block_map.count(0)} mLSTM, {m.block_map.count(1)} sLSTM"
-
-
-def _vocab(m) -> str:
-    return "" if isinstance(m, TiRexConfig) else f"vocab {m.vocab_size}, "
-
-
 def _report_setup(cfg: ExperimentConfig, num_params: int, say: Callable[[str], None]) -> None:
     """The start-up lines: model size, devices, tokens per step, memory estimate."""
     tc, S = cfg.train, cfg.data.seq_len
     mem = estimate_memory(cfg, num_params)
     dev = jax.devices()[0]
+    fam = family_of(cfg.model)
+    forecaster = fam.task == "forecast"
+    vocab = "" if forecaster else f"vocab {cfg.model.vocab_size}, "
     say(
         f"model: {fmt_count(num_params)} parameters ({num_params:,}), {cfg.model.num_blocks} "
-        f"blocks ({_block_kinds(cfg.model)}), "
-        f"E {cfg.model.embedding_dim}, {_vocab(cfg.model)}compute "
+        f"blocks ({fam.summary(cfg.model)}), "
+        f"E {cfg.model.embedding_dim}, {vocab}compute "
         f"{cfg.model.dtype}, params {cfg.model.param_dtype}, remat {cfg.model.remat}"
     )
     say(
@@ -209,7 +186,7 @@ def _report_setup(cfg: ExperimentConfig, num_params: int, say: Callable[[str], N
         f"{jax.process_count()} process(es); mesh data/fsdp/tensor = "
         f"{'/'.join(map(str, cfg.mesh.resolve(jax.device_count())))}"
     )
-    unit = "values" if isinstance(cfg.model, TiRexConfig) else "tokens"
+    unit = "values" if forecaster else "tokens"
     say(
         f"{unit}/step: {tc.batch_size * S:,} = batch {tc.batch_size} x seq {S} "
         f"(micro-batch {tc.micro} x {tc.accum_steps} accumulation steps)"

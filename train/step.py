@@ -21,9 +21,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from train.batch import Batch
 from train.config import ExperimentConfig
 from train.objective import mean_loss
-from xlstm_jax.config import TransformerConfig, xLSTMLargeConfig
+from xlstm_jax.registry import family_of
 from xlstm_jax.sharding import DEFAULT_RULES, param_shardings
-from xlstm_jax.tirex import TiRexConfig
 
 __all__ = [
     "estimate_memory",
@@ -64,54 +63,17 @@ def estimate_memory(cfg: ExperimentConfig, num_params: int) -> dict[str, int]:
     m = cfg.model
     p_bytes = jnp.dtype(m.param_dtype).itemsize
     c_bytes = jnp.dtype(m.dtype).itemsize
-    B, S, E = cfg.train.micro, cfg.data.seq_len, m.embedding_dim
-    per_block = []
-    if isinstance(m, TransformerConfig):
-        # q, k, v, attention output, residuals and the SwiGLU's (B, S, F) tensors, plus the
-        # fp32 (S x S) attention weights per head.
-        act = B * S * (8 * E + 4 * m.ffn_dim) * c_bytes + B * m.num_heads * S * S * 4
-        per_block = [act] * m.num_blocks
-    if isinstance(m, xLSTMLargeConfig):
-        # Per block: the norms' outputs and residuals (E), q, k (qk_dim), v, the output
-        # gate, the cell output and its normed and gated forms (v_dim), the SwiGLU's gate,
-        # up and product (F) in the compute dtype; the chunk-local (S x chunk) gate
-        # matrices and the fp32 chunk-start states (B, NH, S / chunk, DHQK, DHV).
-        chunk = min(S, m.chunk_size)
-        act = B * S * (4 * E + 2 * m.qk_dim + 5 * m.v_dim + 3 * m.ffn_dim) * c_bytes
-        act += 3 * B * m.num_heads * S * chunk * 4
-        act += B * m.num_heads * -(-S // chunk) * m.qk_head_dim * m.v_head_dim * 4
-        per_block = [act] * m.num_blocks
-    if isinstance(m, TiRexConfig):
-        # The forecaster's sequence is its patches; per block as an sLSTM block (fp32 cell
-        # states and gates, the SwiGLU's three (B, N, F) tensors).
-        S = S // m.patch_size
-        act = B * S * (16 * m.embedding_dim * 4 + 4 * E * c_bytes + 3 * m.ffn_dim * c_bytes)
-        per_block = [act] * m.num_blocks
-    for idx, kind in enumerate(
-        () if isinstance(m, TransformerConfig | xLSTMLargeConfig | TiRexConfig) else m.block_map
-    ):
-        block = m.block_config(idx)
-        if kind == 0:
-            layer = block.mlstm
-            inner, nh = layer.inner_embedding_dim, layer.num_heads
-            chunk = min(S, layer.chunk_size)
-            per_block.append(12 * B * S * inner * c_bytes + 3 * B * nh * S * chunk * 4)
-        else:
-            ff = block.feedforward
-            up = ff.proj_up_dim if ff is not None else 0
-            per_block.append(B * S * (16 * E * 4 + 4 * E * c_bytes + 3 * up * c_bytes))
-    remat_blocks = len(per_block) * B * S * E * c_bytes + max(per_block)
-    blocks = remat_blocks if m.remat else sum(per_block)
-    if isinstance(m, TiRexConfig):  # the quantile head's output, its loss and gradient
-        logits = 3 * B * S * len(m.quantiles) * m.patch_size * 4
+    act = family_of(m).activation_bytes(m, cfg.train.micro, cfg.data.seq_len, c_bytes)
+    if m.remat:  # each block's input stays, plus one block's worth while it is recomputed
+        blocks = len(act.per_block) * act.block_input + max(act.per_block)
     else:
-        logits = 3 * B * S * m.vocab_size * 4
+        blocks = sum(act.per_block)
     out = {
         "params": num_params * p_bytes,
         "grads": num_params * p_bytes * (2 if cfg.train.accum_steps > 1 else 1),
         "optimizer": 2 * num_params * p_bytes,
         "updates": num_params * (p_bytes + (c_bytes if m.dtype != m.param_dtype else 0)),
-        "activations": blocks + logits,
+        "activations": blocks + act.head,
     }
     out["total"] = sum(out.values())
     return out
