@@ -42,10 +42,9 @@ import numpy as np
 from _results import add_output_args, output_path, provenance
 
 import pallas_kernels as pk
-from pallas_kernels import dispatch
-from pallas_kernels.mlstm import mosaic as mlstm_mosaic
+from pallas_kernels import dispatch, mosaic
 from pallas_kernels.slstm import block_sizes as slstm_tiles
-from pallas_kernels.slstm import kernel as slstm_kernel
+from pallas_kernels.slstm import triton_scan as slstm_kernel
 
 # Norm-relative error bounds for the GPU correctness check (outputs and gradients).
 CHECK_BOUND = {"float32": 1e-4, "bfloat16": 3e-2}
@@ -518,7 +517,7 @@ MOSAIC_LABEL = "Pallas (Mosaic GPU)"
 def mosaic_skip_reason(dry_run: bool) -> str | None:
     """Why the Mosaic GPU rows cannot run here (None when they can: JAX >= 0.11.2 and an
     sm_90+ GPU, or the interpreter in a dry run)."""
-    reason = mlstm_mosaic.mosaic_unsupported_reason()
+    reason = mosaic.jax_reason()
     if reason is not None:
         return f"JAX {jax.__version__} has no usable Mosaic GPU API (needs >= 0.11.2)"
     if not (dry_run or dispatch.on_hopper_or_newer()):
@@ -666,7 +665,7 @@ def mlstm_section(args, roofs: Roofs, budget: Budget) -> list[str]:
         "backward = 2x forward); attention counts the causal half of 4 B NH S^2 D, backward = "
         "2.5x forward. Last column: that row's fwd+bwd time over the Pallas one (> 1: Pallas "
         "is faster). The Mosaic rows' backward runs its state recursions as Mosaic kernels "
-        "and its intra-chunk terms in XLA (pallas_kernels/mlstm/mosaic.py).",
+        "and its intra-chunk terms in XLA (pallas_kernels/mlstm/mosaic_chunkwise.py).",
         "",
     ]
     return lines

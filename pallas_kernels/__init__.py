@@ -5,11 +5,17 @@ the CPU path) and Pallas GPU kernels, behind one dispatch (``pallas_kernels.disp
     h = pk.mlstm_chunkwise(q, k, v, i, f, chunk_size=64)
 
 Layout: one folder per op (``mlstm/``, ``slstm/``) with its reference (``reference.py``),
-its public entries (``api.py``), its kernels by phase and its block sizes; the Triton
-helpers all kernels share are in ``_triton.py``, the input checks in ``_checks.py``.
+its public entries (``api.py``), its kernels in files named by backend and phase
+(``triton_chunkwise.py``, ``triton_forward.py``, ``mosaic_chunkwise.py``, ...) and its
+Triton block sizes (``block_sizes.py``). One module per backend says where its kernels run
+(``supports``) and holds what they share: ``triton.py`` (Triton lowering, ``impl="pallas"``)
+and ``mosaic.py`` (Mosaic GPU, ``impl="mosaic"``). ``impls.py`` names the implementations
+(``IMPLS``), ``dispatch.py`` chooses one per call, ``selfcheck.py`` checks a kernel before
+``auto`` first trusts it, ``_checks.py`` holds the input checks.
 """
 
 from pallas_kernels.dispatch import IMPLEMENTATIONS, resolve_impl
+from pallas_kernels.impls import IMPLS
 from pallas_kernels.mlstm.api import (
     mlstm_chunkwise,
     mlstm_parallel,
@@ -24,6 +30,7 @@ from pallas_kernels.slstm.reference import zero_state as slstm_zero_state
 
 __all__ = [
     "IMPLEMENTATIONS",
+    "IMPLS",
     "MLSTMState",
     "SLSTMState",
     "mlstm_chunkwise",

@@ -7,8 +7,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-# "pallas": the Triton kernels; "mosaic": the Mosaic GPU kernels (mlstm_chunkwise only).
-IMPLS = ("auto", "xla", "pallas", "mosaic")
+from pallas_kernels.impls import IMPLS
 
 
 def check_rank(name: str, x: jax.Array, rank: int, layout: str) -> None:

@@ -1,18 +1,22 @@
 """One place that decides which implementation an op runs
-(``impl="auto"|"xla"|"pallas"|"mosaic"``).
+(``impl="auto"|"xla"|"pallas"|"mosaic"``, the names of ``pallas_kernels.impls.IMPLS``).
 
 ``IMPLEMENTATIONS`` is the explicit, immutable table: op name -> {"xla": fn, "pallas": fn,
 "mosaic": fn}. The XLA entry is the pure-JAX reference (the specification); a "pallas"
-entry (Triton lowering) exists where a kernel does; a "mosaic" entry (Mosaic GPU lowering,
-Hopper and newer, JAX >= 0.11.2) exists for ``mlstm_chunkwise``. Every entry of one op takes
-the same arguments (the kernel ones also take ``interpret``, bound by ``select``).
+entry (Triton lowering) exists where a kernel does; a "mosaic" entry (Mosaic GPU lowering)
+exists for ``mlstm_chunkwise``. Every entry of one op takes the same arguments (the kernel
+ones also take ``interpret``, bound by ``select``). ``BACKENDS`` names the module of each
+kernel implementation (``pallas_kernels.triton``, ``pallas_kernels.mosaic``); its
+``supports(op, **facts)`` says whether it can run the op on this machine (None) or why not.
+The dispatch knows no backend's limits: it asks.
 
-``impl="auto"`` picks Pallas on a CUDA GPU when the op has a kernel and the kernel passed
-its check for the call's configuration (``pallas_kernels.selfcheck``: once per process).
-Where that check fails (or the op has no Triton kernel) and the GPU is sm_90 or newer, it
-tries the Mosaic kernel the same way; XLA otherwise. It logs its choice once per op and
-path. An explicit ``"pallas"`` or ``"mosaic"`` that cannot be honoured raises, and a failing
-kernel raises its own error.
+``impl="auto"`` picks Pallas on a machine where the Triton backend supports the op (a CUDA
+GPU) and the kernel passed its check for the call's configuration
+(``pallas_kernels.selfcheck``: once per process). Where that check fails (or the op has no
+Triton kernel) and the Mosaic GPU backend supports the op here (an sm_90+ GPU, a recent
+enough JAX), it tries the Mosaic kernel the same way; XLA otherwise. It logs its choice once
+per op and path. An explicit ``"pallas"`` or ``"mosaic"`` that cannot be honoured raises
+``ValueError`` with the backend's reason, and a failing kernel raises its own error.
 """
 
 from __future__ import annotations
@@ -20,18 +24,19 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Mapping
-from types import MappingProxyType
+from types import MappingProxyType, ModuleType
 
 import jax
 
-from pallas_kernels import selfcheck
+from pallas_kernels import mosaic, selfcheck, triton
 from pallas_kernels._checks import check_impl
-from pallas_kernels.mlstm import chunkwise as _mlstm_chunkwise
-from pallas_kernels.mlstm import mosaic as _mlstm_mosaic
+from pallas_kernels.impls import KERNEL_IMPLS
+from pallas_kernels.mlstm import mosaic_chunkwise as _mlstm_mosaic
 from pallas_kernels.mlstm import reference as _mlstm
-from pallas_kernels.mlstm import step as _mlstm_step
-from pallas_kernels.slstm import kernel as _slstm_kernel
+from pallas_kernels.mlstm import triton_chunkwise as _mlstm_triton
+from pallas_kernels.mlstm import triton_step as _mlstm_step
 from pallas_kernels.slstm import reference as _slstm
+from pallas_kernels.slstm import triton_scan as _slstm_triton
 
 logger = logging.getLogger("pallas_kernels")
 _logged: set[tuple[str, str]] = set()
@@ -43,16 +48,18 @@ IMPLEMENTATIONS: Mapping[str, Mapping[str, Callable]] = MappingProxyType(
         "mlstm_chunkwise": MappingProxyType(
             {
                 "xla": _mlstm.chunkwise,
-                "pallas": _mlstm_chunkwise.mlstm_chunkwise_pallas,
+                "pallas": _mlstm_triton.mlstm_chunkwise_pallas,
                 "mosaic": _mlstm_mosaic.mlstm_chunkwise_mosaic,
             }
         ),
         "mlstm_step": MappingProxyType(
             {"xla": _mlstm.step, "pallas": _mlstm_step.mlstm_step_pallas}
         ),
-        "slstm": MappingProxyType({"xla": _slstm.scan, "pallas": _slstm_kernel.slstm_pallas}),
+        "slstm": MappingProxyType({"xla": _slstm.scan, "pallas": _slstm_triton.slstm_pallas}),
     }
 )
+# The backend module of each kernel implementation: ``supports(op, **facts) -> str | None``.
+BACKENDS: Mapping[str, ModuleType] = MappingProxyType({"pallas": triton, "mosaic": mosaic})
 
 
 def on_cuda_gpu() -> bool:
@@ -73,12 +80,24 @@ def on_hopper_or_newer() -> bool:
         return False
 
 
-def _mosaic_usable(op: str) -> bool:
-    return (
-        "mosaic" in IMPLEMENTATIONS[op]
-        and _mlstm_mosaic.mosaic_unsupported_reason() is None
-        and on_hopper_or_newer()
-    )
+def _machine() -> dict[str, bool]:
+    """The facts about this machine every backend's ``supports`` takes."""
+    return {"cuda_gpu": on_cuda_gpu(), "sm90": on_hopper_or_newer()}
+
+
+def unsupported_reason(op: str, impl: str, interpret: bool = False) -> str | None:
+    """Why the kernel implementation ``impl`` ("pallas" or "mosaic") cannot run ``op`` on
+    this machine (None when it can): its backend's answer, with ``interpret`` as given."""
+    reason = BACKENDS[impl].supports(op, interpret=interpret, **_machine())
+    if reason is None and impl not in IMPLEMENTATIONS[op]:
+        reason = f"the dispatch table has no {impl!r} entry for `{op}`; use impl='xla'."
+    return reason
+
+
+def _usable(op: str, impl: str) -> bool:
+    """Whether ``auto`` may consider the kernel ``impl`` for ``op``: only on hardware that
+    runs it compiled (``interpret`` never makes a CPU a GPU for ``auto``)."""
+    return impl in IMPLEMENTATIONS[op] and unsupported_reason(op, impl) is None
 
 
 def resolve_impl(op: str, impl: str, interpret: bool) -> str:
@@ -87,46 +106,20 @@ def resolve_impl(op: str, impl: str, interpret: bool) -> str:
     "pallas" or "xla" here and may move to "mosaic" there).
 
     Raises:
-      ValueError: an unknown ``impl``; ``"pallas"`` for an op without a kernel, or on a
-        machine without a CUDA GPU unless ``interpret``; ``"mosaic"`` for an op without a
-        Mosaic kernel, with a JAX too old for it, or without an sm_90+ GPU unless
-        ``interpret``.
+      ValueError: an unknown ``impl``; ``"pallas"`` or ``"mosaic"`` where its backend's
+        ``supports`` gives a reason (an op without such a kernel; a machine without a
+        CUDA GPU, or for Mosaic without an sm_90+ GPU, unless ``interpret``; for Mosaic a
+        JAX too old for it); the message is that reason.
     """
     check_impl(impl)
-    table = IMPLEMENTATIONS[op]
     if impl == "xla":
         return "xla"
-    if impl == "mosaic":
-        if "mosaic" not in table:
-            raise ValueError(
-                f"impl='mosaic' was requested for `{op}`, but it has no Mosaic GPU kernel; use "
-                f"impl='auto', impl='pallas' or impl='xla' (the ops with Mosaic kernels: "
-                f"{', '.join(o for o, t in IMPLEMENTATIONS.items() if 'mosaic' in t)})."
-            )
-        reason = _mlstm_mosaic.mosaic_unsupported_reason()
+    if impl in KERNEL_IMPLS:
+        reason = unsupported_reason(op, impl, interpret)
         if reason is not None:
             raise ValueError(reason)
-        if not (interpret or on_hopper_or_newer()):
-            raise ValueError(
-                f"impl='mosaic' for `{op}` needs a CUDA GPU of compute capability 9.0 or newer "
-                "(H100/H200); on this machine pass interpret=True (slow, for testing) or use "
-                "impl='auto'."
-            )
-        return "mosaic"
-    if impl == "pallas":
-        if "pallas" not in table:
-            raise ValueError(
-                f"impl='pallas' was requested for `{op}`, but it has no Pallas kernel; use "
-                f"impl='auto' or impl='xla' (the ops with kernels: "
-                f"{', '.join(o for o, t in IMPLEMENTATIONS.items() if 'pallas' in t)})."
-            )
-        if not (interpret or on_cuda_gpu()):
-            raise ValueError(
-                f"impl='pallas' for `{op}` needs a CUDA GPU; on this machine pass "
-                "interpret=True (slow, for testing) or use impl='auto'."
-            )
-        return "pallas"
-    return "pallas" if "pallas" in table and on_cuda_gpu() else "xla"
+        return impl
+    return "pallas" if _usable(op, "pallas") else "xla"
 
 
 def select(op: str, impl: str, interpret: bool, probe: selfcheck.Probe | None = None) -> Callable:
@@ -141,7 +134,7 @@ def select(op: str, impl: str, interpret: bool, probe: selfcheck.Probe | None = 
     table = IMPLEMENTATIONS[op]
     kernels = {
         name: functools.partial(table[name], interpret=interpret)
-        for name in ("pallas", "mosaic")
+        for name in KERNEL_IMPLS
         if name in table
     }
     if impl == "auto":
@@ -154,7 +147,7 @@ def select(op: str, impl: str, interpret: bool, probe: selfcheck.Probe | None = 
         if (
             choice == "xla"
             and probe is not None
-            and _mosaic_usable(op)
+            and _usable(op, "mosaic")
             and selfcheck.verify(op, kernels["mosaic"], table["xla"], probe, impl="mosaic")
         ):
             choice = "mosaic"

@@ -157,7 +157,7 @@ def _two_kernel_stand_ins(monkeypatch, triton, mosaic):
     monkeypatch.setattr(dispatch, "IMPLEMENTATIONS", MappingProxyType(table))
     monkeypatch.setattr(dispatch, "on_cuda_gpu", lambda: True)
     monkeypatch.setattr(dispatch, "on_hopper_or_newer", lambda: True)
-    monkeypatch.setattr(dispatch._mlstm_mosaic, "mosaic_unsupported_reason", lambda: None)
+    monkeypatch.setattr(dispatch.BACKENDS["mosaic"], "jax_reason", lambda: None)
     return calls
 
 
@@ -207,12 +207,10 @@ def test_explicit_mosaic_raises_where_it_cannot_run(monkeypatch):
         pk.mlstm_chunkwise(*args, chunk_size=16, impl="triton")
     with pytest.raises(ValueError, match="no Mosaic GPU kernel"):
         pk.mlstm_step(*(x[:, :, 0] for x in args), pk.mlstm_zero_state(2, 2, 16, 32), impl="mosaic")
-    monkeypatch.setattr(dispatch._mlstm_mosaic, "mosaic_unsupported_reason", lambda: None)
+    monkeypatch.setattr(dispatch.BACKENDS["mosaic"], "jax_reason", lambda: None)
     monkeypatch.setattr(dispatch, "on_hopper_or_newer", lambda: False)
     with pytest.raises(ValueError, match="compute capability 9.0"):
         pk.mlstm_chunkwise(*args, chunk_size=64, impl="mosaic")
-    monkeypatch.setattr(
-        dispatch._mlstm_mosaic, "mosaic_unsupported_reason", lambda: "this is JAX 0.0.1"
-    )
+    monkeypatch.setattr(dispatch.BACKENDS["mosaic"], "jax_reason", lambda: "this is JAX 0.0.1")
     with pytest.raises(ValueError, match="this is JAX 0.0.1"):
         pk.mlstm_chunkwise(*args, chunk_size=64, impl="mosaic", interpret=True)

@@ -18,8 +18,10 @@ from helpers import CUDA_TARGETS, MODES, TOL, lower_for_cuda, rel_err, triton_ca
 
 import pallas_kernels as pk
 from pallas_kernels.dispatch import on_cuda_gpu
-from pallas_kernels.mlstm import backward, chunkwise, forward
-from pallas_kernels.mlstm import step as step_kernel
+from pallas_kernels.mlstm import triton_backward as backward
+from pallas_kernels.mlstm import triton_chunkwise as chunkwise
+from pallas_kernels.mlstm import triton_forward as forward
+from pallas_kernels.mlstm import triton_step as step_kernel
 from pallas_kernels.mlstm.block_sizes import BlockSizes
 
 

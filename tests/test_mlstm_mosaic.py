@@ -1,4 +1,5 @@
-"""The Mosaic GPU mLSTM kernels (pallas_kernels/mlstm/mosaic.py) against the XLA reference.
+"""The Mosaic GPU mLSTM kernels (pallas_kernels/mlstm/mosaic_chunkwise.py) against the XLA
+reference.
 
 On CPU the kernels run in the Mosaic GPU interpreter (simulated SMEM, barriers and TMA, with
 race detection) at tiny shapes: outputs, final states and the gradients of all of them,
@@ -20,10 +21,10 @@ import pytest
 from helpers import TOL, lower_for_cuda, rel_err
 
 import pallas_kernels as pk
-from pallas_kernels import dispatch
-from pallas_kernels.mlstm import api, mosaic
+from pallas_kernels import dispatch, mosaic
+from pallas_kernels.mlstm import api, mosaic_chunkwise
 
-REASON = mosaic.mosaic_unsupported_reason()
+REASON = mosaic.jax_reason()
 needs_mosaic = pytest.mark.skipif(REASON is not None, reason=f"JAX {jax.__version__}: {REASON}")
 
 
@@ -147,9 +148,9 @@ def test_interpreted_kernels_match_reference(dtype, S, DQ, DV, with_state):
 
 @needs_mosaic
 def test_interpreter_runs_with_race_detection():
-    params = mosaic._interpret_params(mosaic._plgpu(), interpret=True)
+    params = mosaic_chunkwise._interpret_params(mosaic.plgpu(), interpret=True)
     assert params.detect_races
-    assert mosaic._interpret_params(mosaic._plgpu(), interpret=False) is None
+    assert mosaic_chunkwise._interpret_params(mosaic.plgpu(), interpret=False) is None
 
 
 @needs_mosaic
@@ -163,7 +164,7 @@ def test_unsupported_arguments_raise():
         pk.mlstm_chunkwise(*wide[:5], chunk_size=128, impl="mosaic", interpret=True)
     fp32 = [x.astype(jnp.float32) for x in args[:3]]
     with pytest.raises(ValueError, match="bf16 or fp16"):
-        mosaic.mlstm_chunkwise_mosaic(*fp32, *args[3:], chunk_size=64, interpret=False)
+        mosaic_chunkwise.mlstm_chunkwise_mosaic(*fp32, *args[3:], chunk_size=64, interpret=False)
     if not dispatch.on_hopper_or_newer():
         with pytest.raises(ValueError, match="compute capability 9.0"):
             call(chunk_size=64)
@@ -216,7 +217,7 @@ def test_cross_lowers_for_sm90_at_the_7b_head_dims(L, DQ):
     )
 
     def run(*a):
-        return mosaic.mlstm_chunkwise_mosaic(*a, chunk_size=L)
+        return mosaic_chunkwise.mlstm_chunkwise_mosaic(*a, chunk_size=L)
 
     def loss(*a):
         h, last = run(*a)

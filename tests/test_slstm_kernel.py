@@ -16,7 +16,9 @@ from jax.experimental import pallas as pl
 
 import pallas_kernels as pk
 from pallas_kernels.dispatch import on_cuda_gpu
-from pallas_kernels.slstm import backward, forward, kernel
+from pallas_kernels.slstm import triton_backward as backward
+from pallas_kernels.slstm import triton_forward as forward
+from pallas_kernels.slstm import triton_scan as kernel
 from pallas_kernels.slstm.block_sizes import BlockSizes
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from pallas_kernels._triton import check_tiles
+from pallas_kernels.triton import check_tiles
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,13 +1,15 @@
 """The chunkwise mLSTM as Mosaic GPU kernels (Hopper: TMA, swizzled SMEM, wgmma).
 
-The "mosaic" entry of ``mlstm_chunkwise`` in ``pallas_kernels.dispatch``: the op specified by
-``pallas_kernels.mlstm.reference.chunkwise``, beside the Triton kernels of ``chunkwise.py``
-(JAX deprecated the Pallas Triton lowering in 0.11). Kernels are ``plgpu.kernel`` calls
-(``pl.pallas_call`` with Mosaic GPU compiler params has no GPU lowering registered on JAX
-0.11.2 / 0.12, and its interpreter takes no non-trivial block specs), run compiled on sm_90+
-or, for testing, in the Mosaic GPU interpreter on a CPU (``interpret=True``).
+The "mosaic" entry of ``mlstm_chunkwise`` in ``pallas_kernels.dispatch``: the op specified
+by ``pallas_kernels.mlstm.reference.chunkwise``, beside the Triton kernels of
+``triton_chunkwise.py`` (JAX deprecated the Pallas Triton lowering in 0.11). What the Mosaic
+kernels share (the JAX gate, the tile, ``supports``) is in ``pallas_kernels/mosaic.py``.
+Kernels are ``plgpu.kernel`` calls (``pl.pallas_call`` with Mosaic GPU compiler params has no
+GPU lowering registered on JAX 0.11.2 / 0.12, and its interpreter takes no non-trivial block
+specs), run compiled on sm_90+ or, for testing, in the Mosaic GPU interpreter on a CPU
+(``interpret=True``).
 
-Equations (numbers as in ``chunkwise.py``; q scaled by s = DHQK^-1/2, chunk length L,
+Equations (numbers as in ``triton_chunkwise.py``; q scaled by s = DHQK^-1/2, chunk length L,
 b_t the within-chunk cumsum of log f, g_k = b at the chunk's last step, (C, n, m)_{k-1}
 the state at the start of chunk k):
 
@@ -76,7 +78,7 @@ through unchanged), head dims to multiples of 64 with zeros.
 
 JAX versions: needs ``plgpu.kernel`` with ``interpret=plgpu.InterpretGPUParams()`` and
 ``plgpu.load(ref, layout=...)``; checked on JAX 0.11.2 and 0.12.0.1. Older JAX raises a
-``RuntimeError`` naming the version (``mosaic_unsupported_reason``).
+``RuntimeError`` naming the version (``pallas_kernels.mosaic.jax_reason``).
 
 Shape legend: B batch, NH heads, BH = B*NH, S sequence (Sp padded), L chunk, NC chunks,
 DQ/DV head dims (DQp/DVp padded), T = 64 the tile.
@@ -91,51 +93,11 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
+from pallas_kernels import mosaic
+from pallas_kernels.mosaic import TILE, pad_to
+
 # Input gate of padded steps: e^{i - m} underflows to exactly 0, like the reference's -inf.
 PAD_I = -1e30
-# wgmma M of one warpgroup and the 128-byte swizzle width of 16-bit operands.
-TILE = 64
-MIN_JAX = (0, 11, 2)
-MOSAIC_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-
-
-def _jax_version() -> tuple[int, ...]:
-    return tuple(int(p) for p in jax.__version__.split(".")[:3] if p.isdigit())
-
-
-def mosaic_unsupported_reason() -> str | None:
-    """Why the Mosaic GPU kernels cannot run with this JAX (None when they can)."""
-    if _jax_version() < MIN_JAX:
-        return (
-            f"The Mosaic GPU mLSTM kernels need JAX >= {'.'.join(map(str, MIN_JAX))} "
-            f"(plgpu.kernel with the Mosaic GPU interpreter and layout-typed loads; checked on "
-            f"0.11.2 and 0.12.0); this is JAX {jax.__version__}. Upgrade JAX, or use "
-            "impl='pallas' (Triton) or impl='xla'."
-        )
-    try:
-        from jax.experimental.pallas import mosaic_gpu as plgpu
-    except ImportError as e:  # pragma: no cover - depends on the installation
-        return f"jax.experimental.pallas.mosaic_gpu does not import ({e}); use impl='xla'."
-    for name in ("kernel", "emit_pipeline", "wgmma", "InterpretGPUParams", "load"):
-        if not hasattr(plgpu, name):
-            return (
-                f"jax.experimental.pallas.mosaic_gpu.{name} is missing in JAX {jax.__version__}; "
-                "use impl='pallas' or impl='xla'."
-            )
-    return None
-
-
-def _plgpu():
-    reason = mosaic_unsupported_reason()
-    if reason is not None:
-        raise RuntimeError(reason)
-    from jax.experimental.pallas import mosaic_gpu as plgpu
-
-    return plgpu
-
-
-def _pad_to(d: int, m: int) -> int:
-    return -(-d // m) * m
 
 
 def _transforms(plgpu, dtype, width: int):
@@ -165,7 +127,7 @@ def chunk_states(k, v, w, decay, C0, L, interpret, reverse=False):
       the carry before each chunk (BH, NC, DQp, DVp) fp32 (chunk-start C; reversed: G_k,
       the cotangent of chunk k's end state) and the last carry (BH, DQp, DVp) fp32.
     """
-    plgpu = _plgpu()
+    plgpu = mosaic.plgpu()
     BH, Sp, DQp = k.shape
     DVp = v.shape[-1]
     NC, T, mm, f32 = Sp // L, TILE, k.dtype, C0.dtype
@@ -256,7 +218,7 @@ def chunk_outputs(q, k, v, starts, vecs, L, scale, eps, interpret):
     Returns:
       h (BH, Sp, DVp) in v's dtype.
     """
-    plgpu = _plgpu()
+    plgpu = mosaic.plgpu()
     BH, Sp, DQp = q.shape
     DVp = v.shape[-1]
     NC, T, mm, f32 = Sp // L, TILE, q.dtype, vecs.dtype
@@ -553,7 +515,7 @@ def _padded_call(q, k, v, i, f, state0, L, eps, interpret):
     DV = v.shape[-1]
     f32 = jnp.float32
     BH, NC = B * NH, -(-S // L)
-    Sp, DQp, DVp = NC * L, _pad_to(DQ, TILE), _pad_to(DV, TILE)
+    Sp, DQp, DVp = NC * L, pad_to(DQ, TILE), pad_to(DV, TILE)
     z, ps, pq, pv = (0, 0), (0, Sp - S), (0, DQp - DQ), (0, DVp - DV)
     qp = jnp.pad(q, (z, z, ps, pq)).reshape(BH, Sp, DQp)
     kp = jnp.pad(k, (z, z, ps, pq)).reshape(BH, Sp, DQp)
@@ -610,27 +572,18 @@ def mlstm_chunkwise_mosaic(
       h (B, NH, S, DHV) in v's dtype, and the final (C, n, m) float32.
 
     Raises:
-      RuntimeError: JAX older than 0.11.2 (see ``mosaic_unsupported_reason``).
-      ValueError: an unsupported chunk size or dtype.
+      RuntimeError: JAX older than 0.11.2 (see ``pallas_kernels.mosaic.jax_reason``).
+      ValueError: an unsupported chunk size or dtype (``pallas_kernels.mosaic.supports``).
     """
-    _plgpu()
+    mosaic.plgpu()
     L = chunk_size
-    if L not in (64, 128):
-        raise ValueError(
-            f"The Mosaic mLSTM kernel needs chunk_size 64 or 128 (the 64-row wgmma tile); got "
-            f"{L}. Use impl='pallas' or impl='xla' for other chunk sizes."
-        )
-    if L == 128 and _pad_to(q.shape[-1], TILE) > 128:
-        raise ValueError(
-            "The Mosaic mLSTM kernel at chunk_size 128 takes DHQK <= 128 (at 256 its output "
-            f"kernel needs 234,536 B of shared memory, more than the 232,448 B of an H100); got "
-            f"DHQK {q.shape[-1]}. Use chunk_size=64."
-        )
-    dtype = jnp.dtype(q.dtype)
-    if dtype not in MOSAIC_DTYPES and not (interpret and dtype == jnp.float32):
-        raise ValueError(
-            f"The Mosaic mLSTM kernel takes bf16 or fp16 q/k/v (wgmma would run fp32 at TF32 "
-            f"precision; fp32 runs only in interpret mode); got {dtype}. Use impl='pallas' or "
-            "impl='xla'."
-        )
+    reason = mosaic.supports(
+        "mlstm_chunkwise",
+        interpret=interpret,
+        dtype=q.dtype,
+        chunk_size=L,
+        head_dim_qk=q.shape[-1],
+    )
+    if reason is not None:
+        raise ValueError(reason)
     return _padded_call(q, k, v, i, f, tuple(state0), L, eps, interpret)

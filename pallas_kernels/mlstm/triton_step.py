@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from pallas_kernels._triton import call, kernel_state_dtype, log_sigmoid, pad_dim
 from pallas_kernels.mlstm.block_sizes import DEFAULT_BLOCK_SIZES, BlockSizes
 from pallas_kernels.mlstm.reference import MLSTMState, recurrent_step
+from pallas_kernels.triton import call, kernel_state_dtype, log_sigmoid, pad_dim
 
 
 def _step_kernel(

@@ -1,5 +1,5 @@
 """Forward kernels of the chunkwise mLSTM (Triton lowering); the design and equations
-(1)-(5) are in ``pallas_kernels/mlstm/chunkwise.py``.
+(1)-(5) are in ``pallas_kernels/mlstm/triton_chunkwise.py``.
 
   kernel A ``mlstm_chunk_states``, grid (B*NH, DHQK tiles, DHV tiles): chunk-start states.
   kernel B ``mlstm_chunk_outputs``, grid (B*NH, chunks, DHV tiles): outputs, m_t and den_t.
@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from pallas_kernels._triton import call, dot, dot_nt, dot_tn
+from pallas_kernels.triton import call, dot, dot_nt, dot_tn
 
 
 def intra_chunk(s_qk, i, b, m_prev):

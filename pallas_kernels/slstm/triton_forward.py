@@ -1,5 +1,5 @@
 """Forward kernel of the sLSTM (Triton lowering) and its pallas_call wrapper; the design
-and equations (1)-(4) are in ``pallas_kernels/slstm/kernel.py``.
+and equations (1)-(4) are in ``pallas_kernels/slstm/triton_scan.py``.
 
 Kernel layouts: gx/raw (B, S, G, NH, DH); R (NH, G, DH_in, DH_out); states (B, S, NH, DH).
 """
@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from pallas_kernels._triton import F32, barrier, call, dot
 from pallas_kernels.slstm.block_sizes import BlockSizes
-from pallas_kernels.slstm.pointwise import pointwise_fwd, state_names
+from pallas_kernels.slstm.triton_pointwise import pointwise_fwd, state_names
+from pallas_kernels.triton import F32, barrier, call, dot
 
 
 def r_on_chip_tiles(r_ref, NT, T):

@@ -1,5 +1,5 @@
 """Backward kernel of the sLSTM (Triton lowering), its pallas_call wrapper and the
-custom_vjp backward rule; the derivation is in ``pallas_kernels/slstm/kernel.py``."""
+custom_vjp backward rule; the derivation is in ``pallas_kernels/slstm/triton_scan.py``."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from pallas_kernels._triton import F32, PRECISION, barrier, call, dot_nt
-from pallas_kernels.slstm.forward import geometry, r_on_chip_tiles, specs
-from pallas_kernels.slstm.pointwise import pointwise_bwd
+from pallas_kernels.slstm.triton_forward import geometry, r_on_chip_tiles, specs
+from pallas_kernels.slstm.triton_pointwise import pointwise_bwd
+from pallas_kernels.triton import F32, PRECISION, barrier, call, dot_nt
 
 
 def _slstm_bwd_kernel(*refs, function, S, NT, T, r_on_chip, interpret):

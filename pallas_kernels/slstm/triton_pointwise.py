@@ -1,12 +1,12 @@
 """Per-step sLSTM math shared by the forward and backward kernels (fp32 tiles of shape
-(batch_tile, T)); equations (2)-(4) and the backward are in ``slstm/kernel.py``."""
+(batch_tile, T)); equations (2)-(4) and the backward are in ``slstm/triton_scan.py``."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels._triton import log_sigmoid
+from pallas_kernels.triton import log_sigmoid
 
 
 def state_names(function: str) -> tuple[str, ...]:

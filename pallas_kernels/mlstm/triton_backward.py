@@ -1,5 +1,5 @@
 """Backward kernels of the chunkwise mLSTM (Triton lowering) and the custom_vjp backward
-rule that drives them; the design is in ``pallas_kernels/mlstm/chunkwise.py``.
+rule that drives them; the design is in ``pallas_kernels/mlstm/triton_chunkwise.py``.
 
   kernel C ``mlstm_state_grads``, grid (B*NH, DHQK tiles, DHV tiles), chunks in reverse:
     the chunk-end state cotangents G_k and dn_k, and the initial-state gradients.
@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from pallas_kernels._triton import call, dot, dot_nt, dot_tn
-from pallas_kernels.mlstm.forward import chunk_slice, chunk_states, intra_chunk
+from pallas_kernels.mlstm.triton_forward import chunk_slice, chunk_states, intra_chunk
+from pallas_kernels.triton import call, dot, dot_nt, dot_tn
 
 
 def _state_grads_kernel(

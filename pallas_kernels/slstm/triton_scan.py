@@ -3,8 +3,8 @@
 Implements the op specified by ``pallas_kernels.slstm.reference`` (read its docstring for
 the equations): ``pk.slstm(..., impl="pallas")`` runs it (the table in
 ``pallas_kernels.dispatch`` names it). This module holds the design, the custom_vjp core and
-the public entry; the kernels are in ``forward.py`` and ``backward.py``, the per-step math
-they share in ``pointwise.py``, the tiles in ``block_sizes.py``.
+the public entry; the kernels are in ``triton_forward.py`` and ``triton_backward.py``, the
+per-step math they share in ``triton_pointwise.py``, the tiles in ``block_sizes.py``.
 
 Design
 ------
@@ -69,11 +69,11 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels._triton import F32, check_dtype, pad_dim
-from pallas_kernels.slstm.backward import core_bwd
 from pallas_kernels.slstm.block_sizes import DEFAULT_BLOCK_SIZES, BlockSizes
-from pallas_kernels.slstm.forward import fwd_call
 from pallas_kernels.slstm.reference import FUNCTIONS
+from pallas_kernels.slstm.triton_backward import core_bwd
+from pallas_kernels.slstm.triton_forward import fwd_call
+from pallas_kernels.triton import F32, check_dtype, pad_dim
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))

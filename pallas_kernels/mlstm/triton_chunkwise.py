@@ -2,8 +2,8 @@
 
 Implements the op specified by ``pallas_kernels.mlstm.reference.chunkwise`` (``pk.mlstm_chunkwise``
 with ``impl="pallas"``; the table in ``pallas_kernels.dispatch`` names it). This module holds
-the design, the custom_vjp core and the public entry; the kernels are in ``forward.py``
-(A, B) and ``backward.py`` (C, D), their tiles in ``block_sizes.py``.
+the design, the custom_vjp core and the public entry; the kernels are in ``triton_forward.py``
+(A, B) and ``triton_backward.py`` (C, D), their tiles in ``block_sizes.py``.
 
 Equations (the reference's chunkwise form; q scaled by s = DHQK^-1/2, chunk length L, chunk k
 holds steps t = kL .. kL+L-1, b_t the within-chunk cumsum of log f, g_k = b at the chunk's
@@ -63,10 +63,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels._triton import is_pow2, kernel_state_dtype, pad_dim
-from pallas_kernels.mlstm.backward import chunkwise_bwd
 from pallas_kernels.mlstm.block_sizes import DEFAULT_BLOCK_SIZES, BlockSizes
-from pallas_kernels.mlstm.forward import chunk_outputs, chunk_states
+from pallas_kernels.mlstm.triton_backward import chunkwise_bwd
+from pallas_kernels.mlstm.triton_forward import chunk_outputs, chunk_states
+from pallas_kernels.triton import kernel_state_dtype, pad_dim, supports
 
 # Input gate of padded steps: e^{i - m} underflows to exactly 0, like the reference's -inf.
 PAD_I = -1e30
@@ -128,11 +128,9 @@ def mlstm_chunkwise_pallas(
     bs.validate()
     acc = kernel_state_dtype("mLSTM", q.dtype, interpret)
     L = chunk_size
-    if L < 16 or not is_pow2(L):
-        raise ValueError(
-            f"The Pallas mLSTM kernel needs chunk_size to be a power of two >= 16; got {L}. "
-            "Use impl='xla' for other chunk sizes."
-        )
+    reason = supports("mlstm_chunkwise", chunk_size=L)
+    if reason is not None:
+        raise ValueError(reason)
     B, NH, S, DQ = q.shape
     DV = v.shape[-1]
     BH, NC = B * NH, -(-S // L)
