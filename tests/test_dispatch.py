@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import re
 from types import MappingProxyType
 
 import jax
@@ -214,3 +215,91 @@ def test_explicit_mosaic_raises_where_it_cannot_run(monkeypatch):
     monkeypatch.setattr(dispatch.BACKENDS["mosaic"], "jax_reason", lambda: "this is JAX 0.0.1")
     with pytest.raises(ValueError, match="this is JAX 0.0.1"):
         pk.mlstm_chunkwise(*args, chunk_size=64, impl="mosaic", interpret=True)
+
+
+# --- Each backend says whether it supports a call, and the dispatch asks it. ---
+
+
+def test_the_implementation_names_have_one_source():
+    from pallas_kernels import _checks, impls
+
+    assert pk.IMPLS == ("auto", "xla", "pallas", "mosaic")
+    assert pk.IMPLS is impls.IMPLS is _checks.IMPLS
+    assert set(dispatch.BACKENDS) == set(impls.KERNEL_IMPLS) <= set(pk.IMPLS)
+    with pytest.raises(ValueError, match=re.escape(str(pk.IMPLS))):
+        pk.mlstm_parallel(*_chunkwise_inputs(), impl="triton")
+
+
+def test_each_backend_lists_the_ops_of_its_column_of_the_table():
+    for impl, backend in dispatch.BACKENDS.items():
+        table_ops = {op for op, entries in dispatch.IMPLEMENTATIONS.items() if impl in entries}
+        assert set(backend.OPS) == table_ops, impl
+
+
+def test_on_a_cpu_each_backend_gives_a_one_line_reason_unless_interpreted():
+    if dispatch.on_cuda_gpu():
+        pytest.skip("this machine has a CUDA GPU")
+    machine = {"cuda_gpu": False, "sm90": False}
+    for impl, backend in dispatch.BACKENDS.items():
+        for op in backend.OPS:
+            reason = backend.supports(op, **machine)
+            assert isinstance(reason, str) and reason and "\n" not in reason, (impl, op)
+            assert dispatch.unsupported_reason(op, impl) == reason
+            interpreted = backend.supports(op, interpret=True, **machine)
+            want = dispatch.BACKENDS["mosaic"].jax_reason() if impl == "mosaic" else None
+            assert interpreted == want, (impl, op)
+    # An op a backend has no kernel for: the reason names the ops it has.
+    assert "mlstm_chunkwise" in dispatch.BACKENDS["mosaic"].supports("slstm", interpret=True)
+    assert "no Pallas kernel" in dispatch.BACKENDS["pallas"].supports("mlstm_parallel")
+
+
+def test_supports_judges_the_call_facts_it_is_given(monkeypatch):
+    triton, mosaic = dispatch.BACKENDS["pallas"], dispatch.BACKENDS["mosaic"]
+    monkeypatch.setattr(mosaic, "jax_reason", lambda: None)  # judge the facts on any JAX
+    for backend in (triton, mosaic):  # a fact left out is not judged
+        assert backend.supports("mlstm_chunkwise") is None
+    assert "power of two >= 16" in triton.supports("mlstm_chunkwise", chunk_size=24)
+    assert triton.supports("mlstm_chunkwise", chunk_size=32, dtype=jnp.bfloat16) is None
+    assert "Use impl='xla'" in triton.supports("slstm", dtype=jnp.int32)
+    # float64 runs the mLSTM kernels' exact check in interpret mode only; the sLSTM never.
+    assert triton.supports("mlstm_step", dtype=jnp.float64, interpret=True) is None
+    assert "float64" in triton.supports("mlstm_step", dtype=jnp.float64)
+    assert "float64" in triton.supports("slstm", dtype=jnp.float64, interpret=True)
+    assert "64 or 128" in mosaic.supports("mlstm_chunkwise", chunk_size=32)
+    wide = mosaic.supports("mlstm_chunkwise", chunk_size=128, head_dim_qk=256)
+    assert "Use chunk_size=64" in wide
+    assert mosaic.supports("mlstm_chunkwise", chunk_size=128, head_dim_qk=128) is None
+    assert "bf16 or fp16" in mosaic.supports("mlstm_chunkwise", dtype=jnp.float32)
+    assert mosaic.supports("mlstm_chunkwise", dtype=jnp.float32, interpret=True) is None
+    assert "compute capability 9.0" in mosaic.supports("mlstm_chunkwise", sm90=False)
+    assert mosaic.supports("mlstm_chunkwise", cuda_gpu=True, sm90=True) is None
+
+
+def test_an_explicit_kernel_that_cannot_run_raises_the_backends_reason(monkeypatch):
+    args = _chunkwise_inputs()
+    if not dispatch.on_cuda_gpu():  # the real answers on this CPU, word for word
+        for impl in ("pallas", "mosaic"):
+            want = dispatch.BACKENDS[impl].supports("mlstm_chunkwise", cuda_gpu=False, sm90=False)
+            with pytest.raises(ValueError) as err:
+                pk.mlstm_chunkwise(*args, chunk_size=64, impl=impl)
+            assert str(err.value) == want
+    step = (*(x[:, :, 0] for x in args), pk.mlstm_zero_state(2, 2, 16, 32))
+    with pytest.raises(ValueError) as err:
+        pk.mlstm_step(*step, impl="mosaic")
+    assert str(err.value) == dispatch.BACKENDS["mosaic"].supports("mlstm_step")
+    # The dispatch keeps no limits of its own: whatever the backend says is the error.
+    for impl in ("pallas", "mosaic"):
+        backend = dispatch.BACKENDS[impl]
+        monkeypatch.setattr(backend, "supports", lambda op, **facts: f"no {op} today")
+        with pytest.raises(ValueError, match="^no mlstm_chunkwise today$"):
+            pk.mlstm_chunkwise(*args, chunk_size=64, impl=impl, interpret=True)
+
+
+def test_auto_skips_a_kernel_its_backend_does_not_support(monkeypatch):
+    calls = _kernel_stand_in(monkeypatch, "mlstm_chunkwise", _exact)
+    args = _chunkwise_inputs()
+    monkeypatch.setattr(dispatch.BACKENDS["pallas"], "supports", lambda op, **facts: "no")
+    got = pk.mlstm_chunkwise(*args, chunk_size=16, impl="auto")
+    np.testing.assert_array_equal(got, pk.mlstm_chunkwise(*args, chunk_size=16, impl="xla"))
+    assert calls["mlstm_chunkwise"] == 0  # not even checked
+    assert pk.resolve_impl("mlstm_chunkwise", "auto", False) == "xla"
