@@ -1,1 +1,3 @@
-"""The mLSTM op: reference (the spec), public entries (api), Pallas kernels by phase."""
+"""The mLSTM op: reference (the spec), public entries (api), Pallas kernels by backend and
+phase (``triton_chunkwise.py``, ``triton_forward.py``, ``triton_backward.py``,
+``triton_step.py``; ``mosaic_chunkwise.py``)."""

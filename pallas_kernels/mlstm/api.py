@@ -191,7 +191,7 @@ def mlstm_chunkwise(
       initial_state: optional ``MLSTMState``; default zeros (m = 0, as the reference).
       return_last_state: also return the final state in float32.
       impl: "auto" | "xla" | "pallas" (Triton) | "mosaic" (Mosaic GPU, sm_90+, JAX >= 0.11.2,
-        bf16/fp16; see ``pallas_kernels.dispatch`` and ``pallas_kernels.mlstm.mosaic``).
+        bf16/fp16; see ``pallas_kernels.dispatch`` and ``pallas_kernels.mlstm.mosaic_chunkwise``).
       interpret: run a Pallas kernel in interpret mode (CPU testing).
       eps: normaliser epsilon.
 
