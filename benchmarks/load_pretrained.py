@@ -31,7 +31,7 @@ import ml_dtypes
 import numpy as np
 from _results import add_output_args, output_path, provenance
 
-from xlstm_jax.pretrained import SafetensorsWriter
+from xlstm_jax.formats.safetensors import SafetensorsWriter
 
 # xLSTM-7B (NX-AI/xLSTM-7b).
 SEVEN_B = dict(
@@ -160,7 +160,7 @@ def child(folder: str) -> None:
     import jax
     from flax import nnx
 
-    from xlstm_jax.pretrained import load_pretrained
+    from xlstm_jax.models.xlstm_large.checkpoint import load_pretrained
 
     base = current_rss()
     t0 = time.perf_counter()

@@ -26,7 +26,7 @@ Reference behaviours not copied (each checked below where it bites):
   models whose qk dim is not a multiple of 64 have the wrong shape. The configs here use
   qk dims that are multiples of 64 for the transformers cases.
 * transformers' ``xLSTMModel`` always applies ``out_norm`` (and without bias), whatever
-  ``add_out_norm`` / ``use_bias`` say (handled in ``xlstm_jax.convert_large``).
+  ``add_out_norm`` / ``use_bias`` say (handled in ``xlstm_jax.models.xlstm_large.convert``).
 """
 
 from __future__ import annotations
@@ -41,12 +41,7 @@ from flax import nnx
 from helpers import rel_err, require_reference, require_transformers
 
 from xlstm_jax import convert, generate
-from xlstm_jax.convert_large import (
-    config_from_torch_large,
-    from_state_dict_large,
-    from_torch_large,
-    to_state_dict_large,
-)
+from xlstm_jax.models.xlstm_large import convert as large
 
 pytestmark = pytest.mark.reference
 torch, _ = require_reference(module_level=True)
@@ -132,7 +127,7 @@ def loss_and_grads(model, tokens, targets, weight_mode="single"):
 
     grads, logits = nnx.jit(lambda m: nnx.grad(loss_fn, has_aux=True)(m))(model)
     grad_model = nnx.merge(nnx.split(model)[0], grads)
-    g = to_state_dict_large(grad_model, "xlstm_large", weight_mode, as_torch=False)
+    g = large.to_state_dict(grad_model, "xlstm_large", weight_mode, as_torch=False)
     return np.asarray(logits, np.float64), g
 
 
@@ -156,7 +151,7 @@ def scaled_err(a, ref) -> float:
 @pytest.mark.parametrize("c", CASES, ids=lambda c: c.name)
 def test_logits_and_gradients_float32(c):
     ref, sd = reference(c)
-    model = from_state_dict_large(sd, config_from_torch_large(ref.config, chunk_size=c.chunk))
+    model = large.from_state_dict(sd, large.config_from_torch(ref.config, chunk_size=c.chunk))
     r = np.random.default_rng(2)
     tokens = r.integers(0, c.V, (c.B, c.S))
     targets = r.integers(0, c.V, (c.B, c.S))
@@ -181,7 +176,7 @@ def test_states_after_prefix_and_continuation():
     them (a chunk, then single steps) equal the reference's continued ones."""
     c = Case("states", B=3, S=29)
     ref, sd = reference(c)
-    model = from_torch_large(ref, chunk_size=c.chunk)
+    model = large.from_torch(ref, chunk_size=c.chunk)
     tokens = np.random.default_rng(3).integers(0, c.V, (c.B, c.S + 3))
     with torch.no_grad():
         ref_logits, ref_state = ref(torch.from_numpy(tokens[:, : c.S]))
@@ -204,7 +199,7 @@ def test_states_after_prefix_and_continuation():
 def test_greedy_tokens_equal_reference_generate():
     c = Case("generate", B=2)
     ref, _ = reference(c)
-    model = from_torch_large(ref, chunk_size=c.chunk)
+    model = large.from_torch(ref, chunk_size=c.chunk)
     prompts = np.random.default_rng(4).integers(0, c.V, (c.B, 11))
     with torch.no_grad():
         ref_tokens, _ = ref.generate(torch.from_numpy(prompts), max_length=16)
@@ -214,15 +209,28 @@ def test_greedy_tokens_equal_reference_generate():
 
 def test_state_dict_round_trips_both_layouts():
     ref, sd = reference(Case("roundtrip", bias=True))
-    model = from_torch_large(ref)
-    back = to_state_dict_large(model, "xlstm_large", "single")
+    model = large.from_torch(ref)
+    back = large.to_state_dict(model, "xlstm_large", "single")
     for k, v in sd.items():
         np.testing.assert_array_equal(back[k].numpy(), v.numpy(), err_msg=k)
     fused_ref, fused_sd = reference(Case("roundtrip", bias=True, fused=True))
-    fused = to_state_dict_large(from_torch_large(fused_ref), "xlstm_large", "fused")
+    fused = large.to_state_dict(large.from_torch(fused_ref), "xlstm_large", "fused")
     assert set(fused) == set(fused_sd)
     for k, v in fused_sd.items():
         np.testing.assert_array_equal(fused[k].numpy(), v.numpy(), err_msg=k)
+
+
+def test_convert_from_torch_takes_xlstm_large():
+    """The one entry point for every reference model (``xlstm_jax.convert.from_torch``)
+    builds the same model as the family's converter, overrides included."""
+    ref, sd = reference(Case("entry", bias=True))
+    model = convert.from_torch(ref, chunk_size=8)
+    assert model.config.chunk_size == 8
+    assert model.config == large.from_torch(ref, chunk_size=8).config
+    back = large.to_state_dict(model, "xlstm_large", "single")
+    assert set(back) == set(sd)
+    for k, v in sd.items():
+        np.testing.assert_array_equal(back[k].numpy(), v.numpy(), err_msg=k)
 
 
 # --- transformers' xLSTMForCausalLM -----------------------------------------------------
@@ -271,13 +279,13 @@ def test_hf_fused_names_load_as_single():
     from xlstm.xlstm_large.utils import convert_single_weights_to_fused_weights
 
     ref = hf_model(bias=True)
-    single = from_torch_large(ref)
+    single = large.from_torch(ref)
     fused_sd = convert_single_weights_to_fused_weights(dict(ref.state_dict()))
     assert any(k.endswith("qkv_opreact.weight") for k in fused_sd)
-    fused = from_state_dict_large(fused_sd, single.config)
+    fused = large.from_state_dict(fused_sd, single.config)
     tokens = jnp.asarray(np.random.default_rng(6).integers(0, 89, (2, 19)))
     np.testing.assert_array_equal(np.asarray(fused(tokens)), np.asarray(single(tokens)))
-    back = to_state_dict_large(fused, "hf", "fused")
+    back = large.to_state_dict(fused, "hf", "fused")
     assert set(back) == set(fused_sd)
     for k, v in fused_sd.items():
         np.testing.assert_array_equal(back[k].numpy(), v.numpy(), err_msg=k)
@@ -285,12 +293,12 @@ def test_hf_fused_names_load_as_single():
 
 def test_hf_state_dict_loads_strict():
     ref = hf_model(bias=True)
-    model = from_torch_large(ref)
-    sd = to_state_dict_large(model, "hf")
+    model = large.from_torch(ref)
+    sd = large.to_state_dict(model, "hf")
     missing, unexpected = ref.load_state_dict(sd, strict=True)
     assert not missing and not unexpected
     # HF's out norm has no bias: ours loads as zero and must stay zero to save as HF.
     assert not np.any(np.asarray(model.backbone.out_norm.bias[...]))
     model.backbone.out_norm.bias[...] = jnp.ones_like(model.backbone.out_norm.bias[...])
     with pytest.raises(ValueError, match="out_norm has no bias"):
-        to_state_dict_large(model, "hf")
+        large.to_state_dict(model, "hf")

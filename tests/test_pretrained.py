@@ -1,4 +1,5 @@
-"""Checkpoint folders (``xlstm_jax.pretrained``): our safetensors reader and writer, round
+"""Checkpoint folders (``xlstm_jax.models.xlstm_large.checkpoint``) and our safetensors
+reader and writer (``xlstm_jax.formats.safetensors``): round
 trips through transformers' and the reference's own loaders and savers, sharding, dtypes,
 and the error each broken folder gives.
 
@@ -23,15 +24,11 @@ import pytest
 from flax import nnx
 from helpers import TOL, require_reference
 
-import xlstm_jax.pretrained as pretrained
 from xlstm_jax import xLSTMLarge, xLSTMLargeConfig
-from xlstm_jax.pretrained import (
-    PretrainedError,
-    SafetensorsFile,
-    SafetensorsWriter,
-    load_pretrained,
-    save_pretrained,
-)
+from xlstm_jax.formats.errors import PretrainedError
+from xlstm_jax.formats.safetensors import SafetensorsFile, SafetensorsWriter
+from xlstm_jax.models.xlstm_large import checkpoint
+from xlstm_jax.models.xlstm_large.checkpoint import load_pretrained, save_pretrained
 
 # HF's default ffn_proj_factor, so the configs read back from every folder are equal and the
 # jitted forward compiles once.
@@ -287,7 +284,7 @@ def test_failed_save_leaves_nothing_behind(model, tmp_path, monkeypatch):
         yield "backbone.embeddings.weight", np.zeros((3, 3), np.float32)
         raise OSError("disk full")
 
-    monkeypatch.setattr(pretrained, "iter_state_dict_large", broken)
+    monkeypatch.setattr(checkpoint, "iter_state_dict", broken)
     with pytest.raises(OSError, match="disk full"):
         save_pretrained(model, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []

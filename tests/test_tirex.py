@@ -25,12 +25,14 @@ import pytest
 from flax import nnx
 from helpers import TOL, rel_err, require_tirex
 
-from xlstm_jax.convert_tirex import (
-    from_state_dict_tirex,
-    from_torch_tirex,
-    load_tirex_checkpoint,
+from xlstm_jax import convert
+from xlstm_jax.models.tirex.convert import (
+    from_state_dict,
+    from_torch,
+    load_checkpoint,
+    load_forecaster,
     read_torch_checkpoint,
-    to_state_dict_tirex,
+    to_state_dict,
 )
 from xlstm_jax.tirex import (
     ForecastError,
@@ -38,7 +40,6 @@ from xlstm_jax.tirex import (
     TiRexConfig,
     forecast,
     instance_scale,
-    load_forecaster,
     quantile_loss,
 )
 
@@ -126,7 +127,7 @@ def test_forecasts_match_tirex_zero(horizon):
     shorter than a patch and longer than the window."""
     torch, _ = require_tirex()
     ref = _reference(torch)
-    model = from_torch_tirex(ref, impl="xla")
+    model = from_torch(ref, impl="xla")
     ctxs = _contexts()
     with _float32_reference(torch):
         q_ref, mean_ref = ref.forecast(ctxs, prediction_length=horizon, output_type="numpy")
@@ -141,11 +142,39 @@ def test_forecasts_match_tirex_zero(horizon):
 
 
 @pytest.mark.reference
+def test_convert_from_torch_takes_tirex_zero():
+    """``xlstm_jax.convert.from_torch``, the entry point for every family, builds the
+    forecaster from a ``TiRexZero`` (it once read one as a paper xLSTM and failed), with
+    every weight the reference's and the overrides applied."""
+    torch, _ = require_tirex()
+    ref = _reference(torch, seed=2)
+    model = convert.from_torch(ref, impl="xla")
+    assert isinstance(model, TiRex)
+    assert model.config == from_torch(ref, impl="xla").config
+    assert model.config.impl == "xla"
+    ours = to_state_dict(model)
+    theirs = ref.state_dict()
+    assert set(ours) == set(theirs)
+    for k, v in theirs.items():
+        np.testing.assert_array_equal(ours[k], v.numpy(), err_msg=k)
+
+
+def test_convert_from_torch_names_the_classes_it_takes():
+    class NotAModel:
+        pass
+
+    with pytest.raises(TypeError, match="no model family converts a NotAModel") as err:
+        convert.from_torch(NotAModel())
+    for name in ("xLSTMLMModel", "xLSTMBlockStack", "xLSTMLarge", "xLSTMForCausalLM", "TiRexZero"):
+        assert name in str(err.value)
+
+
+@pytest.mark.reference
 def test_gradients_match_tirex_zero():
     """Gradients of a random projection of every position's quantiles, per parameter."""
     torch, _ = require_tirex()
     ref = _reference(torch, seed=3)
-    model = from_torch_tirex(ref, impl="xla")
+    model = from_torch(ref, impl="xla")
     rng = np.random.default_rng(3)
     patches = rng.normal(size=(3, 6, P)).astype(np.float32)
     patches[0, :2] = np.nan  # left padding
@@ -164,7 +193,7 @@ def test_gradients_match_tirex_zero():
     grads = nnx.jit(nnx.grad(loss))(model)
     holder = nnx.clone(model)
     nnx.update(holder, grads)
-    ours = to_state_dict_tirex(holder)
+    ours = to_state_dict(holder)
     assert set(ours) == set(ref_grads)
     worst = max(rel_err(ours[k], ref_grads[k]) for k in ours)
     assert worst < 1e-4, worst
@@ -172,8 +201,8 @@ def test_gradients_match_tirex_zero():
 
 def test_state_dict_round_trip():
     model = _ours()
-    sd = to_state_dict_tirex(model)
-    again = from_state_dict_tirex(sd, model.config)
+    sd = to_state_dict(model)
+    again = from_state_dict(sd, model.config)
     ctxs = _contexts()
     np.testing.assert_array_equal(
         forecast(again, ctxs, 9).quantiles, forecast(model, ctxs, 9).quantiles
@@ -181,10 +210,10 @@ def test_state_dict_round_trip():
     bad = dict(sd)
     bad.pop("out_norm.weight")
     with pytest.raises(ForecastError, match="out_norm.weight"):
-        from_state_dict_tirex(bad, model.config)
+        from_state_dict(bad, model.config)
     bad = dict(sd, **{"blocks.5.norm_ffn.weight": sd["out_norm.weight"]})
     with pytest.raises(ForecastError, match="num_blocks"):
-        from_state_dict_tirex(bad, model.config)
+        from_state_dict(bad, model.config)
 
 
 @pytest.mark.reference
@@ -241,11 +270,11 @@ def test_checkpoint_reader_executes_nothing(tmp_path, capfd):
     assert "pwned" not in capfd.readouterr().out
     (tmp_path / "notzip.ckpt").write_bytes(b"\x80\x02}q\x00.")
     with pytest.raises(ForecastError, match="not a PyTorch zip checkpoint"):
-        load_tirex_checkpoint(tmp_path / "notzip.ckpt")
+        load_checkpoint(tmp_path / "notzip.ckpt")
     with zipfile.ZipFile(tmp_path / "other.ckpt", "w") as z:
         z.writestr("archive/data.pkl", pickle.dumps({"weights": [1, 2]}))
     with pytest.raises(ForecastError, match="hyper_parameters"):
-        load_tirex_checkpoint(tmp_path / "other.ckpt")
+        load_checkpoint(tmp_path / "other.ckpt")
     with pytest.raises(ForecastError, match="not a TiRex checkpoint"):
         load_forecaster(tmp_path / "missing")
 
@@ -342,7 +371,7 @@ def test_bfloat16_compute_stays_close():
     f32 = forecast(model, ctxs, 8).quantiles
     bf = nnx.clone(model)
     cfg = TiRexConfig(**{**bf.config.__dict__, "dtype": "bfloat16"})
-    bf16 = from_state_dict_tirex(to_state_dict_tirex(model), cfg)
+    bf16 = from_state_dict(to_state_dict(model), cfg)
     got = forecast(bf16, ctxs, 8).quantiles
     assert np.isfinite(got).all()
     assert _scaled_err(got, f32) < TOL["bfloat16"][0]

@@ -4,15 +4,44 @@ own package."""
 from __future__ import annotations
 
 from xlstm_jax.config import TransformerConfig, xLSTMLargeConfig, xLSTMLMModelConfig
-from xlstm_jax.convert import from_torch as _from_torch_v1
-from xlstm_jax.convert_large import from_torch_large
-from xlstm_jax.convert_tirex import from_torch_tirex
 from xlstm_jax.large import xLSTMLarge
 from xlstm_jax.model import xLSTMLMModel
-from xlstm_jax.pretrained import load_pretrained
 from xlstm_jax.registry import Activations, Family
-from xlstm_jax.tirex import TiRex, TiRexConfig, load_forecaster
+from xlstm_jax.tirex import TiRex, TiRexConfig
 from xlstm_jax.transformer import TransformerLM
+
+
+# The converters and loaders, imported when first called (the registry builds no
+# converter until asked).
+def _from_torch_v1(torch_model, *args, **kwargs):
+    from xlstm_jax.models.xlstm.convert import from_torch
+
+    return from_torch(torch_model, *args, **kwargs)
+
+
+def _from_torch_large(torch_model, **overrides):
+    from xlstm_jax.models.xlstm_large.convert import from_torch
+
+    return from_torch(torch_model, **overrides)
+
+
+def _load_pretrained(path, **kwargs):
+    from xlstm_jax.models.xlstm_large.checkpoint import load_pretrained
+
+    return load_pretrained(path, **kwargs)
+
+
+def _from_torch_tirex(torch_model, **overrides):
+    from xlstm_jax.models.tirex.convert import from_torch
+
+    return from_torch(torch_model, **overrides)
+
+
+def _load_forecaster(path, **overrides):
+    from xlstm_jax.models.tirex.convert import load_forecaster
+
+    return load_forecaster(path, **overrides)
+
 
 # --- the paper's xLSTM -------------------------------------------------------------------
 
@@ -93,9 +122,9 @@ LARGE = Family(
     summary=_large_summary,
     activation_bytes=_large_activations,
     doc_resets=lambda m: None,
-    from_torch=from_torch_large,
+    from_torch=_from_torch_large,
     torch_classes=("xLSTMLarge", "xLSTMForCausalLM"),
-    load=load_pretrained,
+    load=_load_pretrained,
 )
 
 # --- the Transformer baseline ------------------------------------------------------------
@@ -147,9 +176,9 @@ TIREX = Family(
     summary=_tirex_summary,
     activation_bytes=_tirex_activations,
     doc_resets=lambda m: "the forecaster reads one series per row, with no documents in it",
-    from_torch=from_torch_tirex,
+    from_torch=_from_torch_tirex,
     torch_classes=("TiRexZero",),
-    load=load_forecaster,
+    load=_load_forecaster,
 )
 
 FAMILIES = {f.name: f for f in (XLSTM, LARGE, TRANSFORMER, TIREX)}
