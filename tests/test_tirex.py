@@ -25,6 +25,7 @@ import pytest
 from flax import nnx
 from helpers import TOL, rel_err, require_tirex
 
+from xlstm_jax import ForecastError, TiRex, TiRexConfig, forecast, load_forecaster
 from xlstm_jax.convert_tirex import (
     from_state_dict_tirex,
     from_torch_tirex,
@@ -32,15 +33,7 @@ from xlstm_jax.convert_tirex import (
     read_torch_checkpoint,
     to_state_dict_tirex,
 )
-from xlstm_jax.tirex import (
-    ForecastError,
-    TiRex,
-    TiRexConfig,
-    forecast,
-    instance_scale,
-    load_forecaster,
-    quantile_loss,
-)
+from xlstm_jax.models.tirex.forecast import instance_scale, quantile_loss
 
 P = 8
 MODEL_CONFIG = dict(

@@ -57,7 +57,7 @@ def test_few_steps_resume_exactly_and_forecast(tmp_path):
     _need_data()
     from train.loop import train
     from train.runs import load_run
-    from xlstm_jax.tirex import forecast
+    from xlstm_jax import forecast
 
     run = tmp_path / "run"
     first = train(_cfg(), run)
