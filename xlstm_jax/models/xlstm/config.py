@@ -115,11 +115,16 @@ class mLSTMLayerConfig:
 
 @dataclass(frozen=True)
 class mLSTMBlockConfig:
+    """An mLSTM block: ``x + mLSTMLayer(LayerNorm(x))`` (no feed-forward)."""
+
     mlstm: mLSTMLayerConfig = field(default_factory=mLSTMLayerConfig)
 
 
 @dataclass(frozen=True)
 class sLSTMBlockConfig:
+    """An sLSTM block: ``x + sLSTMLayer(LayerNorm(x))``, then the gated feed-forward
+    (``feedforward=None``: none)."""
+
     slstm: sLSTMLayerConfig = field(default_factory=sLSTMLayerConfig)
     feedforward: FeedForwardConfig | None = field(default_factory=FeedForwardConfig)
 
