@@ -139,15 +139,15 @@ def statsforecast_forecaster(model: str, n_jobs: int) -> Forecaster:
 
 def ours_forecaster(run_dir: str | None) -> Forecaster:
     """Our forecaster from a ``python -m train.main`` run folder (``--ours RUN_DIR``, e.g.
-    ``--config tirex_tiny``) or a TiRex ``model.ckpt`` (``xlstm_jax.tirex.forecast``).
+    ``--config tirex_tiny``) or a TiRex ``model.ckpt`` (``xlstm_jax.forecast``).
 
     Crossing quantiles are sorted, as for the baselines (counted in ``rearranged_steps``);
     the median is the model's own 0.5 quantile.
     """
     if not run_dir:
         raise SystemExit("the method xLSTM-TiRex needs --ours RUN_DIR (a train.main run folder)")
-    from xlstm_jax.tirex import forecast as tirex_forecast
-    from xlstm_jax.tirex import load_forecaster
+    from xlstm_jax import forecast as tirex_forecast
+    from xlstm_jax import load_forecaster
 
     folder = Path(run_dir)
     if (folder / "config.json").is_file():

@@ -8,12 +8,12 @@
 The model has TiRex's published shape (``TiRexConfig()``: patch 32, E 512, 4 heads, 12
 blocks, context 2048, 9 quantiles, 35M parameters) with random weights, N(0, 0.02^2) for
 matrices and N(0, 0.1^2) around the norms' 1 and biases' 0, written once as a
-``model.ckpt`` that both load (ours through ``xlstm_jax.tirex.load_forecaster``, which
+``model.ckpt`` that both load (ours through ``xlstm_jax.load_forecaster``, which
 reads it without torch; theirs through ``TiRexZero.from_pretrained``). The workload is the
 one TiRex reports: ``--batch`` series of 2048 values (random walks), horizon 32 (one
 patch), one call of each library's forecast over the batch.
 
-* ours: ``xlstm_jax.tirex.forecast`` in float32 (XLA on the CPU; the sLSTM as a
+* ours: ``xlstm_jax.forecast`` in float32 (XLA on the CPU; the sLSTM as a
   ``lax.scan``), compiled before timing;
 * tirex-ts: ``model.forecast(..., batch_size=B)``, torch backend (its sLSTM steps in
   bf16), not compiled, ``torch.inference_mode``, as many threads as cores.
@@ -47,7 +47,7 @@ def make_checkpoint(path: Path) -> None:
     import torch
     from tirex.models.tirex import TiRexZero
 
-    from xlstm_jax.tirex import TiRexConfig
+    from xlstm_jax import TiRexConfig
 
     c = TiRexConfig()
     mc = dict(
@@ -84,7 +84,7 @@ def _worker(impl: str, ckpt: str, batch: int, rounds: int) -> None:
     """One library in this process: prints a JSON line per timed round."""
     x = contexts(batch)
     if impl == "ours":
-        from xlstm_jax.tirex import forecast, load_forecaster
+        from xlstm_jax import forecast, load_forecaster
 
         model = load_forecaster(ckpt, impl="xla")
 

@@ -11,7 +11,8 @@ random: transformers' initialisation (zero gate weights, input-gate bias -10, fo
 biases 3..6), then every tensor perturbed by N(0, 0.02^2) so that no weight is a constant.
 The same tensors go into all three implementations, and all three run in float32:
 
-* ours: ``from_torch_large(hf_model, impl="xla")`` on the CPU. Prefill is one jitted
+* ours: ``from_torch(hf_model, impl="xla")`` (``xlstm_jax.models.xlstm_large.convert``) on
+  the CPU. Prefill is one jitted
   ``with_state`` from the zero state (all logits and the final state, as the others return);
   decode is one jitted ``lax.scan`` of greedy steps from the prefilled state;
   ``xlstm_jax.generate`` (our sampler: prompt prefill and the decode loop in one jitted
@@ -147,10 +148,10 @@ class _Ours:
         import jax.numpy as jnp
         from flax import nnx
 
-        from xlstm_jax.convert_large import from_torch_large
+        from xlstm_jax.models.xlstm_large.convert import from_torch
 
         self.jax = jax
-        self.model = from_torch_large(
+        self.model = from_torch(
             _hf_model(state_dict), impl="xla", dtype="float32", param_dtype="float32"
         )
         graphdef, self.params = nnx.split(self.model)

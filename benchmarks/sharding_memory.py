@@ -42,7 +42,7 @@ def measure(meshes, seq_len: int, batch: int, out: str, config: str, devices: in
     from train.models import build_model
     from train.optimizer import decay_mask, make_optimizer, make_schedule
     from train.step import make_train_step, state_shardings
-    from xlstm_jax.sharding import activate, make_mesh
+    from xlstm_jax.layers.sharding import activate, make_mesh
 
     cfg = registry.load(config)
     model_cfg = dataclasses.replace(cfg.model, remat=True)

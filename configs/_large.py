@@ -19,7 +19,7 @@ from train.config import (
     ScheduleConfig,
     TrainConfig,
 )
-from xlstm_jax.config import xLSTMLargeConfig
+from xlstm_jax.models.xlstm_large.config import xLSTMLargeConfig
 
 GPT2_VOCAB = 50304
 

@@ -21,9 +21,9 @@ from train.config import (
     ScheduleConfig,
     TrainConfig,
 )
-from xlstm_jax.config import (
+from xlstm_jax.models.transformer.config import TransformerConfig
+from xlstm_jax.models.xlstm.config import (
     FeedForwardConfig,
-    TransformerConfig,
     mLSTMBlockConfig,
     mLSTMLayerConfig,
     sLSTMBlockConfig,

@@ -21,7 +21,7 @@ from train.config import (
     ScheduleConfig,
     TrainConfig,
 )
-from xlstm_jax.tirex import TiRexConfig
+from xlstm_jax.models.tirex.config import TiRexConfig
 
 
 def get_config() -> ExperimentConfig:

@@ -13,7 +13,7 @@ from train.config import (
     ScheduleConfig,
     TrainConfig,
 )
-from xlstm_jax.config import xLSTMLargeConfig
+from xlstm_jax.models.xlstm_large.config import xLSTMLargeConfig
 
 
 def get_config() -> ExperimentConfig:

@@ -12,7 +12,7 @@ from train.config import (
     ScheduleConfig,
     TrainConfig,
 )
-from xlstm_jax.config import (
+from xlstm_jax.models.xlstm.config import (
     FeedForwardConfig,
     mLSTMBlockConfig,
     mLSTMLayerConfig,

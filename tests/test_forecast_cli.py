@@ -183,7 +183,7 @@ def test_future_timestamps_continue_regular_spacing_and_give_none_otherwise():
     ],
 )
 def test_bad_quantile_lists_are_rejected(text, needle):
-    from xlstm_jax.config import ConfigError
+    from xlstm_jax import ConfigError
 
     with pytest.raises(ConfigError) as err:
         cli.parse_quantiles(text)
@@ -202,7 +202,7 @@ def tiny():
     import jax
     from flax import nnx
 
-    from xlstm_jax.tirex import TiRex, TiRexConfig
+    from xlstm_jax import TiRex, TiRexConfig
 
     config = TiRexConfig(
         input_patch_size=4,
@@ -253,12 +253,16 @@ def run_folder(tiny, tmp_path_factory) -> Path:
 def model_path(tiny, tmp_path, monkeypatch):
     """A TiRex checkpoint path the CLI loads as ``tiny`` (``load_forecaster`` patched for
     that path alone: writing a real ``model.ckpt`` needs PyTorch)."""
-    import xlstm_jax.tirex as tirex
+    import xlstm_jax.models.tirex.convert as tirex_convert
 
     path = tmp_path / "model.ckpt"
     path.write_bytes(b"")
-    real = tirex.load_forecaster
-    monkeypatch.setattr(tirex, "load_forecaster", lambda p: tiny if Path(p) == path else real(p))
+    real = tirex_convert.load_forecaster
+
+    def patched(p):
+        return tiny if Path(p) == path else real(p)
+
+    monkeypatch.setattr(tirex_convert, "load_forecaster", patched)
     return path
 
 
@@ -280,7 +284,7 @@ def run_cli(*args) -> int:
 def test_the_cli_writes_what_forecast_returns_and_one_plot_per_series(
     tiny, run_folder, table, tmp_path, capsys
 ):
-    from xlstm_jax.tirex import forecast
+    from xlstm_jax import forecast
 
     out, plots = tmp_path / "out" / "fc.csv", tmp_path / "plots"
     out.parent.mkdir()
@@ -347,14 +351,14 @@ def test_bad_arguments_fail_before_compute_and_leave_no_output(
 ):
     import json
 
-    import xlstm_jax.tirex as tirex
+    import xlstm_jax.models.tirex.forecast as tirex_forecast
     from train import registry
     from train.overrides import to_dict
 
     def no_compute(*a, **k):
         raise AssertionError("forecast ran")
 
-    monkeypatch.setattr(tirex, "forecast", no_compute)
+    monkeypatch.setattr(tirex_forecast, "forecast", no_compute)
     args = {
         "--model": model_path, "--input": table, "--horizon": 4, "--output": "{tmp}/fc.csv",
         "--plot-dir": "{tmp}/plots",

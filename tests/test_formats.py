@@ -98,10 +98,10 @@ def test_to_numpy_keeps_or_widens_half_floats_as_asked():
 
 
 def test_one_error_hierarchy_that_callers_old_catches_still_catch():
-    from xlstm_jax.config import ConfigError
+    from xlstm_jax.layers.config import ConfigError
+    from xlstm_jax.models.tirex.config import ForecastError
     from xlstm_jax.models.tirex.convert import TiRexCheckpointError, TiRexConversionError
     from xlstm_jax.models.xlstm_large.convert import HFFormatError
-    from xlstm_jax.tirex import ForecastError
 
     assert issubclass(FormatError, ValueError)
     assert issubclass(PretrainedError, CheckpointError)

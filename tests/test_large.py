@@ -15,7 +15,7 @@ from flax import nnx
 from helpers import _perturbed, jit_call, jit_with_state, rel_err, with_weights_of
 
 from xlstm_jax import ConfigError, generate, xLSTMLarge, xLSTMLargeConfig
-from xlstm_jax.convert_large import detect_format, from_state_dict_large, iter_state_dict_large
+from xlstm_jax.models.xlstm_large.convert import detect_format, from_state_dict, iter_state_dict
 
 SMALL = xLSTMLargeConfig(embedding_dim=64, num_heads=2, num_blocks=2, vocab_size=50, chunk_size=8)
 XLSTM_7B = xLSTMLargeConfig(
@@ -228,12 +228,12 @@ def test_state_dict_round_trip_numpy(fmt, mode):
     model = perturbed(dataclasses.replace(SMALL, use_bias=True))
     if fmt == "hf":  # HF's out norm has no bias (convert_large docstring)
         with pytest.raises(ConfigError, match="out_norm has no bias"):
-            dict(iter_state_dict_large(model, fmt, mode))
+            dict(iter_state_dict(model, fmt, mode))
         model.backbone.out_norm.bias[...] = jnp.zeros_like(model.backbone.out_norm.bias[...])
-    sd = dict(iter_state_dict_large(model, fmt, mode))
+    sd = dict(iter_state_dict(model, fmt, mode))
     assert detect_format(sd) == (fmt, mode)
     assert ("backbone.out_norm.bias" in sd) == (fmt == "xlstm_large")
-    back = from_state_dict_large(sd, model.config)
+    back = from_state_dict(sd, model.config)
     tokens = jnp.arange(10)[None] % 50
     np.testing.assert_array_equal(
         np.asarray(jit_call(back, tokens)), np.asarray(jit_call(model, tokens))
@@ -242,11 +242,11 @@ def test_state_dict_round_trip_numpy(fmt, mode):
 
 def test_state_dict_mismatch_is_a_clear_error():
     model = perturbed(SMALL)
-    sd = dict(iter_state_dict_large(model, "xlstm_large"))
+    sd = dict(iter_state_dict(model, "xlstm_large"))
     with pytest.raises(ValueError, match="does not match the config"):
-        from_state_dict_large(sd, dataclasses.replace(SMALL, num_blocks=3))
+        from_state_dict(sd, dataclasses.replace(SMALL, num_blocks=3))
     with pytest.raises(ValueError, match="not an xLSTM-Large state dict"):
-        from_state_dict_large({"foo": np.zeros(1)}, SMALL)
+        from_state_dict({"foo": np.zeros(1)}, SMALL)
 
 
 def test_7b_train_memory_estimate_counts_fp32_weights_and_adamw():

@@ -21,7 +21,7 @@ from xlstm_jax import (
     xLSTMLMModel,
     xLSTMLMModelConfig,
 )
-from xlstm_jax.sharding import (
+from xlstm_jax.layers.sharding import (
     ShardingError,
     logical_axes,
     logical_to_spec,

@@ -35,8 +35,8 @@ from train.synthetic import (
     scaled_accuracy,
     train_batches,
 )
-from xlstm_jax import xLSTMLMModel
-from xlstm_jax.transformer import TransformerConfig, TransformerLM, apply_rotary
+from xlstm_jax import TransformerConfig, TransformerLM, xLSTMLMModel
+from xlstm_jax.models.transformer.model import apply_rotary
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""The TiRex forecaster (``xlstm_jax.tirex``): parity with ``tirex-ts`` (its ``TiRexZero``,
+"""The TiRex forecaster (``xlstm_jax.models.tirex``): parity with ``tirex-ts`` (its ``TiRexZero``,
 torch backend, as a test oracle), checkpoint loading, the forecast API on NaN and ragged
 contexts, the rollout, the training loss, and bad input.
 
@@ -25,23 +25,15 @@ import pytest
 from flax import nnx
 from helpers import TOL, rel_err, require_tirex
 
-from xlstm_jax import convert
+from xlstm_jax import ForecastError, TiRex, TiRexConfig, convert, forecast, load_forecaster
 from xlstm_jax.models.tirex.convert import (
     from_state_dict,
     from_torch,
     load_checkpoint,
-    load_forecaster,
     read_torch_checkpoint,
     to_state_dict,
 )
-from xlstm_jax.tirex import (
-    ForecastError,
-    TiRex,
-    TiRexConfig,
-    forecast,
-    instance_scale,
-    quantile_loss,
-)
+from xlstm_jax.models.tirex.forecast import instance_scale, quantile_loss
 
 P = 8
 MODEL_CONFIG = dict(

@@ -57,7 +57,7 @@ def test_few_steps_resume_exactly_and_forecast(tmp_path):
     _need_data()
     from train.loop import train
     from train.runs import load_run
-    from xlstm_jax.tirex import forecast
+    from xlstm_jax import forecast
 
     run = tmp_path / "run"
     first = train(_cfg(), run)
@@ -131,7 +131,7 @@ def test_fine_tunes_from_a_tirex_checkpoint(tmp_path):
 
     from train.loop import train
     from train.runs import load_run
-    from xlstm_jax.convert_tirex import to_state_dict_tirex
+    from xlstm_jax.models.tirex.convert import to_state_dict
 
     mc = dict(
         input_patch_size=8,
@@ -159,7 +159,7 @@ def test_fine_tunes_from_a_tirex_checkpoint(tmp_path):
         "train.eval_every=0",
     )
     train(cfg, tmp_path / "tuned")
-    got = to_state_dict_tirex(load_run(tmp_path / "tuned").model)
+    got = to_state_dict(load_run(tmp_path / "tuned").model)
     for k, v in ref.state_dict().items():
         np.testing.assert_allclose(got[k], v.numpy(), rtol=1e-6, atol=1e-7, err_msg=k)
 

@@ -32,52 +32,38 @@ _STARTED = time.perf_counter()  # start-up is counted from here (imports include
 def _stream(
     model, prompt_ids, max_new_tokens, *, temperature, top_k, top_p, eos_id, rng, write
 ) -> tuple[list[int], float, float]:
-    """Greedy/sampled continuation of one prompt, handing the ids to ``write`` as they grow.
+    """Greedy/sampled continuation of one prompt by ``xlstm_jax.generate`` (the library's
+    decode loop), handing the ids to ``write`` as they grow.
 
-    Returns (ids, seconds to compile and prefill, seconds of decoding): the decode step is
-    compiled before the first token, so the second figure is decoding alone.
+    Returns (ids, seconds to compile, prefill and pick the first token, seconds of decoding
+    after it).
     """
-    import jax
-    import jax.numpy as jnp
-    from flax import nnx
+    from xlstm_jax import generate
 
-    from xlstm_jax import sample_logits
+    out: list[int] = []
+    first = []
 
-    graphdef, params = nnx.split(model)
-
-    @jax.jit
-    def prefill(params, tokens):
-        m = nnx.merge(graphdef, params)
-        logits, state = m.with_state(tokens, m.init_state(1))
-        return logits[:, -1], state
-
-    def step(params, token, state):
-        logits, state = nnx.merge(graphdef, params).with_state(token[:, None], state)
-        return logits[:, 0], state
-
-    @jax.jit
-    def pick(last, key):
-        return sample_logits(last, key, temperature=temperature, top_k=top_k, top_p=top_p)
+    def on_token(tokens, emitted):
+        if not first:
+            first.append(time.perf_counter())
+        out.append(int(tokens[0]))
+        write(out)
 
     t0 = time.perf_counter()
-    last, state = prefill(params, jnp.asarray([prompt_ids], jnp.int32))
-    rng, sub = jax.random.split(rng)
-    token = pick(last, sub)
-    step = jax.jit(step).lower(params, token, state).compile()
-    jax.block_until_ready(token)
-    t1 = time.perf_counter()
-    out: list[int] = []
-    for n in range(max_new_tokens):
-        if n:
-            rng, sub = jax.random.split(rng)
-            token = pick(last, sub)
-        tok = int(token[0])
-        if eos_id is not None and tok == eos_id:
-            break
-        out.append(tok)
-        write(out)
-        last, state = step(params, token, state)
-    return out, t1 - t0, time.perf_counter() - t1
+    generate(
+        model,
+        [prompt_ids],
+        max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        eos_id=eos_id,
+        rng=rng,
+        on_token=on_token,
+    )
+    t_end = time.perf_counter()
+    t1 = first[0] if first else t_end
+    return out, t1 - t0, t_end - t1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -207,9 +193,10 @@ def _load_pretrained(args: argparse.Namespace):
     """The model and tokenizer of ``--pretrained`` (errors: ``ConfigError``)."""
     from pathlib import Path
 
+    from xlstm_jax.pretrained import PretrainedError, load_pretrained
+
     from train.config import ConfigError
     from train.tokenizer import load_tokenizer
-    from xlstm_jax.pretrained import PretrainedError, load_pretrained
 
     folder = Path(args.pretrained)
     spec = args.tokenizer or str(folder / "tokenizer.json")

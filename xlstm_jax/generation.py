@@ -3,23 +3,27 @@
     from xlstm_jax import generate
     out = generate(model, [[1, 2, 3], [4, 5]], max_new_tokens=20, temperature=0.0)
 
-The command line that samples from a training run is ``python -m train.generate``.
+The command line that samples from a training run is ``python -m train.generate``; it
+streams the text through ``generate``'s ``on_token``, so both run this one loop.
 
-The decode loop is one ``lax.scan`` (no Python loop per token). Prompts of different
-lengths are handled without padding the recurrence: the shared prefix is prefilled in one
-call, then each step feeds the sequence's own next prompt token while it has one and the
-sampled token afterwards, so every sequence sees exactly its own tokens.
+The decode loop is one ``lax.while_loop`` (no Python loop per token) that stops when every
+sequence is done. Prompts of different lengths are handled without padding the
+recurrence: the shared prefix is prefilled in one call, then each step feeds the
+sequence's own next prompt token while it has one and the sampled token afterwards, so
+every sequence sees exactly its own tokens.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.experimental import io_callback
 
 
 def sample_logits(
@@ -107,6 +111,7 @@ def _pack_prompts(prompt_tokens) -> tuple[np.ndarray, np.ndarray]:
         "top_k",
         "top_p",
         "prefill_len",
+        "on_token",
     ),
 )
 def _generate(
@@ -123,15 +128,20 @@ def _generate(
     temperature,
     top_k,
     top_p,
+    on_token,
 ):
     model = nnx.merge(graphdef, params)
     B, P = prompts.shape
     logits, state = model.with_state(prompts[:, :prefill_len], model.init_state(B))
-    last = logits[:, -1]
+    end = prefill_len + num_steps
 
-    def step(carry, t):
+    def unfinished(carry):
+        t, n_out, done = carry[0], carry[5], carry[6]
+        return (t < end) & jnp.any(~done & (n_out < max_new_tokens))
+
+    def step(carry):
         # t: position of the token chosen in this step.
-        state, last, rng, out, n_out, done = carry
+        t, state, last, rng, out, n_out, done = carry
         rng, sub = jax.random.split(rng)
         sampled = sample_logits(last, sub, temperature=temperature, top_k=top_k, top_p=top_p)
         in_prompt = t < lengths
@@ -140,16 +150,32 @@ def _generate(
         rows, col = jnp.arange(B), jnp.minimum(n_out, max_new_tokens - 1)
         out = out.at[rows, col].set(jnp.where(generating, token, out[rows, col]))
         n_out = n_out + generating.astype(jnp.int32)
-        done = done | (generating & (token == eos_id))
+        ends = generating & (token == eos_id)
+        done = done | ends
+        if on_token is not None:
+            io_callback(_call_on_token(on_token), None, token, generating & ~ends, ordered=True)
         logits, state = nnx.merge(graphdef, params).with_state(token[:, None], state)
-        return (state, logits[:, 0], rng, out, n_out, done), None
+        return (t + 1, state, logits[:, 0], rng, out, n_out, done)
 
     fill = jnp.where(eos_id >= 0, eos_id, 0)
     out = jnp.full((B, max_new_tokens), fill, jnp.int32)
-    init = (state, last, rng, out, jnp.zeros((B,), jnp.int32), jnp.zeros((B,), bool))
-    steps = jnp.arange(prefill_len, prefill_len + num_steps)
-    (_, _, _, out, n_out, _), _ = jax.lax.scan(step, init, steps)
-    return out, n_out
+    zeros = jnp.zeros((B,), jnp.int32)
+    init = (jnp.asarray(prefill_len), state, logits[:, -1], rng, out, zeros, zeros.astype(bool))
+    # Stops once every row has its tokens (or its EOS): no steps are spent after that.
+    carry = jax.lax.while_loop(unfinished, step, init)
+    return carry[4], carry[5]
+
+
+@functools.cache
+def _call_on_token(on_token: Callable) -> Callable:
+    """``on_token`` called only for steps that emit a token (host side of the callback)."""
+
+    def call(token, emitted):
+        emitted = np.asarray(emitted)
+        if emitted.any():
+            on_token(np.asarray(token), emitted)
+
+    return call
 
 
 def generate(
@@ -162,6 +188,7 @@ def generate(
     top_p: float | None = None,
     eos_id: int | None = None,
     rng: jax.Array | int | None = None,
+    on_token: Callable[[np.ndarray, np.ndarray], None] | None = None,
 ) -> np.ndarray:
     """Generates ``max_new_tokens`` tokens after each prompt.
 
@@ -172,7 +199,12 @@ def generate(
       temperature: 0 for greedy decoding; otherwise logits are divided by it.
       top_k, top_p: optional top-k / nucleus filtering.
       eos_id: stop a sequence after it emits this id; the rest of its row is ``eos_id``.
+        Decoding ends when every sequence has stopped or has its tokens.
       rng: a PRNG key or an integer seed (default seed 0).
+      on_token: streaming: ``on_token(tokens (B,) int32, emitted (B,) bool)`` is called
+        on the host after each decode step in which a sequence emitted a token (an
+        ``eos_id`` that ends a sequence is not passed), in order, while the loop runs.
+        It is part of the compiled program: pass the same function to reuse it.
 
     Returns:
       (B, max_new_tokens) int32 NumPy array of generated ids.
@@ -200,5 +232,6 @@ def generate(
         temperature=float(temperature),
         top_k=top_k,
         top_p=top_p,
+        on_token=on_token,
     )
     return np.asarray(out)

@@ -68,10 +68,10 @@ class Family:
 # Name -> the module whose ``FAMILY`` it is; imported on first use, so asking for one
 # family never builds another's modules.
 _MODULES = {
-    "xlstm": "xlstm_jax._families",
-    "xlstm_large": "xlstm_jax._families",
-    "transformer": "xlstm_jax._families",
-    "tirex": "xlstm_jax._families",
+    "xlstm": "xlstm_jax.models.xlstm.family",
+    "xlstm_large": "xlstm_jax.models.xlstm_large.family",
+    "transformer": "xlstm_jax.models.transformer.family",
+    "tirex": "xlstm_jax.models.tirex.family",
 }
 FAMILY_NAMES = tuple(_MODULES)
 
@@ -87,7 +87,7 @@ def family(name: str) -> Family:
             f"no model family {name!r}; the families are {', '.join(FAMILY_NAMES)} "
             "(xlstm_jax.registry.FAMILY_NAMES)."
         )
-    return importlib.import_module(_MODULES[name]).FAMILIES[name]
+    return importlib.import_module(_MODULES[name]).FAMILY
 
 
 def family_of_class(config_cls: type) -> Family | None:

@@ -25,7 +25,7 @@ from xlstm_jax import (
     xLSTMLMModel,
     xLSTMLMModelConfig,
 )
-from xlstm_jax.sharding import FSDP_MIN_SIZE, activate, make_mesh, param_shardings
+from xlstm_jax.layers.sharding import FSDP_MIN_SIZE, activate, make_mesh, param_shardings
 
 assert len(jax.devices()) == 8, jax.devices()
 form = sys.argv[1] if len(sys.argv) > 1 else "chunkwise"

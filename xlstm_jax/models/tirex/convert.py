@@ -39,7 +39,8 @@ from xlstm_jax.formats import namemap, torch_pickle
 from xlstm_jax.formats.errors import CheckpointError, ConversionError
 from xlstm_jax.formats.namemap import TRANSPOSE, Rule, linear
 from xlstm_jax.formats.tensors import to_numpy
-from xlstm_jax.tirex import ForecastError, TiRex, TiRexConfig
+from xlstm_jax.models.tirex.config import ForecastError, TiRexConfig
+from xlstm_jax.models.tirex.model import TiRex
 
 __all__ = [
     "TiRexCheckpointError",

@@ -30,20 +30,20 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from xlstm_jax.config import (
-    FeedForwardConfig,
-    mLSTMBlockConfig,
-    mLSTMLayerConfig,
-    sLSTMBlockConfig,
-    sLSTMLayerConfig,
-    xLSTMBlockStackConfig,
-    xLSTMLMModelConfig,
-)
 from xlstm_jax.formats import namemap
 from xlstm_jax.formats.errors import ConversionError
 from xlstm_jax.formats.namemap import SAME, TRANSPOSE, Rule, Transform, linear
 from xlstm_jax.formats.tensors import to_numpy
-from xlstm_jax.model import xLSTMBlockStack, xLSTMLMModel
+from xlstm_jax.layers.feedforward import FeedForwardConfig
+from xlstm_jax.layers.slstm import sLSTMLayerConfig
+from xlstm_jax.models.xlstm.config import (
+    mLSTMBlockConfig,
+    mLSTMLayerConfig,
+    sLSTMBlockConfig,
+    xLSTMBlockStackConfig,
+    xLSTMLMModelConfig,
+)
+from xlstm_jax.models.xlstm.model import xLSTMBlockStack, xLSTMLMModel
 
 __all__ = [
     "SLSTM_LAYOUTS",

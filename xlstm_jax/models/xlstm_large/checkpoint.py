@@ -35,7 +35,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from xlstm_jax.config import DTYPES, ConfigError, xLSTMLargeConfig
 from xlstm_jax.formats.errors import PretrainedError
 from xlstm_jax.formats.safetensors import (
     DTYPE_NAMES,
@@ -43,7 +42,8 @@ from xlstm_jax.formats.safetensors import (
     SafetensorsFile,
     SafetensorsWriter,
 )
-from xlstm_jax.large import xLSTMLarge
+from xlstm_jax.layers.config import DTYPES, ConfigError
+from xlstm_jax.models.xlstm_large.config import xLSTMLargeConfig
 from xlstm_jax.models.xlstm_large.convert import (
     FORMATS,
     WEIGHT_MODES,
@@ -51,6 +51,7 @@ from xlstm_jax.models.xlstm_large.convert import (
     from_state_dict,
     iter_state_dict,
 )
+from xlstm_jax.models.xlstm_large.model import xLSTMLarge
 
 __all__ = ["PretrainedError", "load_pretrained", "save_pretrained"]
 

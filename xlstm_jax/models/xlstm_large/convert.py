@@ -35,12 +35,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from xlstm_jax.config import ConfigError, xLSTMLargeConfig
 from xlstm_jax.formats import namemap
 from xlstm_jax.formats.errors import ConversionError
 from xlstm_jax.formats.namemap import SAME, TRANSPOSE, Rule
 from xlstm_jax.formats.tensors import to_numpy
-from xlstm_jax.large import xLSTMLarge
+from xlstm_jax.layers.config import ConfigError
+from xlstm_jax.models.xlstm_large.config import xLSTMLargeConfig
+from xlstm_jax.models.xlstm_large.model import xLSTMLarge
 
 __all__ = [
     "FORMATS",

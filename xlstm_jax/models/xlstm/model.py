@@ -1,4 +1,10 @@
-"""The block stack and the language model.
+"""The paper model's block stack and language model.
+
+    from flax import nnx
+    from xlstm_jax import xLSTMLMModel, xLSTMLMModelConfig, mLSTMBlockConfig
+    model = xLSTMLMModel(xLSTMLMModelConfig(mlstm_block=mLSTMBlockConfig(), vocab_size=256,
+                                            num_blocks=2, embedding_dim=64), rngs=nnx.Rngs(0))
+    logits = model(tokens)                                  # (B, S) int -> (B, S, V) float32
 
 Shape legend: B batch, S sequence, E embedding dim, V vocabulary.
 """
@@ -9,47 +15,19 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from xlstm_jax.components import Dense, Embedding, LayerNorm, small_init
-from xlstm_jax.config import mLSTMBlockConfig, xLSTMBlockStackConfig, xLSTMLMModelConfig
-from xlstm_jax.mlstm import mLSTMBlock
-from xlstm_jax.sharding import constrain
-from xlstm_jax.slstm import sLSTMBlock
-from xlstm_jax.state import StackState
+from xlstm_jax.layers.dense import Dense, Embedding
+from xlstm_jax.layers.init import small_init
+from xlstm_jax.layers.norms import LayerNorm
+from xlstm_jax.layers.stack import check_doc_starts, check_tokens, run_blocks
+from xlstm_jax.layers.state import StackState
+from xlstm_jax.models.xlstm.blocks import mLSTMBlock, sLSTMBlock
+from xlstm_jax.models.xlstm.config import (
+    mLSTMBlockConfig,
+    xLSTMBlockStackConfig,
+    xLSTMLMModelConfig,
+)
 
-
-def _check_tokens(tokens: jax.Array) -> None:
-    if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
-        raise ValueError(
-            f"`tokens` must be an integer array (B, S); got {tokens.dtype} {tokens.shape}."
-        )
-
-
-def _check_doc_starts(doc_starts: jax.Array | None, tokens: jax.Array) -> None:
-    if doc_starts is not None and (
-        doc_starts.shape != tokens.shape or doc_starts.dtype != jnp.bool_
-    ):
-        raise ValueError(
-            f"`doc_starts` must be a bool array shaped like tokens {tokens.shape}; got "
-            f"{doc_starts.dtype} {doc_starts.shape}."
-        )
-
-
-def run_blocks(blocks, x, states, doc_starts, remat: bool):
-    """Runs ``blocks`` in order on x (B, S, E), each from its state (None: zeros), with the
-    batch sharding constrained between blocks; ``remat`` recomputes each block in the
-    backward pass. Returns (y, the blocks' new states as a tuple)."""
-    new_states = []
-    x = constrain(x, ("batch", None, None))
-    for block, block_state in zip(blocks, states, strict=True):
-        if remat:
-            x, block_state = nnx.remat(lambda blk, h, s, d: blk(h, s, d))(
-                block, x, block_state, doc_starts
-            )
-        else:
-            x, block_state = block(x, block_state, doc_starts)
-        new_states.append(block_state)
-        x = constrain(x, ("batch", None, None))
-    return x, tuple(new_states)
+__all__ = ["run_blocks", "xLSTMBlockStack", "xLSTMLMModel"]
 
 
 class xLSTMBlockStack(nnx.Module):
@@ -150,7 +128,7 @@ class xLSTMLMModel(nnx.Module):
     ) -> tuple[jax.Array, StackState]:
         """Logits (B, S, V) of ``tokens`` (B, S) continuing from ``state`` (None: zeros),
         and the state after them."""
-        _check_tokens(tokens)
+        check_tokens(tokens)
         x, state = self.xlstm_block_stack(self._embed(tokens), state)
         return self.logits(x), state
 
@@ -160,8 +138,8 @@ class xLSTMLMModel(nnx.Module):
         few positions applies ``logits`` to those only (the V-wide head dominates small
         models' cost). ``doc_starts`` (B, S) bool marks the first token of each packed
         document: each document then sees only itself (mLSTM-only stacks)."""
-        _check_tokens(tokens)
-        _check_doc_starts(doc_starts, tokens)
+        check_tokens(tokens)
+        check_doc_starts(doc_starts, tokens)
         return self.xlstm_block_stack(self._embed(tokens), None, doc_starts)[0]
 
     def _embed(self, tokens: jax.Array) -> jax.Array:

@@ -1,4 +1,5 @@
-"""sLSTM layer and block (post-up-projection block: sLSTM cell then a gated feed-forward).
+"""The sLSTM layer (scalar memory with recurrent head-wise mixing) and its config, shared
+by the paper model's sLSTM blocks and TiRex.
 
 Shape legend: B batch, S sequence, E embedding dim, NH heads, DH = E / NH, G = 4 gates.
 """
@@ -6,23 +7,115 @@ Shape legend: B batch, S sequence, E embedding dim, NH heads, DH = E / NH, G = 4
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 import pallas_kernels as pk
-from xlstm_jax.components import (
-    CausalConv1d,
-    GatedFeedForward,
-    LayerNorm,
-    LinearHeadwiseExpand,
-    MultiHeadLayerNorm,
-    small_init,
-)
-from xlstm_jax.config import sLSTMBlockConfig, sLSTMLayerConfig
-from xlstm_jax.sharding import param, shard_op
-from xlstm_jax.state import BlockState, SLSTMState
+from xlstm_jax.layers.config import IMPLS, require
+from xlstm_jax.layers.conv import CausalConv1d
+from xlstm_jax.layers.dense import LinearHeadwiseExpand
+from xlstm_jax.layers.init import small_init
+from xlstm_jax.layers.norms import MultiHeadLayerNorm
+from xlstm_jax.layers.sharding import param, shard_op
+from xlstm_jax.layers.state import BlockState, SLSTMState
+
+__all__ = [
+    "SLSTM_BIAS_INITS",
+    "SLSTM_FUNCTIONS",
+    "check_slstm_impl",
+    "sLSTMLayer",
+    "sLSTMLayerConfig",
+]
+
+SLSTM_FUNCTIONS = ("slstm", "lstm")
+SLSTM_BIAS_INITS = ("powerlaw_blockdependent", "small_init", "standard", "zeros")
+
+
+def check_slstm_impl(owner: str, impl: str) -> None:
+    """Rejects ``impl="mosaic"`` for an sLSTM (``owner`` names the config): the Mosaic GPU
+    kernel exists for the mLSTM's chunkwise form only.
+
+    Raises:
+      ConfigError: naming the field and the fix.
+    """
+    require(
+        impl != "mosaic",
+        f"{owner}.impl='mosaic': the sLSTM has no Mosaic GPU kernel; use impl='pallas' (its "
+        "Triton kernel), 'auto' or 'xla'.",
+    )
+
+
+@dataclass(frozen=True)
+class sLSTMLayerConfig:
+    """sLSTM layer: causal conv, four headwise gate projections, sLSTM cell, group norm.
+
+    ``impl`` picks the XLA scan or the Pallas kernel ("auto": the kernel on a CUDA GPU).
+    (The reference's ``backend`` chose its CUDA or vanilla kernel; the layout of a
+    reference checkpoint's weights is an argument of ``xlstm_jax.convert`` instead.)
+    """
+
+    embedding_dim: int = -1
+    num_heads: int = 4
+    conv1d_kernel_size: int = 4
+    group_norm_weight: bool = True
+    dropout: float = 0.0
+    # Cell fields (the reference's sLSTMCellConfig).
+    function: Literal["slstm", "lstm"] = "slstm"
+    bias_init: Literal["powerlaw_blockdependent", "small_init", "standard", "zeros"] = (
+        "powerlaw_blockdependent"
+    )
+    recurrent_weight_init: Literal["zeros", "standard"] = "zeros"
+    impl: Literal["auto", "xla", "pallas", "mosaic"] = "auto"
+    _num_blocks: int = 1
+    _block_idx: int = 0
+
+    @property
+    def hidden_size(self) -> int:
+        return self.embedding_dim
+
+    @property
+    def head_dim(self) -> int:
+        return self.embedding_dim // self.num_heads
+
+    def validate(self) -> None:
+        """Checks that need ``embedding_dim`` (run once it is known)."""
+        require(self.embedding_dim > 0, "sLSTMLayerConfig.embedding_dim must be > 0.")
+        require(
+            self.embedding_dim % self.num_heads == 0,
+            f"sLSTMLayerConfig.num_heads={self.num_heads} must divide embedding_dim="
+            f"{self.embedding_dim}.",
+        )
+
+    def __post_init__(self):
+        require(self.num_heads >= 1, "sLSTMLayerConfig.num_heads must be >= 1.")
+        require(self.conv1d_kernel_size >= 0, "sLSTMLayerConfig.conv1d_kernel_size must be >= 0.")
+        require(
+            self.function in SLSTM_FUNCTIONS,
+            f"sLSTMLayerConfig.function must be one of {SLSTM_FUNCTIONS}; got {self.function!r}.",
+        )
+        require(
+            self.bias_init in SLSTM_BIAS_INITS,
+            f"sLSTMLayerConfig.bias_init {self.bias_init!r} is unknown; use one of "
+            f"{SLSTM_BIAS_INITS}.",
+        )
+        require(
+            self.recurrent_weight_init in ("zeros", "standard"),
+            f"sLSTMLayerConfig.recurrent_weight_init {self.recurrent_weight_init!r} is unknown; "
+            "use 'zeros' or 'standard'.",
+        )
+        require(
+            self.impl in IMPLS,
+            f"sLSTMLayerConfig.impl must be one of {IMPLS}; got {self.impl!r}.",
+        )
+        check_slstm_impl("sLSTMLayerConfig", self.impl)
+        require(0.0 <= self.dropout < 1.0, "sLSTMLayerConfig.dropout must be in [0, 1).")
+        if self.embedding_dim > 0:
+            self.validate()
+
 
 # Logical axes of the cell's operands: heads and batch are independent.
 _UNIT = ("batch", "heads", None)
@@ -141,49 +234,3 @@ class sLSTMLayer(nnx.Module):
             y = self.dropout(y)
         y = self.group_norm(y).reshape(B, S, E)
         return y, BlockState(conv=conv_state, cell=SLSTMState(*cell_state))
-
-
-class sLSTMBlock(nnx.Module):
-    """``x + sLSTMLayer(LayerNorm(x))`` then ``x + FFN(LayerNorm(x))``.
-
-    x (B, S, E) and a ``BlockState`` (None: zeros) -> (y (B, S, E), the new state).
-    """
-
-    def __init__(
-        self,
-        config: sLSTMBlockConfig,
-        *,
-        rngs: nnx.Rngs,
-        dtype=jnp.float32,
-        param_dtype=jnp.float32,
-    ):
-        E = config.slstm.embedding_dim
-        norm_kw = dict(dtype=dtype, param_dtype=param_dtype)
-        self.xlstm_norm = LayerNorm(E, **norm_kw)
-        self.xlstm = sLSTMLayer(config.slstm, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-        if config.feedforward is not None:
-            self.ffn_norm = LayerNorm(E, **norm_kw)
-            self.ffn = GatedFeedForward(
-                config.feedforward, rngs=rngs, dtype=dtype, param_dtype=param_dtype
-            )
-        else:
-            self.ffn_norm = self.ffn = None
-
-    def init_state(self, batch_size: int) -> BlockState:
-        return self.xlstm.init_state(batch_size)
-
-    def __call__(
-        self,
-        x: jax.Array,
-        state: BlockState | None = None,
-        doc_starts: jax.Array | None = None,
-    ) -> tuple[jax.Array, BlockState]:
-        """``doc_starts`` must be None: resetting the sLSTM's recurrent h at document starts
-        is not implemented (``xLSTMBlockStack`` says so before calling)."""
-        if doc_starts is not None:
-            raise ValueError("sLSTMBlock does not support document-boundary resets.")
-        y, state = self.xlstm(self.xlstm_norm(x), state)
-        x = x + y
-        if self.ffn is not None:
-            x = x + self.ffn(self.ffn_norm(x))
-        return x, state

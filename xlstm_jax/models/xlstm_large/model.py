@@ -8,9 +8,10 @@
 
 The architecture, as ``xlstm.xlstm_large.model`` (xlstm 2.0.6) and transformers'
 ``xLSTMForCausalLM`` define it: token embedding; per block ``x + mLSTM(RMSNorm(x))`` then
-``x + SwiGLU(RMSNorm(x))``; a final RMSNorm; an untied LM head; logits soft-capped
-``cap * tanh(logits / cap)``. The mLSTM layer computes, from the normed input x (B, S, E)
-with plain linear maps (no conv, no skip, no block-diagonal projections):
+``x + SwiGLU(RMSNorm(x))`` (``layers.feedforward.GatedFeedForward``); a final RMSNorm; an
+untied LM head; logits soft-capped ``cap * tanh(logits / cap)``. The mLSTM layer computes,
+from the normed input x (B, S, E) with plain linear maps (no conv, no skip, no
+block-diagonal projections):
 ``q, k`` (qk_dim), ``v`` and the output-gate pre-activation ``o`` (v_dim), and per head the
 input/forget gate pre-activations ``i, f`` (with bias, soft-capped at ``gate_soft_cap``);
 ``h = cell(q, k, v, i, f)`` (the same ``pallas_kernels`` ops as the v1 mLSTM: parallel,
@@ -38,14 +39,16 @@ import jax.numpy as jnp
 from flax import nnx
 
 import pallas_kernels as pk
-from xlstm_jax.components import Dense, Embedding, small_init, wang_init
-from xlstm_jax.config import xLSTMLargeConfig
-from xlstm_jax.mlstm import mlstm_cell, reset_forget_gate
-from xlstm_jax.model import _check_doc_starts, _check_tokens, run_blocks
-from xlstm_jax.sharding import Axes, param
-from xlstm_jax.state import BlockState, StackState
+from xlstm_jax.layers.dense import Dense, Embedding
+from xlstm_jax.layers.feedforward import GatedFeedForward
+from xlstm_jax.layers.init import linspace, small_init, wang_init
+from xlstm_jax.layers.mlstm import mlstm_cell, reset_forget_gate
+from xlstm_jax.layers.norms import HeadwiseLayerNorm, RMSNorm
+from xlstm_jax.layers.stack import check_doc_starts, check_tokens, run_blocks
+from xlstm_jax.layers.state import BlockState, StackState
+from xlstm_jax.models.xlstm_large.config import xLSTMLargeConfig
 
-__all__ = ["xLSTMLarge", "xLSTMLargeBlock", "xLSTMLargeBlockStack", "soft_cap"]
+__all__ = ["xLSTMLarge", "xLSTMLargeBlock", "xLSTMLargeBlockStack", "xLSTMLargeLayer", "soft_cap"]
 
 _F32 = jnp.float32
 
@@ -56,62 +59,6 @@ def soft_cap(x: jax.Array, cap: float | None) -> jax.Array:
         return x
     x = x.astype(jnp.promote_types(x.dtype, _F32))
     return cap * jnp.tanh(x / cap)
-
-
-def _normalised(x: jax.Array, eps: float, force_f32: bool, center: bool) -> jax.Array:
-    """RMS (``center`` False) or layer normalisation of the last axis; biased variance."""
-    if force_f32:
-        x = x.astype(jnp.promote_types(x.dtype, _F32))
-    if center:
-        x = x - x.mean(-1, keepdims=True)
-    return x * jax.lax.rsqrt(jnp.square(x).mean(-1, keepdims=True) + eps)
-
-
-class RMSNorm(nnx.Module):
-    """``x / rms(x) * weight (+ bias)`` over the last axis. x (..., E) -> (..., E) in ``dtype``."""
-
-    def __init__(
-        self,
-        num_features: int,
-        *,
-        eps: float,
-        use_bias: bool,
-        force_float32_reductions: bool = True,
-        axes: Axes = ("embed",),
-        dtype=_F32,
-        param_dtype=_F32,
-    ):
-        self.eps, self.force_f32, self.dtype = eps, force_float32_reductions, dtype
-        self.weight = param(jnp.ones((num_features,), param_dtype), axes)
-        self.bias = param(jnp.zeros((num_features,), param_dtype), axes) if use_bias else None
-
-    def _affine(self, y: jax.Array) -> jax.Array:
-        y = y * self.weight[...].astype(y.dtype)
-        if self.bias is not None:
-            y = y + self.bias[...].astype(y.dtype)
-        return y.astype(self.dtype)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self._affine(_normalised(x, self.eps, self.force_f32, center=False))
-
-
-class HeadwiseLayerNorm(RMSNorm):
-    """Layer norm of each head, then one weight over all heads.
-
-    x (B, S, NH, DH) -> (B, S, NH * DH) in ``dtype``.
-    """
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        y = _normalised(x, self.eps, self.force_f32, center=True)
-        return self._affine(y.reshape(*y.shape[:-2], -1))
-
-
-def _linspace(start: float, end: float) -> nnx.Initializer:
-    def init(key, shape, dtype=_F32):
-        del key
-        return jnp.linspace(start, end, shape[0], dtype=dtype)
-
-    return init
 
 
 class xLSTMLargeLayer(nnx.Module):
@@ -141,7 +88,7 @@ class xLSTMLargeLayer(nnx.Module):
             rngs=rngs,
         )
         self.igate_preact = Dense(E, NH, bias_init=nnx.initializers.constant(-10.0), **gate_kw)
-        self.fgate_preact = Dense(E, NH, bias_init=_linspace(3.0, 6.0), **gate_kw)
+        self.fgate_preact = Dense(E, NH, bias_init=linspace(3.0, 6.0), **gate_kw)
         self.multihead_norm = HeadwiseLayerNorm(
             c.v_dim,
             eps=c.norm_eps,
@@ -199,28 +146,6 @@ class xLSTMLargeLayer(nnx.Module):
         return y, state
 
 
-class FeedForward(nnx.Module):
-    """SwiGLU: ``proj_down(silu(proj_up_gate(x)) * proj_up(x))``. x (B, S, E) -> (B, S, E)."""
-
-    def __init__(self, config: xLSTMLargeConfig, *, rngs: nnx.Rngs, dtype, param_dtype):
-        E, F = config.embedding_dim, config.ffn_dim
-        kw = dict(use_bias=config.use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        up = dict(kernel_axes=("embed", "mlp"), bias_axes=("mlp",), **kw)
-        self.proj_up_gate = Dense(E, F, kernel_init=nnx.initializers.zeros, **up)
-        self.proj_up = Dense(E, F, kernel_init=small_init(E), **up)
-        self.proj_down = Dense(
-            F,
-            E,
-            kernel_init=wang_init(F, config.num_blocks),
-            kernel_axes=("mlp", "embed"),
-            bias_axes=("embed",),
-            **kw,
-        )
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.proj_down(jax.nn.silu(self.proj_up_gate(x)) * self.proj_up(x))
-
-
 class xLSTMLargeBlock(nnx.Module):
     """``x + mLSTM(RMSNorm(x))``, then ``x + FFN(RMSNorm(x))``.
 
@@ -240,7 +165,14 @@ class xLSTMLargeBlock(nnx.Module):
         self.norm_mlstm = RMSNorm(c.embedding_dim, **norm)
         self.mlstm_layer = xLSTMLargeLayer(c, **kw)
         self.norm_ffn = RMSNorm(c.embedding_dim, **norm)
-        self.ffn = FeedForward(c, **kw)
+        self.ffn = GatedFeedForward(
+            c.embedding_dim,
+            c.ffn_dim,
+            gate_init=nnx.initializers.zeros,
+            down_init=wang_init(c.ffn_dim, c.num_blocks),
+            use_bias=c.use_bias,
+            **kw,
+        )
 
     def init_state(self, batch_size: int) -> BlockState:
         return BlockState(conv=None, cell=self.mlstm_layer.init_state(batch_size))
@@ -339,7 +271,7 @@ class xLSTMLarge(nnx.Module):
     ) -> tuple[jax.Array, StackState]:
         """Logits (B, S, V) of ``tokens`` (B, S) continuing from ``state`` (None: zeros),
         and the state after them."""
-        _check_tokens(tokens)
+        check_tokens(tokens)
         x, state = self.backbone(self.embedding(tokens), state)
         return self.logits(x), state
 
@@ -347,8 +279,8 @@ class xLSTMLarge(nnx.Module):
         """The final hidden states (B, S, E) of ``tokens`` (B, S) from a zero state;
         ``doc_starts`` (B, S) bool marks packed documents' first tokens (no state crosses
         them)."""
-        _check_tokens(tokens)
-        _check_doc_starts(doc_starts, tokens)
+        check_tokens(tokens)
+        check_doc_starts(doc_starts, tokens)
         return self.backbone(self.embedding(tokens), None, doc_starts)[0]
 
     def logits(self, x: jax.Array) -> jax.Array:

@@ -8,7 +8,7 @@ positions (Su et al. 2021) on queries and keys; causal ``jax.nn.dot_product_atte
 final RMSNorm and an (optionally tied) LM head. ``TransformerLM(config, rngs=...)`` is
 called like ``xLSTMLMModel``: ``model(tokens)`` with int (B, S) -> float32 logits (B, S, V),
 and exposes ``.config``; the training CLI builds it for a ``model`` section of type
-``TransformerConfig`` (the ``llama_*`` configs).
+``TransformerConfig`` (``xlstm_jax.models.transformer.config``; the ``llama_*`` configs).
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from xlstm_jax.components import Dense, Embedding, small_init, wang_init
-from xlstm_jax.config import TransformerConfig
+from xlstm_jax.layers.dense import Dense, Embedding
+from xlstm_jax.layers.feedforward import GatedFeedForward
+from xlstm_jax.layers.init import small_init, wang_init
+from xlstm_jax.models.transformer.config import TransformerConfig
 
-__all__ = ["TransformerConfig", "TransformerLM", "apply_rotary"]
+__all__ = ["TransformerLM", "apply_rotary"]
 
 
 def apply_rotary(x: jax.Array, theta: float) -> jax.Array:
@@ -35,8 +37,13 @@ def apply_rotary(x: jax.Array, theta: float) -> jax.Array:
     return jnp.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1).astype(x.dtype)
 
 
-class _Block(nnx.Module):
-    """One pre-norm block: causal self-attention, then a SwiGLU feed-forward."""
+class _Block(GatedFeedForward):
+    """One pre-norm block: causal self-attention, then a SwiGLU feed-forward.
+
+    The feed-forward's weights are the block's own ``gate_up`` ([gate | up]) and
+    ``ffn_down`` (the baseline's checkpoint names), hence a ``GatedFeedForward`` subclass
+    rather than a child module. x (B, S, E) -> (B, S, E).
+    """
 
     def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
         E, F = cfg.embedding_dim, cfg.ffn_dim
@@ -47,8 +54,16 @@ class _Block(nnx.Module):
         self.qkv = Dense(E, 3 * E, kernel_init=small_init(E), **lin)
         self.attn_out = Dense(E, E, kernel_init=wang_init(E, cfg.num_blocks), **lin)
         self.ffn_norm = nnx.RMSNorm(E, epsilon=cfg.norm_eps, rngs=rngs, **kw)
-        self.gate_up = Dense(E, 2 * F, kernel_init=small_init(E), **lin)
-        self.ffn_down = Dense(F, E, kernel_init=wang_init(E, cfg.num_blocks), **lin)
+        GatedFeedForward.__init__(
+            self,
+            E,
+            F,
+            names=(None, "gate_up", "ffn_down"),
+            down_init=wang_init(E, cfg.num_blocks),
+            axes=None,
+            rngs=rngs,
+            **kw,
+        )
 
     def __call__(self, x: jax.Array) -> jax.Array:
         B, S, E = x.shape
@@ -57,8 +72,7 @@ class _Block(nnx.Module):
         q, k = apply_rotary(q, self.cfg.rope_theta), apply_rotary(k, self.cfg.rope_theta)
         att = jax.nn.dot_product_attention(q, k, v, is_causal=True)  # (B, S, N, H)
         x = x + self.attn_out(att.reshape(B, S, E))
-        gate, up = jnp.split(self.gate_up(self.ffn_norm(x)), 2, axis=-1)
-        return x + self.ffn_down(jax.nn.silu(gate) * up)
+        return x + self.feed_forward(self.ffn_norm(x))
 
 
 class TransformerLM(nnx.Module):

@@ -1,4 +1,5 @@
-"""mLSTM layer and block (paper version: pre-up-projection block with matrix memory).
+"""The paper model's blocks: the mLSTM layer and block (pre-up-projection, matrix memory)
+and the sLSTM block (post-up-projection: sLSTM layer, then a gated feed-forward).
 
 Shape legend: B batch, S sequence, E embedding dim, I inner dim (= proj_factor E rounded),
 NH heads, DH = I / NH head dim, K conv taps.
@@ -11,115 +12,18 @@ import jax.numpy as jnp
 from flax import nnx
 
 import pallas_kernels as pk
-from xlstm_jax.components import (
-    CausalConv1d,
-    Dense,
-    LayerNorm,
-    LinearHeadwiseExpand,
-    MultiHeadLayerNorm,
-    small_init,
-    wang_init,
-)
-from xlstm_jax.config import mLSTMLayerConfig
-from xlstm_jax.sharding import param, shard_op
-from xlstm_jax.state import BlockState, MLSTMState
+from xlstm_jax.layers.conv import CausalConv1d
+from xlstm_jax.layers.dense import Dense, LinearHeadwiseExpand
+from xlstm_jax.layers.feedforward import GatedFeedForward
+from xlstm_jax.layers.init import linspace, small_init, wang_init
+from xlstm_jax.layers.mlstm import mlstm_cell, reset_forget_gate
+from xlstm_jax.layers.norms import LayerNorm, MultiHeadLayerNorm
+from xlstm_jax.layers.sharding import param
+from xlstm_jax.layers.slstm import sLSTMLayer
+from xlstm_jax.layers.state import BlockState
+from xlstm_jax.models.xlstm.config import mLSTMLayerConfig, sLSTMBlockConfig
 
-# Logical axes of the cell's operands: heads and batch are independent.
-_SEQ, _GATE = ("batch", "heads", None, None), ("batch", "heads", None)
-_STATE = (_SEQ, _GATE, ("batch", "heads"))
-
-
-# The forget-gate pre-activation forced at a document's first token: log sigmoid(-60) = -60,
-# so the carried state is scaled by e^-60 (~1e-26), below float32 (and float64) rounding
-# next to any new input (gates are soft-capped or bounded well inside +-60). A finite value
-# keeps the chunkwise cumulative gate sums free of inf - inf.
-RESET_FGATE_PREACT = -60.0
-
-
-def reset_forget_gate(f: jax.Array, doc_starts: jax.Array | None) -> jax.Array:
-    """``f`` (B, NH, S) with the gate closed where ``doc_starts`` (B, S) bool is set: no state
-    crosses into a new document (packed training). None: ``f`` unchanged."""
-    if doc_starts is None:
-        return f
-    return jnp.where(doc_starts[:, None, :], jnp.asarray(RESET_FGATE_PREACT, f.dtype), f)
-
-
-def cell_form(form: str, chunk_size: int, impl: str, S: int, has_state: bool) -> str:
-    """Which op runs the cell for S tokens: "step", "parallel", "chunkwise" or "recurrent",
-    given a layer's ``form`` knob ("auto" or one of those), ``chunk_size`` and ``impl``."""
-    if has_state and S == 1:
-        return "step"  # decoding: one fused step (every form computes the same there)
-    if form != "auto":
-        return form
-    return "parallel" if chunk_size >= S and impl != "pallas" else "chunkwise"
-
-
-def mlstm_cell(
-    q: jax.Array,
-    k: jax.Array,
-    v: jax.Array,
-    i: jax.Array,
-    f: jax.Array,
-    state: MLSTMState | None,
-    *,
-    form: str,
-    chunk_size: int,
-    impl: str,
-    eps: float = 1e-6,
-) -> tuple[jax.Array, MLSTMState]:
-    """The mLSTM cell of every layer that has one, sharded over batch and heads.
-
-    q, k (B, NH, S, DHQK), v (B, NH, S, DHV), i, f (B, NH, S) float32 gate pre-activations
-    and the state (None: zeros) -> (h (B, NH, S, DHV), the state after the last step).
-    ``form``/``chunk_size``/``impl`` are the layer's knobs (see ``cell_form``).
-    """
-    S = q.shape[2]
-    form = cell_form(form, chunk_size, impl, S, state is not None)
-
-    def cell(q, k, v, i, f, *state):
-        state = MLSTMState(*state) if state else None
-        if form == "step":
-            h, new = pk.mlstm_step(
-                q[:, :, 0],
-                k[:, :, 0],
-                v[:, :, 0],
-                i[..., 0],
-                f[..., 0],
-                state,
-                eps=eps,
-                impl=impl,
-            )
-            return h[:, :, None], tuple(new)
-        if form == "recurrent":
-            h, last = pk.mlstm_recurrent(
-                q, k, v, i, f, initial_state=state, return_last_state=True, eps=eps, impl=impl
-            )
-            return h, tuple(last)
-        # The parallel form with a carried state is one chunk of the chunkwise form (on
-        # XLA, the parallel form's only implementation).
-        L, cimpl = (S, "xla") if form == "parallel" else (chunk_size, impl)
-        h, last = pk.mlstm_chunkwise(
-            q,
-            k,
-            v,
-            i,
-            f,
-            chunk_size=L,
-            initial_state=state,
-            return_last_state=True,
-            eps=eps,
-            impl=cimpl,
-        )
-        if form == "parallel" and state is None:
-            # From a zero state, the outputs are the reference's stabilised parallel form;
-            # the final state above continues them (dead code under jit when unused).
-            h = pk.mlstm_parallel(q, k, v, i, f, eps=eps, impl=impl)
-        return h, tuple(last)
-
-    args = (q, k, v, i, f) + (tuple(state) if state is not None else ())
-    in_axes = (_SEQ, _SEQ, _SEQ, _GATE, _GATE) + (_STATE if state is not None else ())
-    h, last = shard_op(cell, args, in_axes, (_SEQ, _STATE))
-    return h, MLSTMState(*last)
+__all__ = ["mLSTMBlock", "mLSTMLayer", "sLSTMBlock", "sLSTMLayer"]
 
 
 class mLSTMLayer(nnx.Module):
@@ -170,7 +74,7 @@ class mLSTMLayer(nnx.Module):
             rngs=rngs,
         )
         self.igate = Dense(3 * I, NH, bias_init=nnx.initializers.normal(0.1), **gate_kw)
-        self.fgate = Dense(3 * I, NH, bias_init=_linspace(3.0, 6.0), **gate_kw)
+        self.fgate = Dense(3 * I, NH, bias_init=linspace(3.0, 6.0), **gate_kw)
         self.outnorm = MultiHeadLayerNorm(NH, I // NH, dtype=dtype, param_dtype=param_dtype)
         self.learnable_skip = param(jnp.ones((I,), param_dtype))
         self.proj_down = Dense(
@@ -232,14 +136,6 @@ class mLSTMLayer(nnx.Module):
         return y, BlockState(conv=conv_state, cell=cell_state)
 
 
-def _linspace(start: float, end: float) -> nnx.Initializer:
-    def init(key, shape, dtype=jnp.float32):
-        del key
-        return jnp.linspace(start, end, shape[0], dtype=dtype)
-
-    return init
-
-
 class mLSTMBlock(nnx.Module):
     """``x + mLSTMLayer(LayerNorm(x))`` (no feed-forward).
 
@@ -268,3 +164,49 @@ class mLSTMBlock(nnx.Module):
     ) -> tuple[jax.Array, BlockState]:
         y, state = self.xlstm(self.xlstm_norm(x), state, doc_starts)
         return x + y, state
+
+
+class sLSTMBlock(nnx.Module):
+    """``x + sLSTMLayer(LayerNorm(x))`` then ``x + FFN(LayerNorm(x))``.
+
+    x (B, S, E) and a ``BlockState`` (None: zeros) -> (y (B, S, E), the new state).
+    """
+
+    def __init__(
+        self,
+        config: sLSTMBlockConfig,
+        *,
+        rngs: nnx.Rngs,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+    ):
+        E = config.slstm.embedding_dim
+        norm_kw = dict(dtype=dtype, param_dtype=param_dtype)
+        self.xlstm_norm = LayerNorm(E, **norm_kw)
+        self.xlstm = sLSTMLayer(config.slstm, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        if config.feedforward is not None:
+            self.ffn_norm = LayerNorm(E, **norm_kw)
+            self.ffn = GatedFeedForward.from_config(
+                config.feedforward, rngs=rngs, dtype=dtype, param_dtype=param_dtype
+            )
+        else:
+            self.ffn_norm = self.ffn = None
+
+    def init_state(self, batch_size: int) -> BlockState:
+        return self.xlstm.init_state(batch_size)
+
+    def __call__(
+        self,
+        x: jax.Array,
+        state: BlockState | None = None,
+        doc_starts: jax.Array | None = None,
+    ) -> tuple[jax.Array, BlockState]:
+        """``doc_starts`` must be None: resetting the sLSTM's recurrent h at document starts
+        is not implemented (``xLSTMBlockStack`` says so before calling)."""
+        if doc_starts is not None:
+            raise ValueError("sLSTMBlock does not support document-boundary resets.")
+        y, state = self.xlstm(self.xlstm_norm(x), state)
+        x = x + y
+        if self.ffn is not None:
+            x = x + self.ffn(self.ffn_norm(x))
+        return x, state

@@ -1,0 +1,218 @@
+"""TiRex's forecast API: instance scaling, the patch-by-patch rollout, ``forecast`` over
+ragged series, and the training objective ``quantile_loss``.
+
+Forecasting follows the reference exactly: the context is cut (or left-padded with NaN) to
+``train_ctx_len`` values, the last position's prediction is the next patch, and a longer
+horizon is rolled out patch by patch by appending a patch of NaN (the model was trained to
+forecast across missing patches) and predicting again on the shifted window. The point
+forecast ("mean") is the median, as TiRex returns it. (A released checkpoint loads with
+``xlstm_jax.load_forecaster``.)
+
+Shape legend: B batch, L context values, N = L / P patches, P patch size, Q quantile
+levels, H forecast horizon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from xlstm_jax.models.tirex.config import ForecastError
+from xlstm_jax.models.tirex.model import TiRex
+
+__all__ = [
+    "Forecast",
+    "ScaleState",
+    "context_windows",
+    "forecast",
+    "instance_scale",
+    "quantile_loss",
+]
+
+_F32 = jnp.float32
+
+
+class ScaleState(NamedTuple):
+    """Per-series location and scale of a context window, each (B, 1)."""
+
+    loc: jax.Array
+    scale: jax.Array
+
+
+def instance_scale(x: jax.Array, eps: float = 1e-5) -> tuple[jax.Array, ScaleState]:
+    """x (B, L) with NaN -> ((x - loc) / scale (B, L), ``ScaleState``), NaN-aware (see the
+    module docstring)."""
+    present = ~jnp.isnan(x)
+    count = present.sum(-1, keepdims=True)
+    safe = jnp.maximum(count, 1)
+    loc = jnp.where(count > 0, jnp.where(present, x, 0.0).sum(-1, keepdims=True) / safe, 0.0)
+    var = jnp.where(present, jnp.square(x - loc), 0.0).sum(-1, keepdims=True) / safe
+    scale = jnp.where(count > 0, jnp.sqrt(var), 1.0)
+    scale = jnp.where(scale == 0, jnp.abs(loc) + eps, scale)
+    return (x - loc) / scale, ScaleState(loc, scale)
+
+
+def _next_patches(model: TiRex, context: jax.Array, steps: int) -> jax.Array:
+    """context (B, train_ctx_len) float32 -> the next ``steps`` patches' quantiles
+    (B, Q, steps * P), rescaled: the reference's rollout, one patch per model call."""
+    P = model.config.patch_size
+
+    def one(ctx, _):
+        scaled, st = instance_scale(ctx)
+        patches = scaled.reshape(ctx.shape[0], -1, P)
+        q = model(patches)[:, -1]  # (B, Q, P)
+        q = q * st.scale[:, :, None] + st.loc[:, :, None]
+        # The next call sees the window shifted by a patch of NaN: TiRex forecasts across
+        # missing patches instead of feeding its own forecast back.
+        ctx = jnp.concatenate([ctx[:, P:], jnp.full_like(ctx[:, :P], jnp.nan)], axis=1)
+        return ctx, q
+
+    _, qs = jax.lax.scan(one, context, None, length=steps)  # (steps, B, Q, P)
+    return jnp.moveaxis(qs, 0, 2).reshape(context.shape[0], qs.shape[2], steps * P)
+
+
+_next_patches_jit = nnx.jit(_next_patches, static_argnums=2)
+
+
+class Forecast(NamedTuple):
+    """``quantiles`` (N, H, Q) and ``mean`` (N, H), float32 numpy; ``quantile_levels`` the
+    Q levels in order. The mean is the median (TiRex's point forecast)."""
+
+    quantiles: np.ndarray
+    mean: np.ndarray
+    quantile_levels: tuple[float, ...]
+
+
+def context_windows(contexts, length: int) -> np.ndarray:
+    """A list of 1-D series (ragged, NaN allowed) or a 2-D array (N, L) -> (N, length)
+    float32: each series' last ``length`` values, left-padded with NaN.
+
+    Raises:
+      ForecastError: no series, a series that is not 1-D, empty or entirely NaN.
+    """
+    if isinstance(contexts, np.ndarray | jax.Array) and np.ndim(contexts) == 2:
+        contexts = list(np.asarray(contexts))
+    elif isinstance(contexts, np.ndarray | jax.Array) and np.ndim(contexts) == 1:
+        contexts = [np.asarray(contexts)]
+    if not isinstance(contexts, Sequence) or isinstance(contexts, str) or not len(contexts):
+        raise ForecastError(
+            "contexts must be a non-empty list of 1-D series or a 2-D array (series, time)."
+        )
+    out = np.full((len(contexts), length), np.nan, np.float32)
+    for i, s in enumerate(contexts):
+        try:
+            a = np.asarray(s, np.float64)
+        except (TypeError, ValueError) as e:
+            raise ForecastError(f"series {i} is not numeric: {e}") from None
+        if a.ndim != 1:
+            raise ForecastError(f"series {i} must be 1-D; got shape {a.shape}.")
+        if a.size == 0:
+            raise ForecastError(f"series {i} is empty: give at least one observed value.")
+        if np.isnan(a).all():
+            raise ForecastError(
+                f"series {i} has no observed value (all {a.size} are NaN): drop it or fill it."
+            )
+        if np.isinf(a).any():
+            raise ForecastError(f"series {i} holds inf; replace it with NaN (missing).")
+        a = a[-length:]
+        out[i, length - a.size :] = a
+    return out
+
+
+def forecast(
+    model: TiRex,
+    contexts,
+    prediction_length: int,
+    quantile_levels: Sequence[float] | None = None,
+    batch_size: int = 256,
+) -> Forecast:
+    """Quantile forecasts of every series, ``prediction_length`` steps ahead.
+
+    Args:
+      model: a ``TiRex``.
+      contexts: a list of 1-D series of any lengths (NaN = missing; longer than
+        ``train_ctx_len`` keeps the last values) or a 2-D array (N, L).
+      prediction_length: H >= 1; beyond one patch the forecast is rolled out patch by patch.
+      quantile_levels: a subset of the model's levels (None: all of them).
+      batch_size: series per compiled call (the last batch is padded, so one shape
+        compiles once per horizon).
+
+    Returns:
+      ``Forecast`` with quantiles (N, H, Q) and mean (N, H). The same call gives the same
+      numbers bit for bit, whatever the subset of levels. A series' forecast does not depend
+      on the other series in its batch beyond float32 rounding (about 1e-6 of the series'
+      scale): XLA does not promise bit-identical results across batch shapes, so a series
+      forecast alone or with a different ``batch_size`` may differ in the last bits.
+
+    Raises:
+      ForecastError: a bad series (empty, all NaN, not 1-D), H < 1, a level the model
+        does not predict, batch_size < 1.
+    """
+    c = model.config
+    if isinstance(prediction_length, bool) or not isinstance(prediction_length, int | np.integer):
+        raise ForecastError(f"prediction_length must be an int >= 1; got {prediction_length!r}.")
+    if prediction_length < 1:
+        raise ForecastError(f"prediction_length must be >= 1; got {prediction_length}.")
+    if batch_size < 1:
+        raise ForecastError(f"batch_size must be >= 1; got {batch_size}.")
+    levels = c.quantiles if quantile_levels is None else tuple(float(q) for q in quantile_levels)
+    missing = [q for q in levels if q not in c.quantiles]
+    if missing or not levels:
+        raise ForecastError(
+            f"quantile_levels {list(levels)}: the model predicts the levels {list(c.quantiles)}; "
+            "pick from those."
+        )
+    idx = [c.quantiles.index(q) for q in levels]
+    windows = context_windows(contexts, c.train_ctx_len)
+    n = windows.shape[0]
+    steps = -(-prediction_length // c.patch_size)
+    bs = min(batch_size, n)
+    outs = []
+    for start in range(0, n, bs):
+        chunk = windows[start : start + bs]
+        pad = bs - chunk.shape[0]
+        if pad:
+            chunk = np.concatenate([chunk, np.zeros((pad, chunk.shape[1]), np.float32)])
+        q = _next_patches_jit(model, jnp.asarray(chunk), steps)
+        outs.append(np.asarray(q)[: bs - pad])
+    q = np.concatenate(outs)[:, :, :prediction_length]  # (N, Q_all, H)
+    median = q[:, c.quantiles.index(0.5)]
+    return Forecast(np.ascontiguousarray(q[:, idx].transpose(0, 2, 1)), median, levels)
+
+
+def quantile_loss(model: TiRex, windows: jax.Array, hidden: jax.Array | None = None) -> jax.Array:
+    """The training objective: mean pinball loss of every position's next-patch quantiles.
+
+    Args:
+      windows: (B, L) float, L a multiple of P, NaN = missing (left padding included).
+        Patches 0..N-2 are the inputs, patches 1..N-1 the targets; the scaling comes from
+        the inputs only.
+      hidden: (B, N - 1) bool or None: input patches to hide (set missing) while their
+        targets stay scored: TiRex's contiguous patch masking, which teaches the model to
+        forecast across missing patches (the multi-patch rollout).
+
+    Returns:
+      A scalar: the pinball loss averaged over the levels and every observed target value,
+      in the scaled domain.
+    """
+    c = model.config
+    B, L = windows.shape
+    P, Q = c.patch_size, len(c.quantiles)
+    inputs, targets = windows[:, :-P], windows[:, P:]
+    scaled, st = instance_scale(inputs)
+    patches = scaled.reshape(B, -1, P)
+    if hidden is not None:
+        patches = jnp.where(hidden[:, :, None], jnp.nan, patches)
+    pred = model(patches)  # (B, N-1, Q, P)
+    y = ((targets - st.loc) / st.scale).reshape(B, -1, 1, P)
+    observed = ~jnp.isnan(y)
+    levels = jnp.asarray(c.quantiles, _F32).reshape(1, 1, Q, 1)
+    err = jnp.where(observed, y, 0.0) - pred
+    pinball = jnp.maximum(levels * err, (levels - 1.0) * err)
+    total = jnp.sum(jnp.where(observed, pinball, 0.0))
+    return total / (Q * jnp.maximum(jnp.sum(observed), 1))
