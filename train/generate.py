@@ -135,7 +135,7 @@ def _generate(args: argparse.Namespace) -> int:
     import jax
 
     from train.config import ConfigError
-    from train.runs import load_run
+    from train.runs.load import load_run
     from xlstm_jax.generation import check_sampling_args
 
     flags = {
@@ -208,7 +208,7 @@ def _load_pretrained(args: argparse.Namespace):
     from pathlib import Path
 
     from train.config import ConfigError
-    from train.tokenizer import load_tokenizer
+    from train.data.text.tokenizer import load_tokenizer
     from xlstm_jax.pretrained import PretrainedError, load_pretrained
 
     folder = Path(args.pretrained)

@@ -101,14 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         _init_distributed(args)
         # Imports after parsing so --help is instant; the config errors need no JAX work.
-        from train import registry
+        from train.config import named
+        from train.config.overrides import apply_overrides
         from train.loop import train
-        from train.overrides import apply_overrides
 
         overrides = list(args.overrides)
         if args.init_from:
             overrides.append(f"train.init_from={args.init_from}")
-        cfg = apply_overrides(registry.load(args.config), overrides)
+        cfg = apply_overrides(named.load(args.config), overrides)
         workdir = Path(args.workdir or Path("runs") / args.config)
         try:
             summary = train(cfg, workdir, resume_step=args.resume_step)

@@ -3,9 +3,10 @@
 ``data.path`` names the series:
 
 * ``series:m3`` / ``series:m3/monthly`` / ``series:m1+m3+tourism``: the competitions'
-  *training* parts (``train.competitions``; the test horizons are never read here), all
+  *training* parts (``train.data.series.competitions``; the test horizons are never read
+  here), all
   subsets or one (``+`` joins several names, each with an optional ``/subset``);
-* ``series:PATH``: a CSV or Parquet file of the user's own series (``train.series_io``:
+* ``series:PATH``: a CSV or Parquet file of the user's own series (``train.data.series.tables``:
   wide, or long with id, timestamp and value columns).
 
 A fraction ``data.val_fraction`` of the series, chosen by a hash of their id, is held out
@@ -27,15 +28,18 @@ from __future__ import annotations
 import hashlib
 from typing import NamedTuple
 
-import grain
-import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from train.tokenizer import DataError
+from train.errors import DataError
 
-__all__ = ["PREFIX", "SeriesBatch", "SeriesSource", "load_training_series"]
+__all__ = [
+    "PREFIX",
+    "SeriesBatch",
+    "TrainWindows",
+    "held_out",
+    "last_window",
+    "load_training_series",
+]
 
 PREFIX = "series:"
 _TRAIN_STREAM = 11  # keeps the training draws apart from any other stream of the seed
@@ -50,7 +54,7 @@ class SeriesBatch(NamedTuple):
 
 
 def _parse(spec: str) -> list[tuple[str, str | None]]:
-    from train.competitions import available
+    from train.data.series.competitions import available
 
     names = available()
     out = []
@@ -84,7 +88,7 @@ def load_training_series(path: str) -> tuple[list[str], list[np.ndarray], str]:
     ids: list[str] = []
     values: list[np.ndarray] = []
     if comps:
-        from train.competitions import available, load_competition
+        from train.data.series.competitions import available, load_competition
 
         for name, subset in comps:
             for sub in [subset] if subset else list(available()[name]):
@@ -95,8 +99,8 @@ def load_training_series(path: str) -> tuple[list[str], list[np.ndarray], str]:
     else:
         from pathlib import Path
 
-        from train.competitions import available
-        from train.series_io import read_series
+        from train.data.series.competitions import available
+        from train.data.series.tables import read_series
 
         if not Path(spec).exists() and "/" not in spec and "." not in spec:
             raise DataError(
@@ -114,19 +118,19 @@ def load_training_series(path: str) -> tuple[list[str], list[np.ndarray], str]:
     return ids, values, desc
 
 
-def _held_out(series_id: str, fraction: float) -> bool:
+def held_out(series_id: str, fraction: float) -> bool:
     h = int.from_bytes(hashlib.sha256(series_id.encode()).digest()[:8], "little")
     return h / 2**64 < fraction
 
 
-def _window(s: np.ndarray, end: int, length: int) -> np.ndarray:
+def last_window(s: np.ndarray, end: int, length: int) -> np.ndarray:
     out = np.full(length, np.nan, np.float32)
     part = s[max(0, end - length) : end]
     out[length - part.size :] = part
     return out
 
 
-class _TrainWindows:
+class TrainWindows:
     """``ds[step]``: the global ``SeriesBatch`` of a step, a pure function of (seed, step)."""
 
     def __init__(self, series, batch_size, length, patch, mask_rate, mask_span, seed):
@@ -148,101 +152,9 @@ class _TrainWindows:
             # is shorter): the scaling of fewer values is too noisy to learn from (a window
             # of two values has a scale of ~0 and losses in the thousands).
             end = int(rng.integers(min(s.size, 2 * P), s.size + 1))
-            values[r] = _window(s, end, L)
+            values[r] = last_window(s, end, L)
             if self.mask_span and rng.random() < self.mask_rate:
                 k = int(rng.integers(1, min(self.mask_span, n_in) + 1))
                 start = int(rng.integers(0, n_in - k + 1))
                 hidden[r, start : start + k] = True
         return SeriesBatch(values, hidden)
-
-
-class SeriesSource:
-    """The forecaster's data source (``train.sources.DataSource``)."""
-
-    vocab_size = 0  # no token vocabulary
-    vocab_origin = ""
-    max_scored = None
-    reset_id = None
-
-    def __init__(self, cfg, patch_size: int):
-        self.cfg, self.patch = cfg, patch_size
-        if cfg.seq_len % patch_size or cfg.seq_len < 2 * patch_size:
-            raise DataError(
-                f"data.seq_len={cfg.seq_len} must be a multiple of the model's patch size "
-                f"{patch_size} and at least two patches (inputs and a next patch), e.g. "
-                f"{max(2, cfg.seq_len // patch_size) * patch_size}."
-            )
-        self._ids, self._series, self._desc = load_training_series(cfg.path)
-        self.train: list[np.ndarray] = []
-        self.val: list[np.ndarray] = []
-
-    def prepare(self) -> str:
-        for sid, s in zip(self._ids, self._series, strict=True):
-            observed = np.flatnonzero(~np.isnan(s))
-            if observed.size < 2:
-                continue  # nothing to predict from
-            s = s[: observed[-1] + 1]  # windows end at an observed value
-            (self.val if _held_out(sid, self.cfg.val_fraction) else self.train).append(s)
-        if not self.train:
-            raise DataError(
-                f"data.path={self.cfg.path}: no training series with two or more values "
-                f"(lower data.val_fraction={self.cfg.val_fraction}?)."
-            )
-        n_values = sum(int(np.sum(~np.isnan(s))) for s in self.train)
-        return (
-            f"data: {self._desc}; {len(self.train):,} training series ({n_values:,} values), "
-            f"{len(self.val):,} held out for validation; windows of {self.cfg.seq_len} values "
-            f"({self.cfg.seq_len // self.patch} patches of {self.patch})"
-        )
-
-    def loss(self, model, batch: SeriesBatch) -> jax.Array:
-        from xlstm_jax.tirex import quantile_loss
-
-        return quantile_loss(model, batch.values, batch.hidden)
-
-    def abstract_batch(self, leading: tuple[int, ...]) -> SeriesBatch:
-        L, n_in = self.cfg.seq_len, self.cfg.seq_len // self.patch - 1
-        return SeriesBatch(
-            jax.ShapeDtypeStruct((*leading, L), jnp.float32),
-            jax.ShapeDtypeStruct((*leading, n_in), jnp.bool_),
-        )
-
-    def train_batches(self, batch_size, seed, process_index, process_count) -> grain.MapDataset:
-        c = self.cfg
-        src = _TrainWindows(
-            self.train,
-            batch_size,
-            c.seq_len,
-            self.patch,
-            c.series_mask_rate,
-            c.series_mask_span,
-            seed,
-        )
-        ds = grain.MapDataset.source(src)
-        if process_count > 1:
-            ds = ds.map(lambda b: SeriesBatch(*(x[process_index::process_count] for x in b)))
-        return ds
-
-    def evaluator(
-        self, graphdef, rest, batch_size, num_batches, seed, put, process_index, process_count
-    ):
-        from train.evaluation import ForecastEvaluator
-
-        del seed  # the validation windows are fixed: each held-out series' last window
-        L, n_in = self.cfg.seq_len, self.cfg.seq_len // self.patch - 1
-        rows = [_window(s, s.size, L) for s in self.val[: batch_size * num_batches]]
-        batches = []
-        for i in range(len(rows) // batch_size):
-            v = np.stack(rows[i * batch_size : (i + 1) * batch_size])
-            b = SeriesBatch(v, np.zeros((batch_size, n_in), bool))
-            batches.append(SeriesBatch(*(x[process_index::process_count] for x in b)))
-        note = (
-            f"note: {len(self.val)} held-out series make no validation batch of {batch_size}; "
-            "evaluation is off (raise data.val_fraction)."
-        )
-        loss = self.loss
-
-        def loss_fn(params, batch):
-            return loss(nnx.merge(graphdef, params, rest), batch)
-
-        return ForecastEvaluator(loss_fn, batches, put, note)

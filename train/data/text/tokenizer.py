@@ -17,18 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from xlstm_jax.config import ConfigError
+from train.errors import DataError
 
-__all__ = ["ByteTokenizer", "DataError", "HFTokenizer", "load_tokenizer", "padded_vocab_size"]
+__all__ = ["ByteTokenizer", "HFTokenizer", "load_tokenizer", "padded_vocab_size"]
 
 VOCAB_MULTIPLE = 64
 # Hub repositories tried for a bare name (GPT-2 moved under openai-community/).
 _ALIASES = {"gpt2": ("openai-community/gpt2", "gpt2")}
 _EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>", "[SEP]")
-
-
-class DataError(ConfigError):
-    """Data or tokenizer problem found before any compute; the message names the fix."""
 
 
 def padded_vocab_size(n: int, multiple: int = VOCAB_MULTIPLE) -> int:

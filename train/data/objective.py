@@ -2,19 +2,30 @@
 
 Shapes: B batch, S + 1 tokens per row, K predictions per row, V vocabulary.
 
-A ``train.batch.Batch`` carries its loss mask: row ``b`` is scored at position ``t`` (the
+A ``train.data.batch.Batch`` carries its loss mask: row ``b`` is scored at position ``t`` (the
 prediction of token ``t + 1`` from tokens ``0..t``) when ``loss_mask[b, t + 1]`` is set.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
 
-from train.batch import Batch
+from train.config.schema import DataConfig
+from train.data.batch import Batch
 
-__all__ = ["doc_starts_of", "mean_loss", "scored_cross_entropy", "scored_predictions"]
+__all__ = [
+    "TokenRows",
+    "doc_starts_of",
+    "make_loss_fn",
+    "mean_loss",
+    "scored_cross_entropy",
+    "scored_predictions",
+]
 
 
 def doc_starts_of(inputs: jax.Array, reset_id: int) -> jax.Array:
@@ -77,3 +88,32 @@ def mean_loss(
     """The mean cross-entropy per scored token of the batch (the training loss)."""
     ce, _, count = scored_cross_entropy(model, batch, max_scored, reset_id)
     return jnp.sum(ce) / jnp.maximum(jnp.sum(count), 1)
+
+
+def make_loss_fn(
+    graphdef, rest, max_scored: int | None = None, reset_id: int | None = None
+) -> Callable:
+    """``loss(params, batch) -> scalar``: the mean cross-entropy over the batch's scored
+    tokens (``mean_loss``) of the model ``nnx.merge(graphdef, params, rest)``."""
+
+    def loss(params, batch: Batch):
+        return mean_loss(nnx.merge(graphdef, params, rest), batch, max_scored, reset_id)
+
+    return loss
+
+
+class TokenRows:
+    """The objective and batch shape of the token sources (text and synthetic): next-token
+    cross-entropy on ``Batch`` rows of ``data.seq_len + 1`` tokens. A source mixes it in
+    and sets ``cfg``, ``max_scored`` and ``reset_id``."""
+
+    cfg: DataConfig  # the run's data section
+    max_scored: int | None
+    reset_id: int | None
+
+    def loss(self, model, batch: Batch) -> jax.Array:
+        return mean_loss(model, batch, self.max_scored, self.reset_id)
+
+    def abstract_batch(self, leading: tuple[int, ...]) -> Batch:
+        shape = (*leading, self.cfg.seq_len + 1)
+        return Batch(jax.ShapeDtypeStruct(shape, jnp.int32), jax.ShapeDtypeStruct(shape, bool))

@@ -5,42 +5,50 @@ Overrides address any field by its dotted path (``train.steps=200``,
 the tree is rebuilt bottom-up so every section's validation runs again. An unknown key
 raises ``ConfigError`` listing the valid keys at that level. ``to_dict`` / ``from_dict``
 turn a config into the JSON of a run's ``config.json`` and back.
+
+The model section of that JSON names its family (``"family": "xlstm"``, a name of
+``xlstm_jax.registry.FAMILY_NAMES``), and ``from_dict`` builds the family's config class
+from it. Runs written before the tag existed have none; their class is guessed from the
+section's fields, as it was when they were written.
 """
 
 from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import json
 import math
 import types
 import typing
 from typing import Any, Literal
 
-from train.config import ExperimentConfig
-from xlstm_jax.config import (
-    ConfigError,
-    FeedForwardConfig,
-    mLSTMBlockConfig,
-    mLSTMLayerConfig,
-    sLSTMBlockConfig,
-    sLSTMLayerConfig,
-)
+from train.config.schema import ConfigError, ExperimentConfig
 
-__all__ = ["apply_overrides", "config_diff", "flatten", "from_dict", "to_dict"]
+__all__ = ["FAMILY_KEY", "apply_overrides", "config_diff", "flatten", "from_dict", "to_dict"]
+
+# The key of the model section that names the model's family.
+FAMILY_KEY = "family"
+# Untagged (older) runs: the families tried in this order, the first whose config has
+# every field of the section wins (the order of the model union of the old schema).
+_LEGACY_GUESS = ("xlstm", "xlstm_large", "transformer", "tirex")
 
 
-# Classes a `--set` may instantiate when a section that is None gets a field set.
-_KNOWN = {
-    c.__name__: c
-    for c in (
+@functools.cache
+def _known() -> dict[str, type]:
+    """Classes a ``--set`` may instantiate when a section that is None gets a field set,
+    and that the model configs' string annotations name (imported on first use, so this
+    module needs no model code to be imported)."""
+    from xlstm_jax.config import (
+        FeedForwardConfig,
         mLSTMBlockConfig,
         mLSTMLayerConfig,
         sLSTMBlockConfig,
         sLSTMLayerConfig,
-        FeedForwardConfig,
     )
-}
+
+    classes = (mLSTMBlockConfig, mLSTMLayerConfig, sLSTMBlockConfig, sLSTMLayerConfig)
+    return {c.__name__: c for c in (*classes, FeedForwardConfig)}
 
 
 def _public_fields(obj_or_cls) -> list[dataclasses.Field]:
@@ -49,7 +57,7 @@ def _public_fields(obj_or_cls) -> list[dataclasses.Field]:
 
 
 def _hints(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls, localns=_KNOWN)
+    return typing.get_type_hints(cls, localns=_known())
 
 
 def _union_args(tp) -> tuple:
@@ -58,14 +66,9 @@ def _union_args(tp) -> tuple:
     return (tp,)
 
 
-def _dataclass_in(tp, keys=None):
-    """The dataclass in the (union) type ``tp``; with ``keys`` (a dict's keys), the first
-    one that has every key as a field (the model section is one of several configs)."""
+def _dataclass_in(tp):
+    """The (first) dataclass in the (union) type ``tp``, or None."""
     classes = [a for a in _union_args(tp) if dataclasses.is_dataclass(a)]
-    if keys is not None:
-        for cls in classes:
-            if set(keys) <= {f.name for f in _public_fields(cls)}:
-                return cls
     return classes[0] if classes else None
 
 
@@ -184,12 +187,26 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentCo
 
 
 def to_dict(cfg) -> dict:
-    """The config as plain JSON-ready data (tuples become lists, private fields dropped)."""
+    """The config as plain JSON-ready data (tuples become lists, private fields dropped).
+
+    An ``ExperimentConfig``'s model section starts with its family tag (``FAMILY_KEY``);
+    a model config converted on its own (a checkpoint's record of the model) has none.
+    """
+    if isinstance(cfg, ExperimentConfig):
+        from xlstm_jax.registry import family_of
+
+        out = _fields_dict(cfg)
+        out["model"] = {FAMILY_KEY: family_of(cfg.model).name, **out["model"]}
+        return out
     if dataclasses.is_dataclass(cfg):
-        return {f.name: to_dict(getattr(cfg, f.name)) for f in _public_fields(cfg)}
+        return _fields_dict(cfg)
     if isinstance(cfg, tuple | list):
         return [to_dict(v) for v in cfg]
     return cfg
+
+
+def _fields_dict(cfg) -> dict:
+    return {f.name: to_dict(getattr(cfg, f.name)) for f in _public_fields(cfg)}
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -220,13 +237,42 @@ def _tuplify(value):
 
 def from_dict(cls, data: dict):
     """The inverse of ``to_dict``: rebuilds the frozen config ``cls`` (e.g. the
-    ``config.json`` of a run: ``from_dict(ExperimentConfig, json.load(f))``)."""
+    ``config.json`` of a run: ``from_dict(ExperimentConfig, json.load(f))``).
+
+    Raises:
+        ConfigError: the model section names no known family.
+    """
     hints = _hints(cls)
     kw = {}
     for f in _public_fields(cls):
         if f.name not in data:
             continue
         value = data[f.name]
-        sub = _dataclass_in(hints[f.name], value if isinstance(value, dict) else None)
+        if cls is ExperimentConfig and f.name == "model" and isinstance(value, dict):
+            kw[f.name] = _model_from_dict(value)
+            continue
+        sub = _dataclass_in(hints[f.name])
         kw[f.name] = from_dict(sub, value) if sub and isinstance(value, dict) else _tuplify(value)
     return cls(**kw)
+
+
+def _model_from_dict(section: dict):
+    """The model config of a ``config.json`` model section: the class of the family it
+    names, or for an untagged (older) section the first family whose config has all of
+    its fields."""
+    from xlstm_jax.registry import FAMILY_NAMES, family
+
+    section = dict(section)
+    tag = section.pop(FAMILY_KEY, None)
+    if tag is not None:
+        if tag not in FAMILY_NAMES:
+            raise ConfigError(
+                f"model.{FAMILY_KEY}={tag!r} is not a model family this version knows "
+                f"({', '.join(FAMILY_NAMES)})."
+            )
+        return from_dict(family(tag).config, section)
+    classes = [family(name).config for name in _LEGACY_GUESS]
+    for config_cls in classes:
+        if set(section) <= {f.name for f in _public_fields(config_cls)}:
+            return from_dict(config_cls, section)
+    return from_dict(classes[0], section)

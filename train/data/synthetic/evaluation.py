@@ -1,121 +1,72 @@
-"""Evaluators: what the evaluation hook runs every ``train.eval_every`` steps.
+"""The evaluation of a ``synthetic:TASK`` run: a fixed evaluation set per length bucket,
+its evaluator and the accuracy-against-length plot.
 
-Shapes: b batch, w a batch's width (s + 1, or a synthetic bucket's longest example).
+Shapes: b batch, w a batch's width (a bucket's longest example).
 
-* ``TextEvaluator``: the mean validation loss per token over fixed validation batches, and
-  its perplexity (``val_loss``, ``val_ppl``).
-* ``SyntheticEvaluator`` (``data.path=synthetic:TASK``): the fixed evaluation set of the
-  task (``train.synthetic.eval_set``: ``train.eval_batches`` batches of
-  ``train.micro_batch_size`` sequences per length bucket), so successive evaluations are
-  comparable. Its record fields: ``val_loss`` (cross-entropy per scored token),
-  ``val_acc`` (the mean over sequences of each one's accuracy on its scored tokens),
-  ``val_scaled_acc`` (the same scaled by the chance level, ``(acc - s_rand) / (1 -
-  s_rand)``) and ``val_scaled_acc/LO-HI`` per input-length bucket (every bucket holds the
-  same number of sequences, so the overall figure is the mean of the buckets').
+``SyntheticEvaluator`` scores ``train.eval_batches`` batches of ``train.micro_batch_size``
+sequences per length bucket, the same set at every evaluation, so successive evaluations
+are comparable. Its record fields: ``val_loss`` (cross-entropy per scored token),
+``val_acc`` (the mean over sequences of each one's accuracy on its scored tokens),
+``val_scaled_acc`` (the same scaled by the chance level, ``(acc - s_rand) / (1 -
+s_rand)``) and ``val_scaled_acc/LO-HI`` per input-length bucket (every bucket holds the
+same number of sequences, so the overall figure is the mean of the buckets').
 """
 
 from __future__ import annotations
 
 import io
-import math
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import jax
 import numpy as np
 from flax import nnx
 
-from train.batch import Batch
+from train.data.batch import Batch
+from train.data.objective import scored_cross_entropy
+from train.data.synthetic.example import scaled_accuracy
+from train.data.synthetic.tasks import EVAL_STREAM, get_task, make_batch
 from train.files import atomic_write_bytes
-from train.memory import StepMemory
-from train.objective import scored_cross_entropy
-from train.synthetic import eval_set, get_task, scaled_accuracy
 
-__all__ = [
-    "Evaluator",
-    "ForecastEvaluator",
-    "SyntheticEvaluator",
-    "TextEvaluator",
-    "plot_accuracy_vs_length",
-]
+__all__ = ["EvalBatch", "SyntheticEvaluator", "eval_set", "plot_accuracy_vs_length"]
 
 
-class Evaluator(Protocol):
-    """Evaluates parameters on a fixed set; the evaluation hook calls it."""
+@dataclass(frozen=True)
+class EvalBatch:
+    """A fixed evaluation batch: the ``Batch`` ``(b, w)``, input lengths ``(b,)`` and the
+    bucket (``"40-63"``) it belongs to."""
 
-    # A sentence saying why evaluation is off (no batches), or None when it can run.
-    empty_note: str | None
-
-    def __call__(self, params) -> dict[str, float]:
-        """The metrics record fields for ``params`` (``val_loss`` among them)."""
-        ...
-
-    def compile(self, params) -> list[StepMemory]:
-        """Compiles the evaluation now (for every batch shape), so its memory is known
-        before training starts; returns each compiled function's memory."""
-        ...
-
-    def describe(self, record: dict) -> str:
-        """The evaluation part of the progress line."""
-        ...
-
-    def finish(self, workdir: Path, records: list[dict], title: str) -> None:
-        """End-of-run outputs (plots) from the run's metrics records."""
-        ...
+    batch: Batch
+    lengths: np.ndarray
+    bucket: str
 
 
-class TextEvaluator:
-    """The mean loss per token over fixed validation batches.
+def eval_set(data_cfg, batch_size: int, batches_per_bucket: int, seed: int) -> list[EvalBatch]:
+    """The fixed evaluation set: for each length bucket, ``batches_per_bucket`` batches.
 
-    Args:
-        loss_fn: ``(params, batch) -> scalar``, the training loss (jitted here).
-        batches: this host's rows of the validation batches, in order.
-        put: places a host's batch as the global batch the step function expects.
-        empty_note: the sentence to print when ``batches`` is empty.
+    Buckets are consecutive ``data.eval_buckets`` edges, ``[e_i, e_{i+1})``, the last one
+    including its upper edge (40, 64, 128, 256 -> 40-63, 64-127, 128-256); each batch is
+    padded to its bucket's widest example, so evaluation compiles once per bucket. MQAR
+    has one bucket, its context length.
     """
-
-    def __init__(
-        self,
-        loss_fn: Callable,
-        batches: list[Batch],
-        put: Callable[[Batch], Batch],
-        empty_note: str,
-    ):
-        self._fn = jax.jit(loss_fn)
-        self.batches, self._put = batches, put
-        self.empty_note = None if batches else empty_note
-
-    def compile(self, params) -> list[StepMemory]:
-        if not self.batches:
-            return []
-        self._fn = self._fn.lower(params, self._put(self.batches[0])).compile()
-        return [m for m in [StepMemory.of(self._fn)] if m is not None]
-
-    def __call__(self, params) -> dict[str, float]:
-        loss = float(np.mean([float(self._fn(params, self._put(b))) for b in self.batches]))
-        return {"val_loss": loss, "val_ppl": math.exp(min(loss, 700.0))}
-
-    def describe(self, record: dict) -> str:
-        return f"val_loss {record['val_loss']:.4f}, val_ppl {record['val_ppl']:.2f}"
-
-    def finish(self, workdir: Path, records: list[dict], title: str) -> None:
-        del workdir, records, title  # the loss curve covers validation too
-
-
-class ForecastEvaluator(TextEvaluator):
-    """The forecaster's mean pinball loss (``val_loss``, scaled domain) over the fixed
-    validation windows (each held-out series' last window; ``train.series_data``)."""
-
-    def __call__(self, params) -> dict[str, float]:
-        return {
-            "val_loss": float(
-                np.mean([float(self._fn(params, self._put(b))) for b in self.batches])
-            )
-        }
-
-    def describe(self, record: dict) -> str:
-        return f"val_loss {record['val_loss']:.4f} (pinball)"
+    task = get_task(data_cfg.path)
+    rng = np.random.default_rng([seed, EVAL_STREAM])
+    if task.kind == "mqar":
+        w = data_cfg.seq_len + 1
+        return [
+            EvalBatch(*make_batch(task, rng, batch_size, w, (w, w), data_cfg.num_kv_pairs), str(w))
+            for _ in range(batches_per_bucket)
+        ]
+    edges = list(data_cfg.eval_buckets)
+    out = []
+    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        hi = hi if i == len(edges) - 2 else hi - 1
+        ns = task.lengths(lo, hi)
+        width = max(task.width(int(n)) for n in ns)
+        for _ in range(batches_per_bucket):
+            batch, lengths = make_batch(task, rng, batch_size, width, (lo, hi), 0)
+            out.append(EvalBatch(batch, lengths, f"{lo}-{hi}"))
+    return out
 
 
 class SyntheticEvaluator:
@@ -127,7 +78,7 @@ class SyntheticEvaluator:
         batch_size: sequences per evaluation batch.
         batches_per_bucket: evaluation batches per length bucket.
         seed: the run's seed (the evaluation set uses a stream training never draws from).
-        max_scored: see ``train.objective.scored_predictions``.
+        max_scored: see ``train.data.objective.scored_predictions``.
     """
 
     empty_note = None
@@ -156,12 +107,12 @@ class SyntheticEvaluator:
         self.last: tuple[np.ndarray, np.ndarray] | None = None
         self.latest: dict[str, float] | None = None
 
-    def compile(self, params) -> list[StepMemory]:
+    def compile(self, params) -> list[jax.stages.Compiled]:
         for b in self.batches:
             shape = b.batch.tokens.shape
             if shape not in self._compiled:
                 self._compiled[shape] = self._fn.lower(params, b.batch).compile()
-        return [m for m in map(StepMemory.of, self._compiled.values()) if m is not None]
+        return list(self._compiled.values())
 
     def __call__(self, params) -> dict[str, float]:
         loss_sum, count, lengths, accs, buckets = 0.0, 0, [], [], []

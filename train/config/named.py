@@ -11,7 +11,7 @@ import importlib
 import importlib.util
 from pathlib import Path
 
-from train.config import ConfigError, ExperimentConfig
+from train.config.schema import ConfigError, ExperimentConfig
 
 __all__ = ["available", "load"]
 

@@ -39,7 +39,7 @@ from typing import Literal
 
 import numpy as np
 
-from train.tokenizer import DataError
+from train.errors import DataError
 
 __all__ = [
     "LAYOUTS",

@@ -1,6 +1,6 @@
 """The M1, M3 and Tourism forecasting competitions' series, with their official test parts.
 
-    from train.competitions import available, load_competition
+    from train.data.series.competitions import available, load_competition
     available()                             # {"m1": ("yearly", ...), "m3": (...), ...}
     series = load_competition("m3", "monthly")   # 1428 CompetitionSeries
     series[0].train, series[0].test         # (T,) and (H,) float64, H = 18
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from train.tokenizer import DataError
+from train.errors import DataError
 
 __all__ = ["SUBSETS", "CompetitionSeries", "Subset", "available", "load_competition"]
 

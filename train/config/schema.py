@@ -1,26 +1,24 @@
 """The training run's typed, frozen config tree (the schemas; no logic beyond validation).
 
-``ExperimentConfig`` holds one section per concern: ``model`` (the library's
-``xLSTMLMModelConfig``, ``xLSTMLargeConfig``, ``TransformerConfig`` or ``TiRexConfig``), ``data``,
-``optimizer``, ``schedule``, ``train``, ``checkpoint``, ``logging`` and ``mesh``. Named runs
-live in ``configs/NAME.py`` (resolved by ``train.registry``); ``--set key=value`` overrides
-are ``train.overrides``.
+``ExperimentConfig`` holds one section per concern: ``model`` (any model family's config:
+``xLSTMLMModelConfig``, ``xLSTMLargeConfig``, ``TransformerConfig`` or ``TiRexConfig``;
+``xlstm_jax.registry.family_of`` says which), ``data``, ``optimizer``, ``schedule``,
+``train``, ``checkpoint``, ``logging`` and ``mesh``. Named runs live in ``configs/NAME.py``
+(resolved by ``train.config.named``); ``--set key=value`` overrides and the JSON round trip
+are ``train.config.overrides``.
+
+This module imports no model family: a config's ``model`` is whatever the named config
+built, and the family registry is asked about it only when needed.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any
 
-from xlstm_jax.config import (
-    ConfigError,
-    TransformerConfig,
-    require,
-    xLSTMLargeConfig,
-    xLSTMLMModelConfig,
-)
+from xlstm_jax.config import ConfigError, require
 from xlstm_jax.sharding import DEFAULT_RULES
-from xlstm_jax.tirex import TiRexConfig
 
 __all__ = [
     "CheckpointConfig",
@@ -29,10 +27,15 @@ __all__ = [
     "ExperimentConfig",
     "LoggingConfig",
     "MeshConfig",
+    "ModelConfig",
     "OptimizerConfig",
     "ScheduleConfig",
     "TrainConfig",
 ]
+
+# A model family's frozen config dataclass (``xlstm_jax.registry.family_of(config)`` names
+# the family). Left open here so that the schemas need no model module.
+ModelConfig = Any
 
 
 @dataclass(frozen=True)
@@ -46,12 +49,12 @@ class DataConfig:
     ``tokenizer.json`` (or its folder), or a Hugging Face hub name such as ``gpt2``.
 
     ``synthetic:TASK`` generates one of the paper's synthetic tasks on the fly (formal
-    languages such as ``synthetic:parity``, or ``synthetic:mqar``; see ``train.synthetic``):
+    languages such as ``synthetic:parity``, or ``synthetic:mqar``; see ``train.data.synthetic``):
     the tokenizer is then unused, ``seq_len + 1`` is the training width, and
     ``train_lengths``, ``eval_buckets`` and ``num_kv_pairs`` apply.
 
     ``series:m3`` (``series:m3/monthly``, ``series:m1+m3+tourism``, ``series:FILE.csv``)
-    trains the forecaster (``TiRexConfig`` models) on time series (``train.series_data``):
+    trains the forecaster (``TiRexConfig`` models) on time series (``train.data.series``):
     ``seq_len`` is then the window in values (a multiple of the patch size),
     ``val_fraction`` the share of series held out, and ``series_mask_rate`` /
     ``series_mask_span`` the contiguous patch masking.
@@ -100,7 +103,7 @@ class DataConfig:
         )
         require(self.series_mask_span >= 0, "data.series_mask_span must be >= 0 (0: off).")
         if self.path.startswith("synthetic:"):
-            from train.synthetic import check_setup  # lazy: keeps this module light
+            from train.data.synthetic.tasks import check_setup  # lazy: keeps this module light
 
             try:
                 check_setup(self)
@@ -116,7 +119,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    """AdamW with decoupled weight decay (masked, see ``train.optimizer``) and clipping."""
+    """AdamW with decoupled weight decay (masked, see ``train.loop.optimizer``) and clipping."""
 
     lr: float = 1e-3
     b1: float = 0.9
@@ -276,7 +279,7 @@ class ExperimentConfig:
     forecaster (``TiRexConfig``, the ``tirex_*`` configs, trained on ``series:`` data).
     """
 
-    model: xLSTMLMModelConfig | xLSTMLargeConfig | TransformerConfig | TiRexConfig
+    model: ModelConfig
     data: DataConfig = field(default_factory=DataConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)

@@ -1,14 +1,4 @@
-"""Data: document sources, tokenization, packing into fixed-length windows, grain loading.
-
-Shapes: b batch, s sequence length (``data.seq_len``). A training example is a window of
-``s + 1`` consecutive tokens (inputs ``[:-1]``, targets ``[1:]``). Documents are joined
-into one token stream with an end-of-document token after each, and the stream is cut into
-back-to-back windows: window ``i`` is ``tokens[i*s : i*s + s + 1]``, so each token is an
-input exactly once per epoch.
-
-Loading uses ``grain.MapDataset``: a seeded shuffle that changes every epoch, then each
-host takes every ``process_count``-th window, then batches. The dataset is indexed by the
-step, so resuming at step ``k`` is just reading from index ``k``: no iterator state to save.
+"""Text documents: where they come from (``data.path``) and which are held out.
 
 Sources (``data.path``):
 * ``builtin:stdlib``: the ``.py`` files of this Python's standard library
@@ -18,7 +8,7 @@ Sources (``data.path``):
   document per line, field ``data.text_field``) and ``.parquet`` (column
   ``data.text_field``) files;
 * a folder written by ``python -m train.prepare_data`` (memory-mapped tokens, the path for
-  large corpora);
+  large corpora; read by ``train.data.text.corpus``);
 * ``hf:NAME_OR_PATH``: a Hugging Face ``datasets`` dataset (``save_to_disk`` folder or a
   name), if the optional ``datasets`` package is installed.
 """
@@ -29,39 +19,18 @@ import json
 import sysconfig
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import grain
-import numpy as np
+from train.config.schema import DataConfig
+from train.errors import DataError
 
-from train.config import DataConfig
-from train.tokenizer import ByteTokenizer, DataError, HFTokenizer
-
-__all__ = [
-    "BUILTIN_STDLIB",
-    "PREPARED_FORMAT",
-    "Corpus",
-    "PackedWindows",
-    "check_source",
-    "eval_batches",
-    "is_validation",
-    "iter_documents",
-    "load_corpus",
-    "token_dtype",
-    "tokenize_documents",
-    "train_batches",
-]
+__all__ = ["BUILTIN_STDLIB", "check_source", "is_validation", "iter_documents"]
 
 BUILTIN_STDLIB = "builtin:stdlib"
-PREPARED_FORMAT = "xlstm-jax-tokens-v1"
 TEXT_SUFFIXES = (".txt", ".md", ".text", ".rst")
 JSONL_SUFFIXES = (".jsonl", ".json")
 PARQUET_SUFFIXES = (".parquet",)
 _SKIP_DIRS = {"test", "tests", "site-packages", "dist-packages", "__pycache__"}
-# Documents per tokenizer call: large enough for the Rust tokenizer's threads, small
-# enough to keep memory flat.
-_ENCODE_CHUNK = 512
 
 
 def is_validation(key: str, fraction: float) -> bool:
@@ -231,171 +200,3 @@ def iter_documents(cfg: DataConfig) -> Iterator[tuple[str, str]]:
     root = Path(cfg.path).expanduser()
     for f in _data_files(root):
         yield from _file_documents(f, root if root.is_dir() else f, cfg.text_field)
-
-
-def token_dtype(vocab_size: int) -> np.dtype:
-    """The smallest unsigned dtype that holds every id."""
-    return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
-
-
-def tokenize_documents(
-    docs: Iterator[tuple[str, str]],
-    tokenizer: ByteTokenizer | HFTokenizer,
-    val_fraction: float,
-) -> Iterator[tuple[str, np.ndarray]]:
-    """``(split, tokens)`` chunks: each document's ids followed by the end-of-document id."""
-    dtype = token_dtype(tokenizer.vocab_size)
-    eos = np.asarray([tokenizer.eos_id], dtype=dtype)
-
-    def flush(batch: list[tuple[str, str]]):
-        ids = tokenizer.encode_batch([t for _, t in batch])
-        for split in ("train", "val"):
-            parts = [
-                np.concatenate([a.astype(dtype), eos])
-                for (k, _), a in zip(batch, ids, strict=True)
-                if is_validation(k, val_fraction) == (split == "val")
-            ]
-            if parts:
-                yield split, np.concatenate(parts)
-
-    batch: list[tuple[str, str]] = []
-    for doc in docs:
-        batch.append(doc)
-        if len(batch) == _ENCODE_CHUNK:
-            yield from flush(batch)
-            batch = []
-    if batch:
-        yield from flush(batch)
-
-
-@dataclass(frozen=True)
-class Corpus:
-    """Train and validation token streams (in memory or memory-mapped) and their origin."""
-
-    train: np.ndarray
-    val: np.ndarray
-    description: str
-
-
-def _load_prepared(root: Path, tokenizer: ByteTokenizer | HFTokenizer) -> Corpus:
-    rebuild = f"rebuild it with python -m train.prepare_data --out {root} ..."
-    try:
-        meta = json.loads((root / "meta.json").read_text())
-        if not isinstance(meta, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError) as e:
-        raise DataError(f"{root}/meta.json cannot be read ({e}); {rebuild}") from None
-    if meta.get("format") != PREPARED_FORMAT:
-        raise DataError(
-            f"{root}/meta.json is not a prepared token folder (format "
-            f"{meta.get('format')!r}, expected {PREPARED_FORMAT!r}); rebuild it with "
-            f"python -m train.prepare_data."
-        )
-    if meta["tokenizer"] != tokenizer.spec:
-        raise DataError(
-            f"{root} was tokenized with {meta['tokenizer']!r} but data.tokenizer="
-            f"{tokenizer.spec!r}; set --set data.tokenizer={meta['tokenizer']}."
-        )
-    arrays = {}
-    for split in ("train", "val"):
-        n = meta["tokens"][split]
-        f = root / f"{split}.bin"
-        need = n * np.dtype(meta["dtype"]).itemsize
-        have = f.stat().st_size if f.is_file() else None
-        if have != need:
-            what = "is missing" if have is None else f"holds {have:,} bytes"
-            raise DataError(
-                f"{f} {what} but {root}/meta.json promises {n:,} tokens ({need:,} bytes): the "
-                f"folder is incomplete or damaged; {rebuild}"
-            )
-        arrays[split] = (
-            np.memmap(root / f"{split}.bin", dtype=meta["dtype"], mode="r", shape=(n,))
-            if n
-            else np.zeros((0,), dtype=meta["dtype"])
-        )
-    return Corpus(arrays["train"], arrays["val"], f"{root} (prepared, {meta['source']})")
-
-
-def load_corpus(cfg: DataConfig, tokenizer: ByteTokenizer | HFTokenizer) -> Corpus:
-    """Reads and tokenizes ``data.path`` (or memory-maps a prepared folder).
-
-    Raises:
-        DataError: unreadable path, missing text field, tokenizer mismatch, or too few
-            training tokens for one window of ``data.seq_len + 1``.
-    """
-    check_source(cfg)
-    root = Path(cfg.path).expanduser()
-    if cfg.path != BUILTIN_STDLIB and (root / "meta.json").exists():
-        corpus = _load_prepared(root, tokenizer)
-    else:
-        parts: dict[str, list[np.ndarray]] = {"train": [], "val": []}
-        for split, toks in tokenize_documents(iter_documents(cfg), tokenizer, cfg.val_fraction):
-            parts[split].append(toks)
-        dtype = token_dtype(tokenizer.vocab_size)
-        arrays = {k: np.concatenate(v) if v else np.zeros((0,), dtype) for k, v in parts.items()}
-        what = "Python standard library sources" if cfg.path == BUILTIN_STDLIB else cfg.path
-        corpus = Corpus(arrays["train"], arrays["val"], what)
-    if len(corpus.train) < cfg.seq_len + 1:
-        raise DataError(
-            f"data.path={cfg.path!r} has {len(corpus.train)} training tokens, fewer than one "
-            f"window of data.seq_len + 1 = {cfg.seq_len + 1}; add data or lower data.seq_len."
-        )
-    return corpus
-
-
-class PackedWindows:
-    """Random-access windows of ``seq_len + 1`` tokens over a 1-D token stream.
-
-    Window ``i`` is ``tokens[i*seq_len : i*seq_len + seq_len + 1]`` as int32, so the
-    windows' inputs tile the stream without gaps or overlap.
-    """
-
-    def __init__(self, tokens: np.ndarray, seq_len: int):
-        self.tokens = tokens
-        self.seq_len = seq_len
-
-    def __len__(self) -> int:
-        return max(0, (len(self.tokens) - 1) // self.seq_len)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        if not 0 <= i < len(self):
-            raise IndexError(f"window {i} out of range [0, {len(self)})")
-        start = i * self.seq_len
-        return np.asarray(self.tokens[start : start + self.seq_len + 1], dtype=np.int32)
-
-
-def train_batches(
-    windows: PackedWindows,
-    batch_size: int,
-    seed: int,
-    process_index: int = 0,
-    process_count: int = 1,
-) -> grain.MapDataset:
-    """Infinite dataset of this host's share of each global batch: ``ds[step]`` is
-    ``(batch_size // process_count, s + 1)`` int32.
-
-    The window order is a seeded permutation, different in every epoch; host ``p`` takes
-    windows ``p, p + P, p + 2P, ...`` of that order, so hosts never overlap.
-    """
-    if batch_size % process_count:
-        raise DataError(
-            f"train.batch_size={batch_size} must be a multiple of the {process_count} hosts."
-        )
-    ds = grain.MapDataset.source(windows).shuffle(seed=seed).repeat()
-    ds = ds[process_index::process_count]
-    return ds.batch(batch_size // process_count, drop_remainder=True)
-
-
-def eval_batches(
-    windows: PackedWindows,
-    batch_size: int,
-    num_batches: int,
-    process_index: int = 0,
-    process_count: int = 1,
-) -> grain.MapDataset:
-    """The first ``num_batches`` batches of validation windows in order (fewer when the
-    validation stream is short): the same tokens at every evaluation."""
-    per_host = max(1, batch_size // process_count)
-    ds = grain.MapDataset.source(windows)[process_index::process_count]
-    ds = ds.batch(per_host, drop_remainder=True)
-    return ds[: min(num_batches, len(ds))]

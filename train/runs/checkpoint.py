@@ -31,8 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from train.config.overrides import config_diff
 from train.errors import RunError, disk_error
-from train.overrides import config_diff
 
 __all__ = [
     "CheckpointError",

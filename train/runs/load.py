@@ -16,11 +16,11 @@ from pathlib import Path
 import jax
 from flax import nnx
 
-from train.checkpoint import Checkpointer
-from train.config import ConfigError, ExperimentConfig
-from train.models import build_model
-from train.overrides import from_dict, to_dict
-from train.tokenizer import ByteTokenizer, HFTokenizer, load_tokenizer
+from train.config.overrides import from_dict, to_dict
+from train.config.schema import ConfigError, ExperimentConfig
+from train.data.text.tokenizer import ByteTokenizer, HFTokenizer, load_tokenizer
+from train.runs.checkpoint import Checkpointer
+from xlstm_jax.registry import family_of
 
 __all__ = ["Run", "initial_params", "load_run"]
 
@@ -70,7 +70,8 @@ def load_run(workdir: str | Path, step: int | None = None, say=None) -> Run:
         workdir / "checkpoints", keep=cfg.checkpoint.keep, async_save=False, create=False
     )
     try:
-        abstract = nnx.eval_shape(lambda: build_model(cfg.model, nnx.Rngs(0)))
+        build = family_of(cfg.model).model
+        abstract = nnx.eval_shape(lambda: build(cfg.model, rngs=nnx.Rngs(0)))
         graphdef, param_state, rest = nnx.split(abstract, nnx.Param, ...)
         # Onto this process's first device, explicitly: under an active mesh (a run being
         # initialised from this one) the abstract leaves would carry that mesh instead.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import optax
 
-from train.config import OptimizerConfig, ScheduleConfig
+from train.config.schema import OptimizerConfig, ScheduleConfig
 
 __all__ = ["decay_mask", "make_optimizer", "make_schedule", "path_str"]
 

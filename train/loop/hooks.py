@@ -15,9 +15,9 @@ from typing import Any, Protocol
 
 from tqdm import tqdm
 
-from train.checkpoint import Checkpointer
-from train.evaluation import Evaluator
-from train.metrics import MetricsWriter
+from train.data.evaluation import Evaluator
+from train.runs.checkpoint import Checkpointer
+from train.runs.metrics import MetricsWriter
 
 __all__ = ["CheckpointHook", "EvalHook", "Hook", "LoggingHook", "StepResult"]
 
