@@ -62,6 +62,35 @@ def test_config_builds_abstractly_with_expected_size(name):
     assert from_dict(type(cfg), json.loads(json.dumps(to_dict(cfg)))) == cfg
 
 
+@pytest.mark.parametrize(
+    ("name", "family"),
+    [
+        ("xlstm_tiny", "xlstm"),
+        ("xlstm_large_tiny", "xlstm_large"),
+        ("llama_parity", "transformer"),
+        ("tirex_tiny", "tirex"),
+    ],
+)
+def test_config_json_names_the_model_family_and_is_read_back_by_it(name, family):
+    cfg = named.load(name)
+    raw = json.loads(json.dumps(to_dict(cfg)))
+    assert raw["model"]["family"] == family
+    # The tag decides the class, not the fields: the model's own record (a checkpoint's
+    # meta) carries no tag.
+    assert "family" not in to_dict(cfg.model)
+    assert from_dict(type(cfg), raw).model == cfg.model
+    # A run written before the tag existed is still read, by its fields.
+    del raw["model"]["family"]
+    assert from_dict(type(cfg), raw).model == cfg.model
+
+
+def test_an_unknown_model_family_in_config_json_is_refused_by_name():
+    raw = to_dict(named.load("xlstm_tiny"))
+    raw["model"]["family"] = "mamba"
+    with pytest.raises(ConfigError, match="model.family='mamba' is not a model family"):
+        from_dict(type(named.load("xlstm_tiny")), raw)
+
+
 def test_large_family_overrides_and_7b_shape():
     cfg = named.load("xlstm_7b")
     m = cfg.model
@@ -179,3 +208,22 @@ def test_mesh_resolution():
         cfg.mesh.resolve(3)
     with pytest.raises(ConfigError, match="at most one"):
         apply_overrides(cfg, ["mesh.fsdp=-1"])
+
+
+def test_the_trainer_never_names_a_model_config_class_in_code():
+    # The trainer asks xlstm_jax.registry about a model; a class named in code (an
+    # isinstance ladder, a type comparison, a table keyed by class) would be a second
+    # registry to keep in step. Docstrings and messages may name them.
+    import ast
+    from pathlib import Path
+
+    classes = {"xLSTMLMModelConfig", "xLSTMLargeConfig", "TransformerConfig", "TiRexConfig"}
+    found = []
+    for path in sorted((Path(__file__).parents[1] / "train").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            name = getattr(node, "id", None) or getattr(node, "attr", None)
+            if isinstance(node, ast.alias):
+                name = node.name
+            if name in classes:
+                found.append(f"{path.name}:{node.lineno}: {name}")
+    assert not found, found
