@@ -4,10 +4,10 @@
 
 * ``series:m3`` / ``series:m3/monthly`` / ``series:m1+m3+tourism``: the competitions'
   *training* parts (``train.data.series.competitions``; the test horizons are never read
-  here), all
-  subsets or one (``+`` joins several names, each with an optional ``/subset``);
-* ``series:PATH``: a CSV or Parquet file of the user's own series (``train.data.series.tables``:
-  wide, or long with id, timestamp and value columns).
+  here), all subsets or one (``+`` joins several names, each with an optional
+  ``/subset``);
+* ``series:PATH``: a CSV or Parquet file of the user's own series
+  (``train.data.series.tables``: wide, or long with id, timestamp and value columns).
 
 A fraction ``data.val_fraction`` of the series, chosen by a hash of their id, is held out
 for validation. A training row is a window of ``data.seq_len`` values (a multiple of the
