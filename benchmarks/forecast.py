@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from _results import add_output_args, output_path, provenance
 
-from train.competitions import CompetitionSeries, load_competition
+from train.data.series.competitions import CompetitionSeries, load_competition
 from xlstm_jax.forecast_metrics import (
     QUANTILE_LEVELS,
     SeriesScores,
@@ -151,7 +151,7 @@ def ours_forecaster(run_dir: str | None) -> Forecaster:
 
     folder = Path(run_dir)
     if (folder / "config.json").is_file():
-        from train.runs import load_run
+        from train.runs.load import load_run
 
         model = load_run(folder).model
     else:

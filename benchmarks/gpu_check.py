@@ -843,8 +843,8 @@ def train_step_row(args, impl: str, roofs: Roofs) -> str:
     import optax
     from flax import nnx
 
-    from train.batch import all_scored
-    from train.step import make_train_step
+    from train.data.batch import all_scored
+    from train.loop.step import make_train_step
     from xlstm_jax import xLSTMLMModel
 
     B, S = (2, 32) if args.dry_run else (8, 2048)

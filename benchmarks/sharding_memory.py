@@ -37,16 +37,16 @@ def measure(meshes, seq_len: int, batch: int, out: str, config: str, devices: in
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    from train import registry
-    from train.batch import Batch
-    from train.models import build_model
-    from train.optimizer import decay_mask, make_optimizer, make_schedule
-    from train.step import make_train_step, state_shardings
+    from train.config import named
+    from train.data.batch import Batch
+    from train.loop.optimizer import decay_mask, make_optimizer, make_schedule
+    from train.loop.step import make_train_step, state_shardings
     from xlstm_jax.layers.sharding import activate, make_mesh
+    from xlstm_jax.registry import family_of
 
-    cfg = registry.load(config)
+    cfg = named.load(config)
     model_cfg = dataclasses.replace(cfg.model, remat=True)
-    abstract = nnx.eval_shape(lambda: build_model(model_cfg, nnx.Rngs(0)))
+    abstract = nnx.eval_shape(lambda: family_of(model_cfg).model(model_cfg, rngs=nnx.Rngs(0)))
     graphdef, param_state, rest = nnx.split(abstract, nnx.Param, ...)
     params = nnx.to_pure_dict(param_state)
     n_params = sum(x.size for x in jax.tree.leaves(params))

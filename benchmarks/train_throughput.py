@@ -22,12 +22,11 @@ import numpy as np
 from _results import add_output_args, output_path, provenance
 from flax import nnx
 
-from train import registry
-from train.batch import all_scored
-from train.config import ExperimentConfig
-from train.optimizer import decay_mask, make_optimizer, make_schedule
-from train.overrides import apply_overrides
-from train.step import make_train_step
+from train.config import ExperimentConfig, named
+from train.config.overrides import apply_overrides
+from train.data.batch import all_scored
+from train.loop.optimizer import decay_mask, make_optimizer, make_schedule
+from train.loop.step import make_train_step
 from xlstm_jax import xLSTMLMModel
 
 # name -> (config, overrides, batch, seq). The tiny run is xlstm_tiny's own training
@@ -149,7 +148,7 @@ def main() -> None:
     rows = []
     for name in args.cases.split(","):
         config_name, overrides, b, s = CASES[name]
-        cfg = apply_overrides(registry.load(config_name), [*overrides, "model.dtype=float32"])
+        cfg = apply_overrides(named.load(config_name), [*overrides, "model.dtype=float32"])
         cfg = dataclasses.replace(cfg, name=config_name)
         batch = np.random.default_rng(0).integers(0, 256, size=(b, s + 1), dtype=np.int32)
         n = sum(
@@ -181,7 +180,7 @@ def main() -> None:
         f"JAX {jax.__version__}, torch "
         f"{torch.__version__}, xlstm {xlstm.__version__}. float32; one step = forward, "
         f"backward, global-norm clipping and AdamW; mean of {args.steps} steps after a "
-        f"warm-up step (ours: the jitted `train.step.make_train_step`; reference: eager "
+        f"warm-up step (ours: the jitted `train.loop.step.make_train_step`; reference: eager "
         f"`xlstm.xLSTMLMModel`, sLSTM backend `vanilla`). The two sides run back to back "
         f"in one process, so machine load affects the absolute numbers more than the "
         f"ratio.",

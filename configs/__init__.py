@@ -1,6 +1,7 @@
 """Named training configs: ``configs/NAME.py`` defines ``get_config() -> ExperimentConfig``.
 
-``python -m train.main --config NAME`` resolves NAME (``train.registry``). Configs import
-only the config schemas (``train.config``, ``xlstm_jax.config``). The recipes follow the
-xLSTM paper (Beck et al. 2024); see ``docs/training.md`` and ``docs/synthetic.md``.
+``python -m train.main --config NAME`` resolves NAME (``train.config.named``). Configs
+import only the config schemas (``train.config`` and each family's
+``xlstm_jax.models.<family>.config``). The recipes follow the xLSTM paper (Beck et al.
+2024); see ``docs/training.md`` and ``docs/synthetic.md``.
 """

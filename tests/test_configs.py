@@ -8,11 +8,10 @@ import jax
 import pytest
 from flax import nnx
 
-from train import registry
-from train.config import ConfigError
-from train.models import build_model
-from train.overrides import apply_overrides, from_dict, to_dict
+from train.config import ConfigError, named
+from train.config.overrides import apply_overrides, from_dict, to_dict
 from xlstm_jax import xLSTMLargeConfig
+from xlstm_jax.registry import family_of
 
 # (low, high) parameter counts. The paper reports 409.3M for its 350M recipe (untied
 # head); the other sizes bracket the paper's model sizes for their shapes.
@@ -46,13 +45,13 @@ EXPECTED = {
 
 
 def test_every_shipped_config_is_listed_and_tested():
-    assert set(registry.available()) == set(EXPECTED)
+    assert set(named.available()) == set(EXPECTED)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_config_builds_abstractly_with_expected_size(name):
-    cfg = registry.load(name)
-    model = nnx.eval_shape(lambda: build_model(cfg.model, nnx.Rngs(0)))
+    cfg = named.load(name)
+    model = nnx.eval_shape(lambda: family_of(cfg.model).model(cfg.model, rngs=nnx.Rngs(0)))
     params = nnx.state(model, nnx.Param)
     n = sum(x.size for x in jax.tree.leaves(params))
     print(f"{name}: {n:,} parameters")
@@ -63,23 +62,52 @@ def test_config_builds_abstractly_with_expected_size(name):
     assert from_dict(type(cfg), json.loads(json.dumps(to_dict(cfg)))) == cfg
 
 
+@pytest.mark.parametrize(
+    ("name", "family"),
+    [
+        ("xlstm_tiny", "xlstm"),
+        ("xlstm_large_tiny", "xlstm_large"),
+        ("llama_parity", "transformer"),
+        ("tirex_tiny", "tirex"),
+    ],
+)
+def test_config_json_names_the_model_family_and_is_read_back_by_it(name, family):
+    cfg = named.load(name)
+    raw = json.loads(json.dumps(to_dict(cfg)))
+    assert raw["model"]["family"] == family
+    # The tag decides the class, not the fields: the model's own record (a checkpoint's
+    # meta) carries no tag.
+    assert "family" not in to_dict(cfg.model)
+    assert from_dict(type(cfg), raw).model == cfg.model
+    # A run written before the tag existed is still read, by its fields.
+    del raw["model"]["family"]
+    assert from_dict(type(cfg), raw).model == cfg.model
+
+
+def test_an_unknown_model_family_in_config_json_is_refused_by_name():
+    raw = to_dict(named.load("xlstm_tiny"))
+    raw["model"]["family"] = "mamba"
+    with pytest.raises(ConfigError, match="model.family='mamba' is not a model family"):
+        from_dict(type(named.load("xlstm_tiny")), raw)
+
+
 def test_large_family_overrides_and_7b_shape():
-    cfg = registry.load("xlstm_7b")
+    cfg = named.load("xlstm_7b")
     m = cfg.model
     assert isinstance(m, xLSTMLargeConfig) and cfg.data.seq_len == 8192
     assert (m.embedding_dim, m.num_blocks, m.num_heads, m.vocab_size) == (4096, 32, 8, 50304)
     assert (m.qk_head_dim, m.v_head_dim, m.gate_soft_cap, m.output_logit_soft_cap) == (
         256, 512, 15.0, 30.0
     )  # fmt: skip
-    out = apply_overrides(registry.load("xlstm_large_tiny"), ["model.num_heads=4",
+    out = apply_overrides(named.load("xlstm_large_tiny"), ["model.num_heads=4",
                                                               "model.impl=xla"])  # fmt: skip
     assert (out.model.num_heads, out.model.qk_head_dim) == (4, 16)
     with pytest.raises(ConfigError, match="num_heads"):
-        apply_overrides(registry.load("xlstm_large_tiny"), ["model.num_heads=3"])
+        apply_overrides(named.load("xlstm_large_tiny"), ["model.num_heads=3"])
 
 
 def test_350m_recipe_matches_the_paper():
-    cfg = registry.load("xlstm_350m")
+    cfg = named.load("xlstm_350m")
     m = cfg.model
     assert (m.embedding_dim, m.num_blocks, m.mlstm_block.mlstm.num_heads) == (1024, 48, 4)
     assert m.slstm_at == (3, 5, 7, 40, 42, 44) and not m.tie_weights
@@ -90,11 +118,11 @@ def test_350m_recipe_matches_the_paper():
     assert (o.lr, o.b1, o.b2, o.eps, o.weight_decay) == (1e-3, 0.9, 0.95, 1e-5, 0.1)
     assert (s.warmup_steps, s.final_lr_ratio) == (750, 0.1)
     assert not m.weight_decay_on_embedding
-    assert registry.load("xlstm_350m_10").model.slstm_at == ()
+    assert named.load("xlstm_350m_10").model.slstm_at == ()
 
 
 def test_keys_users_reach_for_exist():
-    cfg = registry.load("xlstm_tiny")
+    cfg = named.load("xlstm_tiny")
     keys = [
         "train.steps=7",
         "train.batch_size=8",
@@ -114,7 +142,7 @@ def test_keys_users_reach_for_exist():
 
 
 def test_override_coercion_and_revalidation():
-    cfg = registry.load("xlstm_tiny")
+    cfg = named.load("xlstm_tiny")
     out = apply_overrides(
         cfg,
         [
@@ -152,12 +180,12 @@ def test_override_coercion_and_revalidation():
 )
 def test_bad_overrides_name_the_problem(overrides, message):
     with pytest.raises(ConfigError) as e:
-        apply_overrides(registry.load("xlstm_tiny"), overrides)
+        apply_overrides(named.load("xlstm_tiny"), overrides)
     assert message in str(e.value)
 
 
 def test_overrides_of_one_section_apply_together():
-    cfg = registry.load("xlstm_tiny")  # slstm_at=(1,)
+    cfg = named.load("xlstm_tiny")  # slstm_at=(1,)
     for order in (
         ["model.num_blocks=1", "model.slstm_at=[]"],
         ["model.slstm_at=[]", "model.num_blocks=1"],
@@ -169,14 +197,33 @@ def test_overrides_of_one_section_apply_together():
 
 def test_unknown_config_name_lists_the_available_ones():
     with pytest.raises(ConfigError) as e:
-        registry.load("xlstm_9000m")
+        named.load("xlstm_9000m")
     assert "xlstm_tiny" in str(e.value) and "xlstm_350m" in str(e.value)
 
 
 def test_mesh_resolution():
-    cfg = apply_overrides(registry.load("xlstm_tiny"), ["mesh.data=-1", "mesh.tensor=2"])
+    cfg = apply_overrides(named.load("xlstm_tiny"), ["mesh.data=-1", "mesh.tensor=2"])
     assert cfg.mesh.resolve(8) == (4, 1, 2)
     with pytest.raises(ConfigError):
         cfg.mesh.resolve(3)
     with pytest.raises(ConfigError, match="at most one"):
         apply_overrides(cfg, ["mesh.fsdp=-1"])
+
+
+def test_the_trainer_never_names_a_model_config_class_in_code():
+    # The trainer asks xlstm_jax.registry about a model; a class named in code (an
+    # isinstance ladder, a type comparison, a table keyed by class) would be a second
+    # registry to keep in step. Docstrings and messages may name them.
+    import ast
+    from pathlib import Path
+
+    classes = {"xLSTMLMModelConfig", "xLSTMLargeConfig", "TransformerConfig", "TiRexConfig"}
+    found = []
+    for path in sorted((Path(__file__).parents[1] / "train").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            name = getattr(node, "id", None) or getattr(node, "attr", None)
+            if isinstance(node, ast.alias):
+                name = node.name
+            if name in classes:
+                found.append(f"{path.name}:{node.lineno}: {name}")
+    assert not found, found

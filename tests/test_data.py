@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from train.config import DataConfig
-from train.data import (
+from train.data.text import (
     PackedWindows,
     eval_batches,
     iter_documents,
@@ -19,8 +19,9 @@ from train.data import (
     tokenize_documents,
     train_batches,
 )
+from train.data.text.tokenizer import ByteTokenizer, load_tokenizer, padded_vocab_size
+from train.errors import DataError
 from train.prepare_data import main as prepare_main
-from train.tokenizer import ByteTokenizer, DataError, load_tokenizer, padded_vocab_size
 
 # CI runs these in leg 1 only: data sources, windows and tokenizers: NumPy and Python, not JAX.
 pytestmark = pytest.mark.one_jax

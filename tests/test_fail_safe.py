@@ -127,7 +127,7 @@ def test_truncated_files_and_stray_entries_fall_back_to_the_newest_good_checkpoi
 
 
 def test_sampling_reads_the_newest_intact_checkpoint_and_moves_nothing(base, tmp_path):
-    from train.runs import load_run
+    from train.runs.load import load_run
 
     workdir = _copy(base, tmp_path)
     victim = _largest_data_file(workdir / "checkpoints" / "30", "params")  # what it reads
@@ -173,7 +173,7 @@ def test_resume_step_picks_a_checkpoint_and_sets_the_newer_ones_aside(env, base,
 def test_a_non_finite_state_is_never_saved(tmp_path):
     import jax.numpy as jnp
 
-    from train.checkpoint import Checkpointer, NonFiniteStateError
+    from train.runs.checkpoint import Checkpointer, NonFiniteStateError
 
     ckpt = Checkpointer(tmp_path / "checkpoints", keep=2, async_save=False)
     good = {"params": {"w": jnp.ones((4, 3))}, "opt_state": {"m": jnp.zeros((4, 3))}}
@@ -189,7 +189,7 @@ def test_checksums_find_a_changed_array_and_restore_falls_back(tmp_path):
     import jax
     import jax.numpy as jnp
 
-    from train.checkpoint import Checkpointer, CheckpointError
+    from train.runs.checkpoint import Checkpointer, CheckpointError
 
     state = {"params": {"w": jnp.arange(12.0).reshape(4, 3)}, "opt_state": {"n": jnp.int32(3)}}
     ckpt = Checkpointer(tmp_path / "checkpoints", keep=3, async_save=False)

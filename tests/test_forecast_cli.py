@@ -1,4 +1,5 @@
-"""``train.series_io`` (series tables) and ``python -m train.forecast`` on a tiny forecaster."""
+"""``train.data.series.tables`` (series tables) and ``python -m train.forecast`` on a tiny
+forecaster."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from train import forecast as cli
-from train.series_io import DataError, future_timestamps, read_series
+from train.data.series.tables import future_timestamps, read_series
+from train.errors import DataError
 
 ROOT = Path(__file__).parent.parent
 
@@ -233,9 +235,9 @@ def run_folder(tiny, tmp_path_factory) -> Path:
     import jax.numpy as jnp
     from flax import nnx
 
-    from train.checkpoint import Checkpointer
     from train.config import ExperimentConfig
-    from train.overrides import to_dict
+    from train.config.overrides import to_dict
+    from train.runs.checkpoint import Checkpointer
 
     workdir = tmp_path_factory.mktemp("run") / "tirex"
     workdir.mkdir()
@@ -352,8 +354,8 @@ def test_bad_arguments_fail_before_compute_and_leave_no_output(
     import json
 
     import xlstm_jax.models.tirex.forecast as tirex_forecast
-    from train import registry
-    from train.overrides import to_dict
+    from train.config import named
+    from train.config.overrides import to_dict
 
     def no_compute(*a, **k):
         raise AssertionError("forecast ran")
@@ -367,7 +369,7 @@ def test_bad_arguments_fail_before_compute_and_leave_no_output(
     argv = [str(x).replace("{tmp}", str(tmp_path)) for kv in args.items() for x in kv]
     (tmp_path / "empty").mkdir()
     (tmp_path / "lm_run").mkdir()  # a language model's run: its config.json is enough
-    lm = to_dict(registry.load("xlstm_tiny"))
+    lm = to_dict(named.load("xlstm_tiny"))
     (tmp_path / "lm_run" / "config.json").write_text(json.dumps(lm))
     before = sorted(p.name for p in tmp_path.iterdir())
     assert cli.main(argv) == 2

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from train.runs import load_run
+from train.runs.load import load_run
 from xlstm_jax import generate
 
 # CI runs these in leg 1 only: the command's arguments, streaming and errors (the decoding itself
@@ -89,7 +89,7 @@ def test_load_run_reads_the_parameters_without_the_optimizer_state(workdir):
     import jax
     from flax import nnx
 
-    from train.models import build_model
+    from xlstm_jax.registry import family_of
 
     loaded = load_run(workdir)
     assert loaded.step == 3
@@ -98,7 +98,10 @@ def test_load_run_reads_the_parameters_without_the_optimizer_state(workdir):
         "opt_state",
         "params",
     ]
-    fresh = nnx.state(build_model(loaded.config.model, nnx.Rngs(loaded.config.train.seed)))
+    model_cfg = loaded.config.model
+    fresh = nnx.state(
+        family_of(model_cfg).model(model_cfg, rngs=nnx.Rngs(loaded.config.train.seed))
+    )
     trained = nnx.state(loaded.model)
     moved = jax.tree.map(lambda a, b: float(abs(a - b).max()), trained, fresh)
     assert max(jax.tree.leaves(moved)) > 0

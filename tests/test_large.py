@@ -250,11 +250,11 @@ def test_state_dict_mismatch_is_a_clear_error():
 
 
 def test_7b_train_memory_estimate_counts_fp32_weights_and_adamw():
-    from train import registry
-    from train.overrides import apply_overrides
-    from train.step import estimate_memory
+    from train.config import named
+    from train.config.overrides import apply_overrides
+    from train.loop.memory import estimate_memory
 
-    cfg = apply_overrides(registry.load("xlstm_7b"), ["train.micro_batch_size=1"])
+    cfg = apply_overrides(named.load("xlstm_7b"), ["train.micro_batch_size=1"])
     n = 6_865_424_896  # test_7b_dimensions_and_parameter_count
     mem = estimate_memory(cfg, n)
     assert mem["params"] == 4 * n and mem["optimizer"] == 8 * n

@@ -15,7 +15,7 @@ from flax import nnx
 from helpers import cli_env, jit_call, metrics_of, run_cmd, train_cmd
 from test_large import SMALL, perturbed
 
-from train.objective import doc_starts_of
+from train.data.objective import doc_starts_of
 from xlstm_jax import (
     mLSTMBlockConfig,
     mLSTMLayerConfig,

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from helpers import TOL
 
-from train.runs import load_run
+from train.runs.load import load_run
 
 LEGACY = Path(__file__).parent / "data" / "legacy_runs"
 MODELS = {

@@ -18,13 +18,11 @@ import optax
 import pytest
 from flax import nnx
 
-from train import registry
-from train.batch import Batch, all_scored
-from train.config import ConfigError, DataConfig
-from train.objective import scored_cross_entropy, scored_predictions
-from train.overrides import apply_overrides
-from train.step import make_loss_fn
-from train.synthetic import (
+from train.config import ConfigError, DataConfig, named
+from train.config.overrides import apply_overrides
+from train.data.batch import Batch, all_scored
+from train.data.objective import make_loss_fn, scored_cross_entropy, scored_predictions
+from train.data.synthetic import (
     MQAR_VOCAB,
     TASKS,
     describe,
@@ -392,7 +390,7 @@ def _tiny_model(kind):
     if kind == "llama":
         cfg = TransformerConfig(vocab_size=19, embedding_dim=16, num_heads=2)
         return TransformerLM(cfg, rngs=nnx.Rngs(0))
-    cfg = dataclasses.replace(registry.load("mqar_xlstm11").model, vocab_size=19, embedding_dim=16)
+    cfg = dataclasses.replace(named.load("mqar_xlstm11").model, vocab_size=19, embedding_dim=16)
     return xLSTMLMModel(cfg, rngs=nnx.Rngs(0))
 
 
@@ -432,12 +430,12 @@ def test_head_on_scored_positions_only_gives_the_full_loss_and_gradients(kind):
 
 def test_mqar_configs_tie_the_head_and_score_only_the_value_positions():
     for name in ("mqar_xlstm01", "mqar_xlstm10", "mqar_xlstm11", "llama_mqar"):
-        cfg = registry.load(name)
+        cfg = named.load(name)
         assert cfg.model.tie_weights and cfg.model.vocab_size == MQAR_VOCAB
         assert max_scored(cfg.data) == cfg.data.num_kv_pairs == 8
         ex = mqar_example(np.random.default_rng(0), cfg.data.seq_len + 1, 8)
         assert ex.scored.sum() == 8
-    assert max_scored(registry.load("parity_xlstm11").data) is None
+    assert max_scored(named.load("parity_xlstm11").data) is None
 
 
 def test_transformer_shapes_and_causality():
@@ -476,22 +474,22 @@ def test_rotary_scores_depend_only_on_the_offset():
 )
 def test_bad_synthetic_settings_name_the_fix(overrides, message):
     with pytest.raises(ConfigError) as e:
-        apply_overrides(registry.load("parity_xlstm01"), overrides)
+        apply_overrides(named.load("parity_xlstm01"), overrides)
     assert message in str(e.value)
 
 
 def test_configs_have_the_papers_shapes():
     for arch, slstm in (("xlstm01", (0, 1)), ("xlstm10", ()), ("xlstm11", (1,))):
-        m = registry.load(f"parity_{arch}").model
+        m = named.load(f"parity_{arch}").model
         assert (m.num_blocks, m.embedding_dim, m.slstm_at) == (2, 64, slstm)
         if m.slstm_block is not None:
             assert m.slstm_block.slstm.conv1d_kernel_size == 0
             assert m.slstm_block.slstm.num_heads == 1
         if m.mlstm_block is not None:
             assert m.mlstm_block.mlstm.num_heads == 1
-    assert registry.load("mqar_xlstm11").model.slstm_at == (1,)
-    assert registry.load("mqar_xlstm10").model.slstm_at == ()
-    assert isinstance(registry.load("llama_parity").model, TransformerConfig)
+    assert named.load("mqar_xlstm11").model.slstm_at == (1,)
+    assert named.load("mqar_xlstm10").model.slstm_at == ()
+    assert isinstance(named.load("llama_parity").model, TransformerConfig)
 
 
 # The command's outputs: leg 1 only (the model and loss paths run on every JAX above).

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from helpers import metrics_of, require_tirex
 
-from train import registry
-from train.config import ConfigError
-from train.overrides import apply_overrides
-from train.tokenizer import DataError
+from train.config import ConfigError, named
+from train.config.overrides import apply_overrides
+from train.errors import DataError
 
 # A shrunken tirex_tiny on M3 "other" (174 series): E 16, one block, windows of 4 patches.
 SMALL = [
@@ -43,7 +42,7 @@ SMALL = [
 
 
 def _cfg(*extra):
-    return apply_overrides(registry.load("tirex_tiny"), [*SMALL, *extra])
+    return apply_overrides(named.load("tirex_tiny"), [*SMALL, *extra])
 
 
 def _need_data():
@@ -56,7 +55,7 @@ def _need_data():
 def test_few_steps_resume_exactly_and_forecast(tmp_path):
     _need_data()
     from train.loop import train
-    from train.runs import load_run
+    from train.runs.load import load_run
     from xlstm_jax import forecast
 
     run = tmp_path / "run"
@@ -73,7 +72,7 @@ def test_few_steps_resume_exactly_and_forecast(tmp_path):
     assert saved["model"]["input_patch_size"] == 8
 
     model = load_run(run).model
-    from train.competitions import load_competition
+    from train.data.series.competitions import load_competition
 
     series = load_competition("m3", "other")[:5]
     out = forecast(model, [s.train for s in series], series[0].horizon)
@@ -83,7 +82,7 @@ def test_few_steps_resume_exactly_and_forecast(tmp_path):
 
 def test_series_windows_and_masks():
     _need_data()
-    from train.series_data import SeriesSource
+    from train.data.series.source import SeriesSource
 
     cfg = _cfg("data.series_mask_rate=1.0", "data.series_mask_span=2")
     src = SeriesSource(cfg.data, patch_size=8)
@@ -130,7 +129,7 @@ def test_fine_tunes_from_a_tirex_checkpoint(tmp_path):
     from tirex.models.tirex import TiRexZero
 
     from train.loop import train
-    from train.runs import load_run
+    from train.runs.load import load_run
     from xlstm_jax.models.tirex.convert import to_state_dict
 
     mc = dict(
@@ -166,7 +165,7 @@ def test_fine_tunes_from_a_tirex_checkpoint(tmp_path):
 
 def test_series_from_a_csv_file(tmp_path):
     """``data.path=series:FILE``: a wide table of the user's own series."""
-    from train.series_data import SeriesSource
+    from train.data.series.source import SeriesSource
 
     rng = np.random.default_rng(0)
     cols = {f"s{i}": rng.normal(size=60).cumsum() for i in range(6)}

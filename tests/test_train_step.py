@@ -9,12 +9,12 @@ import optax
 import pytest
 from flax import nnx
 
-from train import registry
-from train.batch import all_scored
-from train.config import OptimizerConfig, ScheduleConfig
-from train.optimizer import decay_mask, make_optimizer, make_schedule, path_str
-from train.overrides import apply_overrides
-from train.step import estimate_memory, make_train_step
+from train.config import OptimizerConfig, ScheduleConfig, named
+from train.config.overrides import apply_overrides
+from train.data.batch import all_scored
+from train.loop.memory import estimate_memory
+from train.loop.optimizer import decay_mask, make_optimizer, make_schedule, path_str
+from train.loop.step import make_train_step
 from xlstm_jax import xLSTMLMModel
 
 SMALL = ["model.embedding_dim=32", "model.num_blocks=2", "model.slstm_at=[1]"]
@@ -23,7 +23,7 @@ ONE_BLOCK = ["model.num_blocks=1", "model.slstm_at=[]"]
 
 
 def _setup(*overrides: str):
-    cfg = apply_overrides(registry.load("xlstm_tiny"), [*SMALL, *overrides])
+    cfg = apply_overrides(named.load("xlstm_tiny"), [*SMALL, *overrides])
     model = xLSTMLMModel(cfg.model, rngs=nnx.Rngs(0))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     return cfg, graphdef, nnx.to_pure_dict(params), rest
@@ -94,7 +94,7 @@ def test_bf16_compute_keeps_fp32_master_weights():
 
 
 def test_memory_estimate_counts_adamw_state_and_grows_with_batch():
-    cfg = registry.load("xlstm_350m")
+    cfg = named.load("xlstm_350m")
     n = 409_000_000
     small = estimate_memory(apply_overrides(cfg, ["train.micro_batch_size=1"]), n)
     assert small["params"] == 4 * n and small["optimizer"] == 8 * n

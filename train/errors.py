@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 __all__ = [
     "DEBUG_ENV",
+    "DataError",  # noqa: F822 - made on first use, by __getattr__ below
     "RunError",
     "debug_enabled",
     "disk_error",
@@ -52,6 +53,26 @@ _FS_TEXT = {
 
 class RunError(RuntimeError):
     """A run that had started cannot go on; the message says what is kept and what to do."""
+
+
+def _data_error() -> type:
+    from xlstm_jax.layers.config import ConfigError
+
+    class DataError(ConfigError):
+        """Data or tokenizer problem found before any compute; the message names the fix."""
+
+    DataError.__module__, DataError.__qualname__ = __name__, "DataError"
+    return DataError
+
+
+def __getattr__(name: str):
+    # ``DataError`` subclasses the library's ``ConfigError``, and importing the library
+    # pulls in JAX; every parser imports this module and ``--help`` must stay instant, so
+    # the class is made on first use (once: it is then a module global).
+    if name == "DataError":
+        cls = globals()["DataError"] = _data_error()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def debug_enabled(argv_flag: bool = False) -> bool:
@@ -138,14 +159,14 @@ def run_command(body: Callable[[], int], *, debug: bool = False) -> int:
         ``XLSTM_JAX_DEBUG=1``) errors propagate with their tracebacks.
     """
     # Imported here: --help must not wait for JAX (this module is imported by every parser).
-    from xlstm_jax.config import ConfigError
+    from xlstm_jax.layers.config import ConfigError
 
     debug = debug_enabled(debug)
     if not debug:
         quiet_library_logs()
     try:
         return body()
-    except ConfigError as e:  # includes DataError and train.workdir.WorkdirError
+    except ConfigError as e:  # includes DataError and train.runs.workdir.WorkdirError
         if debug:
             raise
         _say(e)

@@ -8,19 +8,19 @@ table with a TiRex-compatible sLSTM forecaster.
         --output out/ticks.csv --plot-dir out/plots --max-plots 10
 
 ``--model`` is a TiRex Lightning checkpoint (``*.ckpt``, the file tirex-ts loads, or a
-folder holding ``model.ckpt``; ``xlstm_jax.tirex.load_forecaster``) or a
+folder holding ``model.ckpt``; ``xlstm_jax.load_forecaster``) or a
 ``python -m train.main`` run folder of the forecaster (its newest intact checkpoint;
-``train.runs.load_run``). The table is read by ``train.series_io`` (layouts: wide, one
+``train.runs.load.load_run``). The table is read by ``train.data.series.tables`` (layouts: wide, one
 series per column; long, one row per observation with id, timestamp and value columns;
 ``auto`` picks long when the id and value columns are both there). The library call is
-``xlstm_jax.tirex.forecast``.
+``xlstm_jax.forecast``.
 
 Output: a CSV with one row per series and forecast step, columns ``id`` (the column
 header or the long layout's id), ``step`` (1..H), ``timestamp``, ``mean`` (the median, as
 TiRex gives it), then one column per quantile level, ascending, named ``q`` + the level
 (``q0.1`` ... ``q0.9``). ``timestamp`` is the step's time when the series' timestamps are
 regularly spaced (a constant step, or a constant number of calendar months on month
-starts or month ends; ``train.series_io.future_timestamps``) and empty otherwise (no
+starts or month ends; ``train.data.series.tables.future_timestamps``) and empty otherwise (no
 timestamp column, text timestamps, or irregular spacing). With ``--plot-dir``, one PNG per
 series (the first ``--max-plots``): the last part of the history, the median forecast and
 the band between the lowest and highest level forecast (10%-90% by default).
@@ -129,7 +129,7 @@ def parse_quantiles(text: str | None) -> tuple[float, ...] | None:
     Raises:
         ConfigError: a part is not a number, a level is outside (0, 1), or one repeats.
     """
-    from xlstm_jax.config import ConfigError
+    from xlstm_jax.layers.config import ConfigError
 
     if text is None:
         return None
@@ -161,7 +161,7 @@ def parse_quantiles(text: str | None) -> tuple[float, ...] | None:
 
 def _probe_folder(folder: Path, flag: str) -> None:
     """``ConfigError`` unless a file can be created in ``folder`` (tried, then removed)."""
-    from xlstm_jax.config import ConfigError
+    from xlstm_jax.layers.config import ConfigError
 
     if not folder.is_dir():
         what = "is a file" if folder.exists() else "does not exist"
@@ -180,7 +180,7 @@ def _probe_folder(folder: Path, flag: str) -> None:
 
 def _check_paths(args: argparse.Namespace) -> tuple[Path, Path | None]:
     """The output CSV and plot folder, checked writable before anything is computed."""
-    from xlstm_jax.config import ConfigError
+    from xlstm_jax.layers.config import ConfigError
 
     if not Path(args.model).exists():
         raise ConfigError(
@@ -217,7 +217,7 @@ def _say(text: str) -> None:
 
 
 def _forecast(args: argparse.Namespace) -> int:
-    from xlstm_jax.config import ConfigError
+    from xlstm_jax.layers.config import ConfigError
 
     if args.horizon < 1:
         raise ConfigError(f"--horizon must be >= 1 (steps to forecast); got {args.horizon}.")
@@ -228,7 +228,8 @@ def _forecast(args: argparse.Namespace) -> int:
     levels = parse_quantiles(args.quantiles)
     out, plot_dir = _check_paths(args)
 
-    from train.series_io import DataError, read_series
+    from train.data.series.tables import read_series
+    from train.errors import DataError
 
     series = read_series(
         args.input,
@@ -243,7 +244,7 @@ def _forecast(args: argparse.Namespace) -> int:
 
     import jax
 
-    from xlstm_jax.tirex import ForecastError
+    from xlstm_jax import ForecastError
 
     t0 = time.perf_counter()
     model, source = _load_model(args.model)
@@ -277,20 +278,21 @@ def _forecast(args: argparse.Namespace) -> int:
 
 def _load_model(path: str):
     """The forecaster at ``path`` and a phrase naming it: a ``train.main`` run folder
-    (``train.runs.load_run``: its newest intact checkpoint) or a TiRex checkpoint
-    (``xlstm_jax.tirex.load_forecaster``: a ``.ckpt`` file or a folder holding
+    (``train.runs.load.load_run``: its newest intact checkpoint) or a TiRex checkpoint
+    (``xlstm_jax.load_forecaster``: a ``.ckpt`` file or a folder holding
     ``model.ckpt``)."""
-    from xlstm_jax.config import ConfigError
-    from xlstm_jax.tirex import ForecastError, TiRexConfig, load_forecaster
+    from xlstm_jax import ForecastError, load_forecaster
+    from xlstm_jax.layers.config import ConfigError
 
     folder = Path(path)
     if folder.is_dir() and (folder / "config.json").is_file():
-        from train.runs import load_run
+        from train.runs.load import load_run
 
-        kind = _run_model_kind(folder)
-        if kind is not None and kind != TiRexConfig:
+        fam = _run_family(folder)
+        if fam is not None and fam.task != "forecast":
+            kind = fam.config.__name__.removesuffix("Config")
             raise ConfigError(
-                f"--model {path} is a training run of a {kind.__name__.removesuffix('Config')}"
+                f"--model {path} is a training run of a {kind}"
                 f", not of the forecaster; give a run of a TiRex config (e.g. python -m "
                 f"train.main --config tirex_tiny) or a TiRex model.ckpt."
             )
@@ -305,17 +307,18 @@ def _load_model(path: str):
         ) from None
 
 
-def _run_model_kind(folder: Path) -> type | None:
-    """The model config class of the run in ``folder``, or None if its config.json cannot
-    be read (``load_run`` then says why)."""
+def _run_family(folder: Path):
+    """The model family (``xlstm_jax.registry.Family``) of the run in ``folder``, or None
+    if its config.json cannot be read (``load_run`` then says why)."""
     import json
 
     from train.config import ConfigError, ExperimentConfig
-    from train.overrides import from_dict
+    from train.config.overrides import from_dict
+    from xlstm_jax.registry import family_of
 
     try:
         raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        return type(from_dict(ExperimentConfig, raw).model)
+        return family_of(from_dict(ExperimentConfig, raw).model)
     except (OSError, ValueError, ConfigError):
         return None
 
@@ -328,7 +331,7 @@ def _run_batches(model, contexts, horizon, levels, batch_size):
     """
     import numpy as np
 
-    from xlstm_jax.tirex import Forecast, forecast
+    from xlstm_jax import Forecast, forecast
 
     n = len(contexts)
     bs = min(batch_size, n)
@@ -362,7 +365,7 @@ def _csv_bytes(series, fc, horizon: int) -> bytes:
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
-    from train.series_io import format_timestamps, future_timestamps
+    from train.data.series.tables import format_timestamps, future_timestamps
 
     n = len(series)
     stamps: list[str | None] = []
@@ -423,7 +426,7 @@ def _plot_all(series, fc, folder: Path, max_plots: int) -> int:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from train.series_io import future_timestamps
+    from train.data.series.tables import future_timestamps
 
     chosen = series[:max_plots]
     levels = fc.quantile_levels

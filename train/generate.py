@@ -7,7 +7,7 @@ pretrained checkpoint folder of the xLSTM-7B family.
         --temperature 0 --dtype bfloat16
 
 Loads the run's config, tokenizer and latest checkpoint's parameters (``train.runs``) or
-the folder's (``xlstm_jax.pretrained``, with its ``tokenizer.json`` unless ``--tokenizer``),
+the folder's (``xlstm_jax.load_pretrained``, with its ``tokenizer.json`` unless ``--tokenizer``),
 prefills the prompt (chunkwise) and decodes token by token with constant cost per token,
 streaming the text. The library function is ``xlstm_jax.generate``.
 
@@ -121,7 +121,7 @@ def _generate(args: argparse.Namespace) -> int:
     import jax
 
     from train.config import ConfigError
-    from train.runs import load_run
+    from train.runs.load import load_run
     from xlstm_jax.generation import check_sampling_args
 
     flags = {
@@ -193,10 +193,9 @@ def _load_pretrained(args: argparse.Namespace):
     """The model and tokenizer of ``--pretrained`` (errors: ``ConfigError``)."""
     from pathlib import Path
 
-    from xlstm_jax.pretrained import PretrainedError, load_pretrained
-
     from train.config import ConfigError
-    from train.tokenizer import load_tokenizer
+    from train.data.text.tokenizer import load_tokenizer
+    from xlstm_jax import PretrainedError, load_pretrained
 
     folder = Path(args.pretrained)
     spec = args.tokenizer or str(folder / "tokenizer.json")

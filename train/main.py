@@ -78,7 +78,7 @@ def _init_distributed(args: argparse.Namespace) -> None:
     # CPU processes talk over Gloo (GPUs use NCCL regardless of this setting).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if any(x is None for x in given) and not slurm:
-        from xlstm_jax.config import ConfigError
+        from xlstm_jax.layers.config import ConfigError
 
         raise ConfigError(
             "multi-process training needs --coordinator-address, --num-processes and "
@@ -101,14 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         _init_distributed(args)
         # Imports after parsing so --help is instant; the config errors need no JAX work.
-        from train import registry
+        from train.config import named
+        from train.config.overrides import apply_overrides
         from train.loop import train
-        from train.overrides import apply_overrides
 
         overrides = list(args.overrides)
         if args.init_from:
             overrides.append(f"train.init_from={args.init_from}")
-        cfg = apply_overrides(registry.load(args.config), overrides)
+        cfg = apply_overrides(named.load(args.config), overrides)
         workdir = Path(args.workdir or Path("runs") / args.config)
         try:
             summary = train(cfg, workdir, resume_step=args.resume_step)

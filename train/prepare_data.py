@@ -20,16 +20,16 @@ from tqdm import tqdm
 
 from train.cli import make_parser
 from train.config import ConfigError, DataConfig
-from train.data import (
+from train.data.text import (
     PREPARED_FORMAT,
     check_source,
     iter_documents,
+    load_tokenizer,
     token_dtype,
     tokenize_documents,
 )
 from train.errors import run_command
 from train.files import atomic_folder, atomic_write_text
-from train.tokenizer import load_tokenizer
 
 __all__ = ["main", "prepare"]
 

@@ -10,10 +10,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from train import registry
+from train.config import named
+from train.config.overrides import apply_overrides
 from train.loop import train
-from train.metrics import read_metrics
-from train.overrides import apply_overrides
+from train.runs.metrics import read_metrics
 
 out, overrides = Path(sys.argv[1]), sys.argv[2:]
 
@@ -26,7 +26,7 @@ def run(name: str, mesh, extra=()) -> list[float]:
         f"mesh.tensor={mesh[2]}",
         *extra,
     ]
-    train(apply_overrides(registry.load("xlstm_tiny"), sets), out / name)
+    train(apply_overrides(named.load("xlstm_tiny"), sets), out / name)
     return [r["loss"] for r in read_metrics(out / name / "metrics.jsonl")]
 
 

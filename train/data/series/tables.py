@@ -1,0 +1,453 @@
+"""Reading tables of time series for forecasting (``python -m train.forecast``).
+
+    series = read_series("sales.csv")                        # layout decided by the columns
+    series = read_series("ticks.parquet", layout="long", id_column="item")
+    series[0].name, series[0].values, series[0].timestamps   # "a", (T,) float64, (T,) or None
+
+Two file formats, CSV (``.csv``, ``.csv.gz``, ``.tsv``) and Parquet (``.parquet``,
+``.pq``), both read with pyarrow, and two layouts:
+
+- **wide**: one series per column, named by its header. A column named like
+  ``timestamp_column`` (default ``timestamp``), if there is one, gives every series its
+  timestamps (the rows are then sorted by it; without one they stay in file order);
+  every other column must be numeric. Columns may have different lengths (ragged): the
+  empty cells before a column's first value and after its last are padding and are
+  dropped; empty cells between values are missing values (NaN).
+- **long**: one row per observation, with an id, a timestamp and a value column (names
+  configurable; other columns are ignored). Rows are sorted by timestamp within each id;
+  series come in the order their ids first appear. An empty value cell is a missing value
+  (NaN) and is kept.
+
+``layout="auto"`` picks **long** when the table has both the id and the value column and
+**wide** otherwise.
+
+Timestamps are read as pyarrow infers them (ISO 8601 dates and times become
+``datetime64``; times with a time zone are kept as UTC), numbers, or text otherwise
+(text sorts as text: right for ISO 8601, wrong for e.g. ``3/1/2024``).
+Missing values: an empty cell, ``NA``, ``NaN``, ``null`` and pyarrow's other null
+spellings, and NaN floats in Parquet, all become NaN. Every problem with the file raises
+``DataError`` (exit code 2 in the commands) naming the file, the column or series, and
+the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from train.errors import DataError
+
+__all__ = [
+    "LAYOUTS",
+    "DataError",
+    "Layout",
+    "Series",
+    "format_timestamps",
+    "future_timestamps",
+    "read_series",
+    "read_table",
+]
+
+Layout = Literal["wide", "long", "auto"]
+LAYOUTS = ("wide", "long", "auto")
+CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+@dataclass(frozen=True)
+class Series:
+    """One time series of a table.
+
+    Attributes:
+        name: the wide column's header, or the long layout's id (as text).
+        values: (T,) float64, NaN where a value is missing; T >= 1 and not all NaN.
+        timestamps: (T,) the timestamps (``datetime64`` for dates and times, int64 or
+            float64 for numbers, ``str`` objects for other text), or None when the table
+            has none.
+    """
+
+    name: str
+    values: np.ndarray
+    timestamps: np.ndarray | None
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for s in CSV_SUFFIXES + PARQUET_SUFFIXES:
+        if name.endswith(s):
+            return s
+    return path.suffix.lower()
+
+
+def read_table(path: str | Path):
+    """The file at ``path`` as a ``pyarrow.Table`` (CSV or Parquet, by its extension).
+
+    Raises:
+        DataError: the file is missing, has an unknown extension, cannot be parsed, or
+            holds no rows.
+    """
+    import pyarrow as pa
+
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise DataError(f"the input {path} {what}; give a CSV or Parquet file of series.")
+    suffix = _suffix(path)
+    supported = ", ".join(CSV_SUFFIXES + PARQUET_SUFFIXES)
+    try:
+        if suffix in CSV_SUFFIXES:
+            import pyarrow.csv as pcsv
+
+            table = pcsv.read_csv(
+                path,
+                parse_options=pcsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ","),
+                convert_options=pcsv.ConvertOptions(strings_can_be_null=True),
+            )
+        elif suffix in PARQUET_SUFFIXES:
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+        else:
+            raise DataError(
+                f"the input {path} has the extension {suffix or '(none)'!r}, which is not a "
+                f"table format read here ({supported}); convert it to CSV or Parquet, or "
+                f"rename it if it already is one."
+            )
+    except (pa.ArrowException, OSError) as e:
+        kind = "CSV" if suffix in CSV_SUFFIXES else "Parquet"
+        if "Empty CSV file" in str(e):
+            raise DataError(
+                f"the input {path} is empty; give a table with a header row and one row per "
+                f"time step (wide) or observation (long)."
+            ) from None
+        raise DataError(
+            f"the input {path} is not a readable {kind} file ({e}); fix the file (or "
+            f"rename it if it holds another format: {supported})."
+        ) from None
+    names = table.column_names
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DataError(
+            f"the input {path} has more than one column named "
+            f"{', '.join(repr(n) for n in twice)}; give every column its own name."
+        )
+    if table.num_columns == 0 or table.num_rows == 0:
+        raise DataError(
+            f"the input {path} is an empty table (columns: "
+            f"{', '.join(table.column_names) or 'none'}; no rows); give one row per time "
+            f"step (wide layout) or per observation (long layout)."
+        )
+    return table
+
+
+def read_series(
+    path: str | Path,
+    layout: Layout = "auto",
+    *,
+    id_column: str = "id",
+    timestamp_column: str = "timestamp",
+    value_column: str = "value",
+    say: Callable[[str], None] | None = None,
+) -> list[Series]:
+    """The series of the table at ``path`` (see the module docstring for the layouts).
+
+    Args:
+        path: a CSV or Parquet file.
+        layout: ``wide``, ``long``, or ``auto`` (long when the table has both ``id_column``
+            and ``value_column``, wide otherwise).
+        id_column: the long layout's series id column.
+        timestamp_column: the timestamp column (required in the long layout, optional in
+            the wide layout).
+        value_column: the long layout's value column.
+        say: told which layout was used and why (e.g. ``print``); None: silent.
+
+    Returns:
+        One ``Series`` per column (wide) or id (long), each with at least one value.
+
+    Raises:
+        DataError: the file cannot be read or is empty; a required column is missing (the
+            message lists the columns present); a value column is not numeric or holds an
+            infinity (names the column, its first bad value and its row); a series is
+            empty or all NaN (names it); a timestamp repeats, or is missing, within a long
+            series (or a wide table's rows).
+    """
+    if layout not in LAYOUTS:
+        raise DataError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}.")
+    path = Path(path)
+    table = read_table(path)
+    names = table.column_names
+    why = ""
+    if layout == "auto":
+        long = id_column in names and value_column in names
+        layout = "long" if long else "wide"
+        has = "has" if long else "does not have both"
+        why = f" (auto: the table {has} columns {id_column!r} and {value_column!r})"
+    if say is not None:
+        say(f"{path}: {table.num_rows} rows, {table.num_columns} columns, {layout} layout{why}")
+    if layout == "long":
+        return _long(table, path, id_column, timestamp_column, value_column)
+    return _wide(table, path, timestamp_column)
+
+
+def _row(path: Path, i: int) -> str:
+    """Names the data row ``i`` (0-based) of ``path``: "row 3" (and "(line 4)" of a CSV file)."""
+    if _suffix(path) in CSV_SUFFIXES:
+        return f"row {i + 1} (line {i + 2})"
+    return f"row {i + 1}"
+
+
+def _numeric(column, path: Path, name: str, fix: str) -> np.ndarray:
+    """A column as (N,) float64 with NaN for nulls; ``DataError`` if it is not numeric or
+    holds an infinity."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    kind = column.type
+    if pa.types.is_null(kind):
+        return np.full(len(column), np.nan)
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        out = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+    elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        # pyarrow reads a column as text when any cell is not a number it recognises;
+        # accept the column if Python can read every cell as a float (e.g. "inf").
+        out = np.full(len(column), np.nan)
+        for i, cell in enumerate(column.to_pylist()):
+            if cell is None or not cell.strip():
+                continue
+            try:
+                out[i] = float(cell)
+            except ValueError:
+                raise DataError(
+                    f"{path}: column {name!r} is not numeric: {_row(path, i)} holds "
+                    f"{cell!r}. Write numbers with a '.' decimal point and leave missing "
+                    f"values empty (or NA/NaN); {fix}."
+                ) from None
+    else:
+        raise DataError(
+            f"{path}: column {name!r} holds {kind}, not numbers; {fix}. Series values must "
+            f"be integers or floats."
+        )
+    inf = np.flatnonzero(np.isinf(out))
+    if inf.size:
+        raise DataError(
+            f"{path}: column {name!r} holds {out[inf[0]]} at {_row(path, int(inf[0]))}; a "
+            f"forecaster needs finite values: replace it, or leave the cell empty (missing)."
+        )
+    return out
+
+
+def _timestamps(column) -> np.ndarray:
+    """A timestamp column as (N,) numpy: datetime64, int64/float64, or str objects."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    kind = column.type
+    if pa.types.is_timestamp(kind) and kind.tz is not None:
+        column = pc.cast(column, pa.timestamp(kind.unit))  # UTC wall time
+    if pa.types.is_date(kind) or pa.types.is_timestamp(kind) or pa.types.is_integer(kind):
+        if column.null_count:  # nulls would be NaT / garbage in numpy
+            return np.asarray(column.to_pylist(), dtype=object)
+        return column.to_numpy(zero_copy_only=False)
+    if pa.types.is_floating(kind):
+        return column.to_numpy(zero_copy_only=False).astype(np.float64)
+    return np.asarray([None if v is None else str(v) for v in column.to_pylist()], dtype=object)
+
+
+def _check_series(path: Path, name: str, values: np.ndarray, what: str) -> None:
+    if values.size == 0 or np.isnan(values).all():
+        empty = "has no values" if values.size == 0 else f"has only missing values ({what})"
+        raise DataError(
+            f"{path}: series {name!r} {empty}; every cell is empty or NaN. Remove it from "
+            f"the table, or fill in its values."
+        )
+
+
+def _wide(table, path: Path, timestamp_column: str) -> list[Series]:
+    import pyarrow.compute as pc
+
+    names = table.column_names
+    stamps, order = None, None
+    if timestamp_column in names:
+        column = table.column(timestamp_column).combine_chunks()
+        _require_stamps(column, path, timestamp_column, "wide")
+        order = pc.sort_indices(column).to_numpy(zero_copy_only=False)  # stable
+        stamps = _timestamps(column.take(order))
+        dup = np.flatnonzero(stamps[1:] == stamps[:-1])
+        if dup.size:
+            first, second = sorted(int(r) for r in order[dup[0] : dup[0] + 2])
+            raise DataError(
+                f"{path} has two rows with {timestamp_column} {_show(stamps[dup[0]])} "
+                f"({_row(path, first)} and {_row(path, second)}); keep one row per timestamp "
+                f"(aggregate or drop the duplicates)."
+            )
+    value_names = [n for n in names if n != timestamp_column]
+    if not value_names:
+        raise DataError(
+            f"{path} has only the timestamp column {timestamp_column!r}; a wide table needs "
+            f"one column per series beside it."
+        )
+    out = []
+    for name in value_names:
+        fix = (
+            f"if {name!r} holds the timestamps, pass --timestamp-column {name!r}; for a table "
+            f"in long layout pass --layout long (with --id-column and --value-column); "
+            f"otherwise remove the column"
+        )
+        values = _numeric(table.column(name), path, name, fix)
+        if order is not None:
+            values = values[order]
+        seen = np.flatnonzero(~np.isnan(values))
+        if seen.size == 0:
+            _check_series(path, name, values, f"{values.size} rows")
+        lo, hi = seen[0], seen[-1] + 1  # ragged columns: drop the padding around the values
+        out.append(Series(str(name), values[lo:hi], None if stamps is None else stamps[lo:hi]))
+    return out
+
+
+def _require_stamps(column, path: Path, timestamp_column: str, layout: str) -> None:
+    """``DataError`` naming the first row without a timestamp, if there is one."""
+    if column.null_count:
+        i = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+        raise DataError(
+            f"{path}: {_row(path, i)} has no {timestamp_column!r}; with a timestamp column "
+            f"every row of the {layout} layout needs a timestamp (drop the row or fill it in)."
+        )
+
+
+def _long(table, path: Path, id_column: str, timestamp_column: str, value_column: str):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    names = table.column_names
+    flags = {id_column: "--id-column", timestamp_column: "--timestamp-column"}
+    flags[value_column] = "--value-column"
+    missing = [n for n in (id_column, timestamp_column, value_column) if n not in names]
+    if missing:
+        raise DataError(
+            f"{path} has no column {', '.join(repr(m) for m in missing)} for the long layout "
+            f"(columns: {', '.join(names)}); name the columns with "
+            f"{', '.join(flags[m] + ' NAME' for m in missing)}, or pass --layout wide for "
+            f"one series per column."
+        )
+    ids = table.column(id_column).combine_chunks()
+    if ids.null_count:
+        i = int(np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))[0])
+        raise DataError(
+            f"{path}: {_row(path, i)} has no {id_column!r}; every row of the long layout "
+            f"needs a series id."
+        )
+    stamps_col = table.column(timestamp_column).combine_chunks()
+    _require_stamps(stamps_col, path, timestamp_column, "long")
+    values = _numeric(
+        table.column(value_column),
+        path,
+        value_column,
+        f"or name the value column with --value-column (columns: {', '.join(names)})",
+    )
+    # dictionary_encode numbers the ids in the order they first appear.
+    encoded = ids.dictionary_encode()
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    order = pc.sort_indices(
+        pa.table({"c": encoded.indices, "t": stamps_col}),
+        sort_keys=[("c", "ascending"), ("t", "ascending")],
+    ).to_numpy(zero_copy_only=False)
+    codes, values = codes[order], values[order]
+    stamps = _timestamps(stamps_col.take(pa.array(order)))
+    starts = np.flatnonzero(np.diff(codes, prepend=-1))
+    ends = np.append(starts[1:], len(codes))
+    labels = encoded.dictionary.to_pylist()
+    out = []
+    for lo, hi in zip(starts, ends, strict=True):
+        name = str(labels[codes[lo]])
+        ts = stamps[lo:hi]
+        dup = np.flatnonzero(ts[1:] == ts[:-1])
+        if dup.size:
+            first, second = sorted(int(r) for r in order[lo + dup[0] : lo + dup[0] + 2])
+            raise DataError(
+                f"{path}: series {name!r} has two values for {timestamp_column} "
+                f"{_show(ts[dup[0]])} ({_row(path, first)} and {_row(path, second)}); keep "
+                f"one value per timestamp (aggregate or drop the duplicates)."
+            )
+        _check_series(path, name, values[lo:hi], f"{hi - lo} rows")
+        out.append(Series(name, values[lo:hi], ts))
+    return out
+
+
+def _show(stamp) -> str:
+    if isinstance(stamp, np.datetime64):
+        return str(np.datetime_as_string(stamp))
+    return str(stamp)
+
+
+def future_timestamps(timestamps: np.ndarray | None, horizon: int) -> np.ndarray | None:
+    """The ``horizon`` timestamps after a series' last one, or None when its spacing is not
+    regular.
+
+    Regular means: every step between consecutive timestamps is the same positive amount
+    (seconds, days, weeks, or any number), or, for dates and times, the same number of
+    calendar months with every timestamp on the first day of its month, or every one on
+    the last day (monthly, quarterly, yearly data). Text timestamps, missing ones, and
+    fewer than two give None.
+
+    Args:
+        timestamps: (T,) a ``Series.timestamps`` array, or None.
+        horizon: H >= 1.
+
+    Returns:
+        (H,) of the same dtype, or None.
+    """
+    if timestamps is None or len(timestamps) < 2 or timestamps.dtype == object:
+        return None
+    steps = np.arange(1, horizon + 1)
+    if np.issubdtype(timestamps.dtype, np.datetime64):
+        if np.isnat(timestamps).any():
+            return None
+        monthly = _monthly(timestamps, steps)  # before days: quarters are 90 to 92 days
+        if monthly is not None:
+            return monthly
+        diff = np.diff(timestamps)
+        if (diff == diff[0]).all() and diff[0] > np.timedelta64(0):
+            return timestamps[-1] + diff[0] * steps
+        return None
+    if np.issubdtype(timestamps.dtype, np.integer):
+        diff = np.diff(timestamps)
+        if (diff == diff[0]).all() and diff[0] > 0:
+            return timestamps[-1] + diff[0] * steps
+        return None
+    if np.issubdtype(timestamps.dtype, np.floating) and np.isfinite(timestamps).all():
+        diff = np.diff(timestamps)
+        if diff[0] > 0 and np.allclose(diff, diff[0], rtol=1e-9, atol=0):
+            return timestamps[-1] + diff[0] * steps
+    return None
+
+
+def _monthly(timestamps: np.ndarray, steps: np.ndarray) -> np.ndarray | None:
+    """Month-start or month-end timestamps a constant number of months apart, continued."""
+    unit = timestamps.dtype
+    months = timestamps.astype("datetime64[M]")
+    k = np.diff(months.astype(np.int64))
+    if not ((k == k[0]).all() and k[0] > 0):
+        return None
+    start = months.astype(unit)  # the first instant of each month
+    if (timestamps == start).all():
+        return (months[-1] + k[0] * steps).astype(unit)
+    day = np.timedelta64(1, "D")
+    ends = (months + 1).astype("datetime64[D]") - day  # the last day of each month
+    if (timestamps == ends.astype(unit)).all():
+        nxt = months[-1] + k[0] * steps
+        return ((nxt + 1).astype("datetime64[D]") - day).astype(unit)
+    return None
+
+
+def format_timestamps(stamps: np.ndarray) -> list[str]:
+    """(H,) timestamps from ``future_timestamps`` as text: ISO 8601 for dates and times
+    (with the input's precision), plain numbers otherwise."""
+    if np.issubdtype(stamps.dtype, np.datetime64):
+        return [str(s) for s in np.datetime_as_string(stamps)]
+    return [repr(float(s)) if isinstance(s, np.floating) else str(s) for s in stamps.tolist()]

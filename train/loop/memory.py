@@ -1,0 +1,137 @@
+"""Memory: what this process holds and what the compiled step will add, against what the
+machine has, so a run that cannot fit says so before it starts; and the rough estimate
+printed before compiling (``estimate_memory``).
+
+On a CPU the "devices" share the host's RAM with everything else the process holds (the
+runtime, the corpus, the compiler's leftovers), so the prediction is the resident memory
+after compiling plus what one step allocates beyond its arguments (its temporaries and
+outputs, less the donated buffers it reuses), from the compiled step's memory analysis.
+On a GPU it is per device: the step's arguments, temporaries and outputs against the
+device's memory limit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax.numpy as jnp
+
+from train.config.schema import ExperimentConfig
+from xlstm_jax.registry import family_of
+
+__all__ = [
+    "StepMemory",
+    "estimate_memory",
+    "fmt_bytes",
+    "fmt_count",
+    "machine_ram",
+    "peak_resident_bytes",
+    "resident_bytes",
+]
+
+
+def _proc_kib(path: str, field: str) -> int | None:
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory now (Linux; None elsewhere)."""
+    return _proc_kib("/proc/self/status", "VmRSS")
+
+
+def peak_resident_bytes() -> int | None:
+    """This process's peak resident memory so far (Linux; None elsewhere)."""
+    return _proc_kib("/proc/self/status", "VmHWM")
+
+
+def machine_ram() -> tuple[int | None, int | None]:
+    """(total, available) bytes of RAM (Linux; None elsewhere)."""
+    return _proc_kib("/proc/meminfo", "MemTotal"), _proc_kib("/proc/meminfo", "MemAvailable")
+
+
+@dataclasses.dataclass(frozen=True)
+class StepMemory:
+    """The compiled step's bytes per device (``compiled.memory_analysis()``)."""
+
+    arguments: int
+    outputs: int
+    temporaries: int
+    aliased: int
+
+    @classmethod
+    def of(cls, compiled) -> StepMemory | None:
+        a = compiled.memory_analysis()
+        if a is None:
+            return None
+        return cls(
+            a.argument_size_in_bytes,
+            a.output_size_in_bytes,
+            a.temp_size_in_bytes,
+            getattr(a, "alias_size_in_bytes", 0),
+        )
+
+    @property
+    def added(self) -> int:
+        """What running the step allocates beyond its arguments."""
+        return max(self.outputs - self.aliased, 0) + self.temporaries
+
+    def predict_host_peak(self, local_devices: int) -> int | None:
+        """The process's peak resident memory while training on a CPU."""
+        now, peak = resident_bytes(), peak_resident_bytes()
+        if now is None:
+            return None
+        return max(peak or 0, now + local_devices * self.added)
+
+
+def fmt_bytes(n: float) -> str:
+    """``n`` bytes for people: ``"512 B"``, ``"1.5 GB"``."""
+    if n < 1024:
+        return f"{int(n)} B"
+    for unit in ("KB", "MB", "GB"):
+        n /= 1024
+        if n < 1024:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1024:.1f} TB"
+
+
+def fmt_count(n: int) -> str:
+    """A parameter count for people: ``"12,345"``, ``"1.3M"``, ``"6.87B"``."""
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n:,}"
+
+
+def estimate_memory(cfg: ExperimentConfig, num_params: int) -> dict[str, int]:
+    """Rough bytes per device for one train step (no sharding yet).
+
+    Parameters, gradients (two buffers with accumulation) and AdamW moments are exact for
+    the master weights; "updates" counts the optimizer's update buffer plus the weights'
+    copy in the compute dtype (bf16 runs). The activation term is an estimate of what the
+    backward pass keeps per micro-batch: about a dozen (B, S, inner) tensors per block
+    (projections, conv, gates, cell output) in the compute dtype, the mLSTM's chunk-local
+    (S x chunk) gate matrices in fp32, and the fp32 logits with their softmax and
+    gradient. With ``model.remat`` only each block's input stays, plus one block's worth
+    during its recomputation. The compiled step's own figure is printed after compiling.
+    """
+    m = cfg.model
+    p_bytes = jnp.dtype(m.param_dtype).itemsize
+    c_bytes = jnp.dtype(m.dtype).itemsize
+    act = family_of(m).activation_bytes(m, cfg.train.micro, cfg.data.seq_len, c_bytes)
+    if m.remat:  # each block's input stays, plus one block's worth while it is recomputed
+        blocks = len(act.per_block) * act.block_input + max(act.per_block)
+    else:
+        blocks = sum(act.per_block)
+    out = {
+        "params": num_params * p_bytes,
+        "grads": num_params * p_bytes * (2 if cfg.train.accum_steps > 1 else 1),
+        "optimizer": 2 * num_params * p_bytes,
+        "updates": num_params * (p_bytes + (c_bytes if m.dtype != m.param_dtype else 0)),
+        "activations": blocks + act.head,
+    }
+    out["total"] = sum(out.values())
+    return out

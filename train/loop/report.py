@@ -1,0 +1,111 @@
+"""What the loop prints: one talking process, the start-up lines (model, devices, batch,
+the memory estimate) and the compiled step's memory against what the machine has."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import jax
+from tqdm import tqdm
+
+from train.config.schema import ExperimentConfig
+from train.loop.memory import (
+    StepMemory,
+    estimate_memory,
+    fmt_bytes,
+    fmt_count,
+    machine_ram,
+    resident_bytes,
+)
+from xlstm_jax.registry import family_of
+
+__all__ = ["report_setup", "report_step_memory", "say"]
+
+
+def say(msg: str) -> None:
+    """Prints above the progress bar; several processes (hosts) run the loop, the first
+    one talks."""
+    if jax.process_index() == 0:
+        tqdm.write(msg, file=sys.stdout)
+
+
+def report_setup(cfg: ExperimentConfig, num_params: int, say: Callable[[str], None]) -> None:
+    """The start-up lines: model size, devices, tokens per step, memory estimate."""
+    tc, S = cfg.train, cfg.data.seq_len
+    mem = estimate_memory(cfg, num_params)
+    dev = jax.devices()[0]
+    fam = family_of(cfg.model)
+    forecaster = fam.task == "forecast"
+    vocab = "" if forecaster else f"vocab {cfg.model.vocab_size}, "
+    say(
+        f"model: {fmt_count(num_params)} parameters ({num_params:,}), {cfg.model.num_blocks} "
+        f"blocks ({fam.summary(cfg.model)}), "
+        f"E {cfg.model.embedding_dim}, {vocab}compute "
+        f"{cfg.model.dtype}, params {cfg.model.param_dtype}, remat {cfg.model.remat}"
+    )
+    say(
+        f"devices: {jax.device_count()} x {dev.device_kind} ({dev.platform}) in "
+        f"{jax.process_count()} process(es); mesh data/fsdp/tensor = "
+        f"{'/'.join(map(str, cfg.mesh.resolve(jax.device_count())))}"
+    )
+    unit = "values" if forecaster else "tokens"
+    say(
+        f"{unit}/step: {tc.batch_size * S:,} = batch {tc.batch_size} x seq {S} "
+        f"(micro-batch {tc.micro} x {tc.accum_steps} accumulation steps)"
+    )
+    say(
+        "rough memory estimate per device (before compiling): "
+        + ", ".join(f"{k} {fmt_bytes(v)}" for k, v in mem.items() if k != "total")
+        + f" -> total ~{fmt_bytes(mem['total'])}"
+    )
+    total_ram, _ = machine_ram()
+    if dev.platform == "cpu" and total_ram and mem["total"] * jax.local_device_count() > total_ram:
+        say(
+            f"warning: this looks like more than the machine's {fmt_bytes(total_ram)} of RAM; "
+            "lower train.micro_batch_size or data.seq_len, or set model.remat=true "
+            "(the compiled step's own figure follows)."
+        )
+
+
+def report_step_memory(
+    mem: StepMemory | None, eval_memory: list[StepMemory], say: Callable[[str], None]
+) -> None:
+    """The compiled step's memory, and a warning when the run (steps and evaluations, one
+    at a time) will not fit."""
+    if mem is None:
+        return
+    worst = max([mem, *eval_memory], key=lambda m: m.added)
+    dev = jax.local_devices()[0]
+    parts = (
+        f"arguments {fmt_bytes(mem.arguments)}, temporaries {fmt_bytes(mem.temporaries)}, "
+        f"outputs {fmt_bytes(mem.outputs)} ({fmt_bytes(mem.aliased)} of them donated)"
+    )
+    fixes = "lower train.micro_batch_size or data.seq_len, or set model.remat=true"
+    if dev.platform == "cpu":
+        peak = worst.predict_host_peak(jax.local_device_count())
+        total_ram, available = machine_ram()
+        if peak is None:
+            say(f"memory: the step needs per device {parts}")
+            return
+        say(
+            f"memory: the step needs per device {parts}; this process will peak near "
+            f"{fmt_bytes(peak)} of RAM"
+        )
+        if total_ram and peak > total_ram:
+            say(f"warning: that is more than the machine's {fmt_bytes(total_ram)} of RAM; {fixes}.")
+        elif available and peak > available + (resident_bytes() or 0):
+            say(
+                f"warning: other processes leave only {fmt_bytes(available)} of RAM free; "
+                "the run may be killed for memory."
+            )
+        return
+    limit = (dev.memory_stats() or {}).get("bytes_limit") if hasattr(dev, "memory_stats") else None
+    need = mem.arguments + worst.added
+    where = f" of the {fmt_bytes(limit)} on {dev.device_kind}" if limit else ""
+    say(f"memory: the step needs {fmt_bytes(need)} per device{where} ({parts})")
+    if limit and need > limit:
+        say(
+            f"warning: that is more than one device holds; {fixes}, or shard over more "
+            "devices (mesh.fsdp)."
+        )

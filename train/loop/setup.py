@@ -1,0 +1,230 @@
+"""Setting a run up: the checks that need the runtime, the data source, and the model with
+its optimizer and sharded train state.
+
+Shapes: a accumulation steps, m micro-batch (the batch axes of a step's input).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from train.config.schema import ConfigError, ExperimentConfig
+from train.data.series.windows import PREFIX as SERIES_PREFIX
+from train.data.sources import DataSource, open_source
+from train.loop.optimizer import decay_mask, make_optimizer, make_schedule
+from train.loop.step import state_shardings
+from xlstm_jax.layers.sharding import ShardingError, make_mesh
+from xlstm_jax.registry import family_of
+
+__all__ = [
+    "TrainSetup",
+    "build_state",
+    "check_setup",
+    "count_params",
+    "open_data",
+    "put_batch",
+    "put_global",
+]
+
+
+@dataclasses.dataclass
+class TrainSetup:
+    """What the phases after setup share.
+
+    Attributes:
+        cfg: the run's config (its vocabulary raised to the data's).
+        graphdef, param_state, rest: the model's ``nnx.split`` (parameters separate).
+        schedule, tx: the learning-rate schedule and the optimizer.
+        state: the train state ``{"params", "opt_state"}``, placed on the mesh; replaced
+            by the restore and by every step.
+        shardings: the train state's shardings (parameters by their logical axes).
+        batch_sharding: a step's batch (a, m, ...): m split over data x fsdp.
+        eval_sharding: an evaluation batch (b, ...): b split over data x fsdp.
+        replicated: the step's metrics.
+    """
+
+    cfg: ExperimentConfig
+    graphdef: Any
+    param_state: nnx.State
+    rest: Any
+    schedule: optax.Schedule
+    tx: optax.GradientTransformation
+    state: dict
+    shardings: dict
+    batch_sharding: NamedSharding
+    eval_sharding: NamedSharding
+    replicated: NamedSharding
+
+
+def check_setup(cfg: ExperimentConfig) -> Mesh:
+    """Config checks that need the runtime (devices, hosts) or that the loop relies on.
+
+    Returns the device mesh of the run.
+    """
+    try:
+        mesh = make_mesh(cfg.mesh.resolve(jax.device_count()))
+    except ShardingError as e:
+        raise ConfigError(f"{e} (--set mesh.data=... mesh.fsdp=... mesh.tensor=...)") from e
+    sizes = dict(mesh.shape)
+    batch_split = sizes["data"] * sizes["fsdp"]
+    if cfg.train.micro % batch_split:
+        raise ConfigError(
+            f"the micro-batch ({cfg.train.micro}) must be divisible by mesh.data x mesh.fsdp "
+            f"= {batch_split}: change train.micro_batch_size / train.batch_size or the mesh."
+        )
+    if cfg.train.batch_size % jax.process_count():
+        raise ConfigError(
+            f"train.batch_size={cfg.train.batch_size} must be a multiple of the "
+            f"{jax.process_count()} processes."
+        )
+    # The step closes over the model's non-parameter state, so a dropout RNG would repeat
+    # its masks every step; refuse rather than train silently wrong.
+    m = cfg.model
+    fam = family_of(m)
+    forecaster = fam.task == "forecast"
+    if forecaster != cfg.data.path.startswith(SERIES_PREFIX):
+        raise ConfigError(
+            "the forecaster (a TiRexConfig model) trains on series data (data.path=series:m3, "
+            "series:FILE.csv, ...) and the language models on tokens; this run has "
+            f"model {type(m).__name__} with data.path={cfg.data.path}: pick a matching pair "
+            "(e.g. --config tirex_tiny for forecasting)."
+        )
+    slstm = getattr(m, "slstm_block", None)  # the Transformer baseline has none
+    ff = slstm.feedforward if slstm is not None else None
+    if getattr(m, "dropout", 0.0) > 0 or (ff is not None and ff.dropout > 0):
+        raise ConfigError(
+            "dropout is not supported by the trainer yet (the paper's recipes use none): "
+            "set model.dropout=0 and model.slstm_block.feedforward.dropout=0."
+        )
+    init = Path(cfg.train.init_from) if cfg.train.init_from else None
+    if init is not None and not (init.is_dir() or (forecaster and init.is_file())):
+        raise ConfigError(
+            f"train.init_from={cfg.train.init_from}: no such folder; give a train.main run "
+            "folder or a checkpoint folder (config.json / config.yaml + safetensors)."
+        )
+    if cfg.data.reset_at_document_boundaries:
+        why = fam.doc_resets(m)
+        if why is not None:
+            raise ConfigError(
+                f"data.reset_at_document_boundaries does not apply to this {fam.name} model: "
+                f"{why}. Unset data.reset_at_document_boundaries or change the model."
+            )
+        if cfg.data.path.startswith("synthetic:"):
+            raise ConfigError(
+                "data.reset_at_document_boundaries applies to packed text; synthetic tasks "
+                "hold one example per row. Unset it."
+            )
+    return mesh
+
+
+def open_data(
+    cfg: ExperimentConfig, say: Callable[[str], None]
+) -> tuple[ExperimentConfig, DataSource]:
+    """The run's data source, and the config with ``model.vocab_size`` raised to what the
+    source's ids need (said when it changes).
+
+    Raises:
+        DataError: the path or tokenizer cannot be used (before any compute).
+    """
+    source = open_source(cfg.data, cfg.model)
+    if source.vocab_size and cfg.model.vocab_size < source.vocab_size:
+        say(
+            f"model.vocab_size {cfg.model.vocab_size} -> {source.vocab_size} to fit "
+            f"{source.vocab_origin}."
+        )
+        cfg = dataclasses.replace(
+            cfg, model=dataclasses.replace(cfg.model, vocab_size=source.vocab_size)
+        )
+    return cfg, source
+
+
+def count_params(cfg: ExperimentConfig) -> int:
+    """The model's parameter count, from its shapes alone (nothing is allocated)."""
+    build = family_of(cfg.model).model
+    abstract = nnx.eval_shape(lambda: build(cfg.model, rngs=nnx.Rngs(cfg.train.seed)))
+    return sum(x.size for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
+
+
+def build_state(cfg: ExperimentConfig, mesh: Mesh) -> TrainSetup:
+    """The model (built by its family, ``xlstm_jax.registry``), the optimizer and the
+    train state, sharded over ``mesh`` by the logical axes of the parameters."""
+    model = family_of(cfg.model).model(cfg.model, rngs=nnx.Rngs(cfg.train.seed))
+    graphdef, param_state, rest = nnx.split(model, nnx.Param, ...)
+    params = nnx.to_pure_dict(param_state)
+    del model
+    schedule = make_schedule(cfg.optimizer, cfg.schedule, cfg.train.steps)
+    tx = make_optimizer(
+        cfg.optimizer,
+        schedule,
+        decay_mask(params, getattr(cfg.model, "weight_decay_on_embedding", False)),
+    )
+    state = {"params": params, "opt_state": tx.init(params)}
+    # Parameters and optimizer state sharded by their logical axes (FSDP over `fsdp`,
+    # tensor parallel over `tensor`); the batch split over data x fsdp.
+    shardings = state_shardings(tx, param_state, state["opt_state"], mesh, cfg.mesh.rules)
+    return TrainSetup(
+        cfg=cfg,
+        graphdef=graphdef,
+        param_state=param_state,
+        rest=rest,
+        schedule=schedule,
+        tx=tx,
+        state=put_global(state, shardings),
+        shardings=shardings,
+        batch_sharding=NamedSharding(mesh, PartitionSpec(None, ("data", "fsdp"))),
+        eval_sharding=NamedSharding(mesh, PartitionSpec(("data", "fsdp"))),
+        replicated=NamedSharding(mesh, PartitionSpec()),
+    )
+
+
+def put_global(tree, shardings):
+    """Places values (identical on every process) as global arrays with ``shardings``."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, shardings)
+    host = jax.device_get(tree)  # each process then hands its devices their slices
+    return jax.tree.map(
+        lambda x, sh: jax.make_array_from_callback(x.shape, sh, lambda idx: x[idx]),
+        host,
+        shardings,
+    )
+
+
+def _global_batch(local: np.ndarray, sharding: NamedSharding, global_shape=None) -> jax.Array:
+    """The global batch from each process's rows (the batch axis is split across hosts)."""
+    return jax.make_array_from_process_local_data(sharding, local, global_shape)
+
+
+def _put_batch(local, sharding: NamedSharding, global_shape=None):
+    """The global batch (any pytree of host rows; ``global_shape``: the leaves' leading
+    axes, their trailing ones are each leaf's own)."""
+    return jax.tree.map(
+        lambda x: _global_batch(
+            x, sharding, None if global_shape is None else (*global_shape, *x.shape[2:])
+        ),
+        local,
+    )
+
+
+def put_batch(local, sharding: NamedSharding, global_shape=None):
+    """The global batch (any pytree of host rows; ``global_shape``: the leaves' leading
+    axes, their trailing ones are each leaf's own). The batch axis is split across hosts:
+    each process gives its own rows."""
+    return jax.tree.map(
+        lambda x: _global_batch(
+            x, sharding, None if global_shape is None else (*global_shape, *x.shape[2:])
+        ),
+        local,
+    )
+
+
+def _global_batch(local: np.ndarray, sharding: NamedSharding, global_shape=None) -> jax.Array:
+    return jax.make_array_from_process_local_data(sharding, local, global_shape)

@@ -1,0 +1,176 @@
+"""Reading a finished (or interrupted) training run back: its config, tokenizer and model.
+
+    run = load_run("runs/xlstm_tiny")
+    run.model(tokens)                       # the latest checkpoint's parameters
+
+Only the parameters are read from the checkpoint (not the optimizer state).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+from flax import nnx
+
+from train.config.overrides import from_dict, to_dict
+from train.config.schema import ConfigError, ExperimentConfig
+from train.data.text.tokenizer import ByteTokenizer, HFTokenizer, load_tokenizer
+from train.runs.checkpoint import Checkpointer
+from xlstm_jax.registry import family_of
+
+__all__ = ["Run", "initial_params", "load_run"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """A training run's model (latest checkpoint), tokenizer, checkpoint step and config."""
+
+    model: nnx.Module
+    tokenizer: ByteTokenizer | HFTokenizer
+    step: int
+    config: ExperimentConfig
+
+
+def load_run(workdir: str | Path, step: int | None = None, say=None) -> Run:
+    """Loads the run in ``workdir`` (a ``python -m train.main`` output folder): its newest
+    checkpoint that reads back intact (checksums compared), or checkpoint ``step``.
+
+    Args:
+        workdir: the run's folder.
+        step: a checkpoint step to load instead of the newest intact one.
+        say: where notes on skipped (unreadable) checkpoints go (default: stderr).
+
+    Raises:
+        ConfigError: the folder is not a run, its config.json is damaged, or it holds no
+            checkpoint yet (the message says how to make one).
+        CheckpointError: no checkpoint (or not ``step``) can be read; nothing is moved.
+    """
+    workdir = Path(workdir)
+    cfg_path = workdir / "config.json"
+    if not cfg_path.is_file():
+        raise ConfigError(
+            f"{workdir} is not a training run (no config.json); train one first, e.g. "
+            f"python -m train.main --config xlstm_tiny --workdir {workdir}"
+        )
+    try:
+        raw = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(
+            f"{cfg_path} cannot be read ({e}). Rerunning the training command that made the "
+            f"run (python -m train.main --config NAME --workdir {workdir}) rewrites it."
+        ) from e
+    cfg = from_dict(ExperimentConfig, raw)
+    if not (workdir / "checkpoints").is_dir():
+        raise ConfigError(_no_checkpoint(workdir, cfg))
+    ckpt = Checkpointer(
+        workdir / "checkpoints", keep=cfg.checkpoint.keep, async_save=False, create=False
+    )
+    try:
+        build = family_of(cfg.model).model
+        abstract = nnx.eval_shape(lambda: build(cfg.model, rngs=nnx.Rngs(0)))
+        graphdef, param_state, rest = nnx.split(abstract, nnx.Param, ...)
+        # Onto this process's first device, explicitly: under an active mesh (a run being
+        # initialised from this one) the abstract leaves would carry that mesh instead.
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+            nnx.to_pure_dict(param_state),
+        )
+        restored = ckpt.restore_latest(
+            {"params": target},
+            to_dict(cfg.model),
+            say or (lambda m: print(m, file=sys.stderr)),
+            step=step,
+        )
+    finally:
+        ckpt.close()
+    if restored is None:
+        raise ConfigError(_no_checkpoint(workdir, cfg))
+    found, state, _ = restored
+    nnx.replace_by_pure_dict(param_state, state["params"])
+    model = nnx.merge(graphdef, param_state, rest)
+    return Run(model, load_tokenizer(cfg.data.tokenizer), found, cfg)
+
+
+def _no_checkpoint(workdir: Path, cfg: ExperimentConfig) -> str:
+    return (
+        f"{workdir / 'checkpoints'} holds no checkpoint yet; train first (rerun "
+        f"python -m train.main --config {cfg.name} --workdir {workdir}) and try again."
+    )
+
+
+def initial_params(path: str | Path, param_state: nnx.State, say=None) -> dict:
+    """The parameters to fine-tune from, as a pure dict shaped like ``param_state`` (the
+    new run's model parameters) in its dtypes.
+
+    ``path`` is a ``train.main`` run folder (its newest intact checkpoint), a checkpoint
+    folder of the xLSTM-7B family (Hugging Face's ``config.json`` + safetensors, or the
+    reference's ``config.yaml``; ``xlstm_jax.load_pretrained``), or a TiRex checkpoint (a
+    ``model.ckpt`` file or its folder; ``xlstm_jax.load_forecaster``).
+
+    Raises:
+        ConfigError: no such folder, or weights that do not fit the run's model (the
+            message names the first parameter that differs).
+    """
+    folder = Path(path)
+    tirex_ckpt = folder if folder.is_file() else folder / "model.ckpt"
+    if tirex_ckpt.is_file():
+        from xlstm_jax import ForecastError, load_forecaster
+
+        try:
+            model = load_forecaster(tirex_ckpt)
+        except ForecastError as err:
+            raise ConfigError(f"train.init_from={path}: {err}") from err
+        return _fit_params(path, model, param_state)
+    if not folder.is_dir():
+        raise ConfigError(f"train.init_from={path}: no such folder.")
+    config_json = folder / "config.json"
+    is_run = False
+    if config_json.is_file():
+        try:
+            is_run = "model" in json.loads(config_json.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            is_run = False
+    if is_run:
+        model = load_run(folder, say=say).model
+    else:
+        from xlstm_jax import PretrainedError, load_pretrained
+
+        # Read straight into the run's parameter dtype (the 7B in float32 is 28 GB).
+        leaf = next(iter(nnx.to_flat_state(param_state)))[1]
+        dtype = str(leaf.get_value().dtype)
+        try:
+            model = load_pretrained(folder, dtype=dtype, param_dtype=dtype)
+        except PretrainedError as err:
+            raise ConfigError(f"train.init_from={path}: {err}") from err
+    return _fit_params(path, model, param_state)
+
+
+def _fit_params(path, model, param_state: nnx.State) -> dict:
+    """``model``'s parameters as a pure dict shaped like ``param_state``, in its dtypes."""
+    theirs = {".".join(map(str, p)): v for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    ours = {".".join(map(str, p)): v for p, v in nnx.to_flat_state(param_state)}
+    missing = sorted(set(ours) - set(theirs))
+    extra = sorted(set(theirs) - set(ours))
+    if missing or extra:
+        raise ConfigError(
+            f"train.init_from={path}: its model is not this run's: this run has "
+            f"{missing[:3]} it lacks, it has {extra[:3]} this run lacks; make the model config "
+            "match the checkpoint (model family, num_blocks, use_bias, ...)."
+        )
+    for name, var in ours.items():
+        if tuple(theirs[name].shape) != tuple(var.shape):
+            raise ConfigError(
+                f"train.init_from={path}: {name} is {tuple(theirs[name].shape)} there and "
+                f"{tuple(var.shape)} here; make the model config match the checkpoint "
+                "(embedding_dim, num_heads, vocab_size, ...)."
+            )
+    import jax.numpy as jnp
+
+    for name, var in ours.items():
+        var.set_value(jnp.asarray(theirs[name][...], dtype=var.dtype))
+    return nnx.to_pure_dict(param_state)

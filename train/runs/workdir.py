@@ -1,0 +1,122 @@
+"""The run's folder: checked before anything is written, and held by one run at a time.
+
+``check_workdir`` refuses, without touching the disk, a workdir that is a file, lies under a
+file, or cannot be written. ``WorkdirLock`` is an exclusive ``fcntl`` lock on
+``WORKDIR/.lock`` that names its holder (PID, host, start time): a second run in the same
+folder stops with that name instead of interleaving its metrics and checkpoints with the
+first. The kernel releases the lock when its process dies, so a lock file left by a killed
+run is simply taken over.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from xlstm_jax.layers.config import ConfigError
+
+__all__ = ["LOCK_NAME", "WorkdirError", "WorkdirLock", "check_workdir"]
+
+LOCK_NAME = ".lock"
+
+
+class WorkdirError(ConfigError):
+    """The workdir cannot be used (a file, not writable, or held by another run)."""
+
+
+def check_workdir(workdir: Path) -> None:
+    """Raises ``WorkdirError`` when ``workdir`` could not be created or written.
+
+    Nothing is created: the nearest existing folder on the way is checked instead.
+    """
+    workdir = Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise WorkdirError(
+            f"--workdir {workdir} is a file, not a folder; give a folder (it is created "
+            f"if missing)."
+        )
+    probe = workdir
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise WorkdirError(
+            f"--workdir {workdir} cannot be created: {probe} is a file. Give another folder."
+        )
+    if not _writable(probe):
+        what = "" if probe == workdir else f" (it would be created in {probe})"
+        raise WorkdirError(
+            f"--workdir {workdir} is not writable{what}: permission denied or a read-only "
+            f"disk. Give a folder you can write to, e.g. --workdir runs/NAME."
+        )
+
+
+def _writable(folder: Path) -> bool:
+    # os.access ignores read-only mounts for root and some network file systems, so try.
+    try:
+        fd = os.open(folder / f".write-test-{os.getpid()}", os.O_CREAT | os.O_WRONLY | os.O_EXCL)
+    except FileExistsError:
+        return True
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(folder / f".write-test-{os.getpid()}")
+    return True
+
+
+class WorkdirLock:
+    """Holds ``WORKDIR/.lock`` exclusively until ``release`` (or the process's end).
+
+    Raises:
+        WorkdirError: another live process holds the lock (the message names it).
+    """
+
+    def __init__(self, workdir: Path):
+        self.path = Path(workdir) / LOCK_NAME
+        self.took_over: dict | None = None
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            who = (
+                f"PID {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}"
+                if holder
+                else "another process"
+            )
+            raise WorkdirError(
+                f"{workdir} is in use by another run ({who}). Wait for it to finish, stop it, "
+                f"or use another --workdir; two runs in one folder would mix their "
+                f"checkpoints and metrics."
+            ) from None
+        previous = _read_holder(fd)
+        if previous and previous.get("pid") != os.getpid():
+            self.took_over = previous  # its process is gone: the kernel dropped its lock
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        """Lets other runs use the workdir (the file stays; it is rewritten by the next)."""
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _read_holder(fd: int) -> dict | None:
+    try:
+        raw = os.pread(fd, 4096, 0).decode("utf-8", errors="replace").strip()
+        return json.loads(raw) if raw else None
+    except (OSError, ValueError):
+        return None
