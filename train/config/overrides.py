@@ -39,9 +39,13 @@ def _known() -> dict[str, type]:
     """Classes a ``--set`` may instantiate when a section that is None gets a field set,
     and that the model configs' string annotations name (imported on first use, so this
     module needs no model code to be imported)."""
-    from xlstm_jax.layers.feedforward import FeedForwardConfig
-    from xlstm_jax.layers.slstm import sLSTMLayerConfig
-    from xlstm_jax.models.xlstm.config import mLSTMBlockConfig, mLSTMLayerConfig, sLSTMBlockConfig
+    from xlstm_jax import (
+        FeedForwardConfig,
+        mLSTMBlockConfig,
+        mLSTMLayerConfig,
+        sLSTMBlockConfig,
+        sLSTMLayerConfig,
+    )
 
     classes = (mLSTMBlockConfig, mLSTMLayerConfig, sLSTMBlockConfig, sLSTMLayerConfig)
     return {c.__name__: c for c in (*classes, FeedForwardConfig)}

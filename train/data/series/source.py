@@ -1,6 +1,6 @@
 """The forecaster's data source (``data.path=series:...``) and its evaluator: windows of
 real series (``train.data.series.windows``), the pinball loss of each next patch's
-quantiles (``xlstm_jax.models.tirex.forecast.quantile_loss``) and its mean over the held-out series.
+quantiles (``xlstm_jax.quantile_loss``) and its mean over the held-out series.
 
 Shapes: b rows, L = ``data.seq_len`` values, N = L / P patches.
 """
@@ -81,7 +81,7 @@ class SeriesSource:
         )
 
     def loss(self, model, batch: SeriesBatch) -> jax.Array:
-        from xlstm_jax.models.tirex.forecast import quantile_loss
+        from xlstm_jax import quantile_loss
 
         return quantile_loss(model, batch.values, batch.hidden)
 

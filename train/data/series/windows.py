@@ -13,7 +13,7 @@ A fraction ``data.val_fraction`` of the series, chosen by a hash of their id, is
 for validation. A training row is a window of ``data.seq_len`` values (a multiple of the
 patch size) ending at a random point of a random training series, left-padded with NaN
 where the series is shorter. The model reads patches ``0..N-2`` and is scored on each next
-patch (``xlstm_jax.models.tirex.forecast.quantile_loss``); with probability
+patch (``xlstm_jax.quantile_loss``); with probability
 ``data.series_mask_rate`` a row hides a contiguous run of up to ``data.series_mask_span``
 input patches (TiRex's contiguous patch masking), so the model learns to forecast across
 missing patches, which is how it rolls out beyond one patch. Validation rows are the
