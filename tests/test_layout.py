@@ -88,7 +88,7 @@ def test_old_imports_used_by_callers_keep_working():
         warnings.simplefilter("ignore", DeprecationWarning)
         for old in ("xlstm_jax.config", "xlstm_jax.large", "xlstm_jax.tirex", "xlstm_jax.state"):
             sys.modules.pop(old, None)
-        from xlstm_jax.config import DTYPES, ConfigError, xLSTMLargeConfig
+        from xlstm_jax.config import DTYPES, ConfigError, round_up_dim, xLSTMLargeConfig
         from xlstm_jax.large import RMSNorm, xLSTMLarge
         from xlstm_jax.state import StackState
         from xlstm_jax.tirex import TiRexConfig, forecast
@@ -100,6 +100,9 @@ def test_old_imports_used_by_callers_keep_working():
     assert ConfigError is xlstm_jax.ConfigError and xLSTMLargeConfig is xlstm_jax.xLSTMLargeConfig
     assert xLSTMLarge is xlstm_jax.xLSTMLarge and TiRexConfig is xlstm_jax.TiRexConfig
     assert StackState is xlstm_jax.StackState
+    # A helper whose new spelling differs: the old one gives the old numbers.
+    assert round_up_dim(1.3, 64, 64) == 128 and round_up_dim(1.3, 64, 64, up=False) == 64
+    assert round_up_dim(4 / 3, 96, 64) == 128 and round_up_dim(2.0, 64, 64) == 128
     # An old module read as an attribute of the package.
     assert xlstm_jax.large.xLSTMLarge is xLSTMLarge
 

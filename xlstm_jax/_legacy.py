@@ -34,6 +34,14 @@ def _names(module: str, *names: str) -> dict[str, str]:
     return {n: module for n in names}
 
 
+def round_up_dim(factor: float, dim: int, multiple: int, up: bool = True) -> int:
+    """``ceil(factor * dim / multiple) * multiple`` (floor when ``up`` is False): the old
+    ``xlstm_jax.config.round_up_dim``, now ``xlstm_jax.layers.config.round_up``."""
+    from xlstm_jax.layers.config import round_up
+
+    return round_up(factor * dim, multiple, rule="ceil" if up else "floor")
+
+
 def _families() -> dict:
     from xlstm_jax.registry import FAMILY_NAMES, family
 
@@ -47,6 +55,7 @@ MOVED: dict[str, tuple[str, dict[str, str | Callable[[], object]]]] = {
         f"{_X}config, {_XL}config, {_TR}config and {_L}config",
         {
             **_names(_L + "config", "DTYPES", "ACT_FNS", "IMPLS", "ConfigError", "require"),
+            "round_up_dim": lambda: round_up_dim,
             **_names(_L + "mlstm", "MLSTM_FORMS"),
             **_names(_L + "slstm", "SLSTM_FUNCTIONS", "SLSTM_BIAS_INITS", "sLSTMLayerConfig"),
             **_names(_L + "feedforward", "FeedForwardConfig"),
