@@ -172,3 +172,28 @@ def test_the_trainer_asks_the_registry_instead_of_testing_config_classes():
             if "__name__" in text and any(c in text for c in config_classes):
                 found.append(f"{module}:{node.lineno}: {ast.unparse(node)}")
     assert found == []
+
+
+@pytest.mark.one_jax
+def test_the_gpu_check_needs_no_training_only_package():
+    """``benchmarks/gpu_check.py`` runs on the GPU machine, which has JAX, Flax and Optax but
+    not the trainer's data and logging packages: what its model section imports must not
+    pull them in (a package ``__init__`` importing its whole folder would)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "for m in ('grain', 'tokenizers', 'tensorboardX', 'matplotlib', 'pyarrow', 'tqdm'):\n"
+        "    sys.modules[m] = None  # importing any of them now fails\n"
+        "from configs import xlstm_125m, xlstm_tiny\n"
+        "from train.data.batch import all_scored\n"
+        "from train.loop.step import make_train_step\n"
+        "from xlstm_jax import xLSTMLMModel\n"
+        "xlstm_tiny.get_config(); xlstm_125m.get_config()\n"
+    )
+    env = {"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin", "HOME": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -9,6 +9,15 @@ step and the state's shardings), ``optimizer``, ``memory`` (estimates and measur
 ``report`` (the start-up lines).
 """
 
-from train.loop.driver import NonFiniteLossError, train
-
 __all__ = ["NonFiniteLossError", "train"]
+
+
+def __getattr__(name: str):
+    # Resolved on first use: importing a piece of the loop (``train.loop.step``, which the
+    # GPU check runs on a machine without the data packages) must not import the driver
+    # and with it grain, orbax and the data sources.
+    if name in __all__:
+        from train.loop import driver
+
+        return getattr(driver, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
