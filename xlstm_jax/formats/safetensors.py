@@ -11,6 +11,11 @@ kernel needs them back: the 7B in bfloat16 (12.8 GiB) peaked at 21.8 GiB (1.70x)
 views on a 24 GB machine, and at 13.4 GiB (1.05x) read this way, its own parameters plus
 about one tensor (``benchmarks/load_pretrained.py``).
 
+The file is untrusted: the header is checked whole before any tensor is read (its length
+against the file, each entry's dtype, shape and byte range, the ranges tiling the data to
+the end of the file), and whatever the JSON or file layers raise becomes the error below,
+so a damaged file never ends in a traceback nor in an array read from the wrong bytes.
+
 Both raise ``CheckpointError`` by default; a caller whose users catch a subclass (the
 checkpoint folders' ``PretrainedError``) passes it as ``error``.
 """
@@ -29,6 +34,7 @@ import ml_dtypes
 import numpy as np
 
 from xlstm_jax.formats.errors import CheckpointError
+from xlstm_jax.formats.tensors import fits_numpy
 
 __all__ = ["DTYPE_NAMES", "FLOAT_NAMES", "SafetensorsFile", "SafetensorsWriter"]
 
@@ -65,15 +71,34 @@ def _damaged(path: Path, problem: str, error: type[CheckpointError]) -> Checkpoi
     )
 
 
+def _short(x, limit: int = 200) -> str:
+    text = repr(x)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object's pairs as a dict, refusing a repeated key (JSON would keep the last one
+    silently, hiding a second entry for the same tensor)."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {_short(key)} appears twice")
+        out[key] = value
+    return out
+
+
 def _read_exact(f, offset: int, out: memoryview, path: Path, error) -> None:
     """Fills ``out`` with the bytes of ``f`` from ``offset`` on (raw reads may come short)."""
-    f.seek(offset)
     done = 0
-    while done < len(out):
-        n = f.readinto(out[done:])
-        if not n:
-            raise _damaged(path, f"it ends inside a tensor (at byte {offset + done})", error)
-        done += n
+    try:
+        f.seek(offset)
+        while done < len(out):
+            n = f.readinto(out[done:])
+            if not n:
+                raise _damaged(path, f"it ends inside a tensor (at byte {offset + done})", error)
+            done += n
+    except OSError as e:
+        raise error(f"{path}: reading byte {offset + done} failed ({e}); check the disk.") from None
 
 
 class SafetensorsFile(Mapping):
@@ -105,6 +130,10 @@ class SafetensorsFile(Mapping):
             raise error(
                 f"{self.path}: no such file; check the path (or download the checkpoint again)."
             ) from None
+        except OSError as e:  # a folder, no permission, ...
+            raise error(
+                f"{self.path}: cannot be read ({e}); check the path and its permissions."
+            ) from None
         try:
             self._entries, self.metadata, self._data_start = self._read_header()
         except BaseException:
@@ -127,9 +156,11 @@ class SafetensorsFile(Mapping):
         raw = bytearray(n)
         _read_exact(self._file, 8, memoryview(raw), path, self._error)
         try:
-            header = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise damaged(f"its header is not JSON ({err})") from None
+            header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+        except (ValueError, RecursionError) as err:
+            # ValueError covers bytes that are not UTF-8, text that is not JSON, a key given
+            # twice and an integer too long to parse; RecursionError, nesting too deep.
+            raise damaged(f"its header is not JSON ({_short(str(err))})") from None
         if not isinstance(header, dict):
             raise damaged("its header is not a JSON object")
         metadata = header.pop("__metadata__", None)
@@ -143,23 +174,25 @@ class SafetensorsFile(Mapping):
             shape, offsets = (e.get("shape"), e.get("data_offsets")) if ok else (None, None)
             ok = ok and isinstance(shape, list) and isinstance(offsets, list) and len(offsets) == 2
             ints = (shape or []) + (offsets or [])
-            ok = ok and all(type(x) is int and x >= 0 for x in ints)
+            ok = ok and all(type(x) is int and x >= 0 for x in ints) and fits_numpy(shape)
             if not ok:
                 raise damaged(
-                    f"its entry for {name!r} is not {{dtype, shape, data_offsets}}: {e!r}"
+                    f"its entry for {_short(name)} is not {{dtype, shape, data_offsets}} of a "
+                    f"known dtype and counts NumPy can hold: {_short(e)}"
                 )
             dtype = _DTYPES[e["dtype"]]
             begin, end = offsets
             if end - begin != math.prod(shape) * dtype.itemsize:
                 raise damaged(
-                    f"{name!r} spans bytes {begin}..{end}, not the size of {dtype} {shape}"
+                    f"{_short(name)} spans bytes {begin}..{end}, not the size of {dtype} "
+                    f"{_short(shape)}"
                 )
             entries[name] = (dtype, tuple(shape), begin, end)
         entries = dict(sorted(entries.items(), key=lambda item: item[1][2]))
         at = 0
         for name, (_, _, begin, end) in entries.items():
             if begin != at:
-                raise damaged(f"{name!r} starts at data byte {begin}, expected {at}")
+                raise damaged(f"{_short(name)} starts at data byte {begin}, expected {at}")
             at = end
         if 8 + n + at != size:
             raise damaged(f"its tensors end at byte {8 + n + at}; the file has {size}")

@@ -11,9 +11,20 @@ from typing import Literal
 import ml_dtypes
 import numpy as np
 
-__all__ = ["BF16_POLICIES", "to_numpy"]
+__all__ = ["BF16_POLICIES", "fits_numpy", "to_numpy"]
 
 BF16_POLICIES = ("keep", "widen")
+
+
+def fits_numpy(shape) -> bool:
+    """Whether NumPy can hold an array of ``shape`` (a tuple of non-negative ints) within its
+    rank and size limits, checked without allocating it: a file's declared shape is checked
+    with it before an array is made."""
+    try:
+        np.broadcast_to(np.zeros((), np.uint8), tuple(shape))
+    except (ValueError, OverflowError, TypeError):
+        return False
+    return True
 
 
 def to_numpy(x, *, bf16: Literal["keep", "widen"], dtype=None) -> np.ndarray:
