@@ -5,8 +5,9 @@ each format: random truncations, bit flips and crafted headers applied to a smal
 made here, each of which must either load or raise a ``FormatError``, never another
 exception and never hang.
 
-The fuzz runs ``XLSTM_JAX_FUZZ_COUNT`` mutations per format (40 by default, with a fixed
-seed, so CI sees the same files every time); set it higher to search for more.
+The fuzz runs ``XLSTM_JAX_FUZZ_COUNT`` mutations per format (40 by default, with the fixed
+seed ``XLSTM_JAX_FUZZ_SEED``, so CI sees the same files every time); set them to search for
+more.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from xlstm_jax.formats.safetensors import SafetensorsFile, SafetensorsWriter
 from xlstm_jax.formats.torch_pickle import read_torch_checkpoint
 
 COUNT = int(os.environ.get("XLSTM_JAX_FUZZ_COUNT", "40"))
-SEED = 29
+SEED = int(os.environ.get("XLSTM_JAX_FUZZ_SEED", "29"))
 
 
 class _HungError(Exception):
@@ -325,6 +326,7 @@ CRAFTED = {
         _safetensors_bytes({"a": _entry(shape=(2**30, 2**4), offsets=(0, 2**36))}, bytes(8)),
         "tensors end at byte",
     ),
+    "offsets_not_a_list": (_safetensors_bytes({"a": _entry(offsets="x")}, bytes(8)), "not {"),
     "size_mismatch": (_safetensors_bytes({"a": _entry(shape=(3,))}, bytes(8)), "not the size"),
     "overlap": (
         _safetensors_bytes({"a": _entry(), "b": _entry(offsets=(4, 12))}, bytes(12)),

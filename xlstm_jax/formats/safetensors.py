@@ -87,6 +87,17 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
     return out
 
 
+def _entry_ok(e) -> bool:
+    """Whether a header entry is ``{dtype, shape, data_offsets}`` of a known dtype, a shape
+    NumPy can hold and two offsets, all non-negative ints (JSON's true is not a count)."""
+    if not (isinstance(e, dict) and isinstance(e.get("dtype"), str) and e["dtype"] in _DTYPES):
+        return False
+    shape, offsets = e.get("shape"), e.get("data_offsets")
+    if not (isinstance(shape, list) and isinstance(offsets, list) and len(offsets) == 2):
+        return False
+    return all(type(x) is int and x >= 0 for x in shape + offsets) and fits_numpy(shape)
+
+
 def _read_exact(f, offset: int, out: memoryview, path: Path, error) -> None:
     """Fills ``out`` with the bytes of ``f`` from ``offset`` on (raw reads may come short)."""
     done = 0
@@ -170,18 +181,13 @@ class SafetensorsFile(Mapping):
             raise damaged("its __metadata__ is not a mapping of strings")
         entries = {}
         for name, e in header.items():
-            ok = isinstance(e, dict) and isinstance(e.get("dtype"), str) and e["dtype"] in _DTYPES
-            shape, offsets = (e.get("shape"), e.get("data_offsets")) if ok else (None, None)
-            ok = ok and isinstance(shape, list) and isinstance(offsets, list) and len(offsets) == 2
-            ints = (shape or []) + (offsets or [])
-            ok = ok and all(type(x) is int and x >= 0 for x in ints) and fits_numpy(shape)
-            if not ok:
+            if not _entry_ok(e):
                 raise damaged(
                     f"its entry for {_short(name)} is not {{dtype, shape, data_offsets}} of a "
                     f"known dtype and counts NumPy can hold: {_short(e)}"
                 )
-            dtype = _DTYPES[e["dtype"]]
-            begin, end = offsets
+            dtype, shape = _DTYPES[e["dtype"]], e["shape"]
+            begin, end = e["data_offsets"]
             if end - begin != math.prod(shape) * dtype.itemsize:
                 raise damaged(
                     f"{_short(name)} spans bytes {begin}..{end}, not the size of {dtype} "

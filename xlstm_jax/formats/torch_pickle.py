@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import io
 import math
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -228,12 +229,20 @@ def read_torch_checkpoint(
     if not path.is_file():
         raise error(f"{path}: no such checkpoint file.")
     try:
-        archive = zipfile.ZipFile(path)
-    except OSError as e:
+        file = open(path, "rb")  # noqa: SIM115 - closed below, with the archive
+    except OSError as e:  # no permission, ...: the zip library's errors come after this
         raise error(
             f"{path}: the checkpoint cannot be read ({e}); check its permissions."
         ) from None
-    except Exception:  # BadZipFile, or a zip library error on a damaged directory
+    with file:
+        return _read_archive(file, path, error)
+
+
+def _read_archive(file, path: Path, error: type[CheckpointError]):
+    """``read_torch_checkpoint`` on the opened ``file``."""
+    try:
+        archive = zipfile.ZipFile(file)
+    except Exception:  # BadZipFile, or any zip library error on a damaged directory
         raise error(
             f"{path}: not a PyTorch zip checkpoint (torch.save's format since PyTorch 1.6)."
         ) from None
@@ -243,7 +252,7 @@ def read_torch_checkpoint(
             raise error(f"{path}: a zip file without data.pkl is not a torch checkpoint.")
         prefix = pkl[0][: -len("data.pkl")]
         try:
-            size = path.stat().st_size
+            size = os.fstat(file.fileno()).st_size
             info = _entry(archive, pkl[0], path, error, size)
             pickled = io.BytesIO(archive.read(info))
             return _SafeUnpickler(pickled, archive, prefix, path, error, size).load()
