@@ -133,6 +133,7 @@ def _generate(args: argparse.Namespace) -> int:
         )
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    _check_prompt(args.prompt)
     if args.pretrained is None:
         for flag in ("tokenizer", "dtype"):
             if getattr(args, flag) is not None:
@@ -144,6 +145,12 @@ def _generate(args: argparse.Namespace) -> int:
             raise ConfigError("--step goes with --workdir (a checkpoint folder has one step).")
         model, tokenizer = _load_pretrained(args)
         source = f"pretrained {args.pretrained}"
+    vocab = model.config.vocab_size
+    if args.top_k is not None and args.top_k > vocab:
+        raise ConfigError(
+            f"--top-k {args.top_k} is larger than the model's vocabulary ({vocab} tokens); "
+            f"give at most {vocab}, or leave --top-k out to keep all tokens."
+        )
     prompt_ids = [int(t) for t in tokenizer.encode_batch([args.prompt])[0]]
     if not prompt_ids:
         raise ConfigError("the prompt is empty after tokenization; give some text.")
@@ -187,6 +194,23 @@ def _generate(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _check_prompt(prompt: str) -> None:
+    """Refuses a prompt that is not text: bytes that are not UTF-8 reach Python's argv as
+    lone surrogates (``\\udcXX``), which no tokenizer or terminal can encode."""
+    from train.config import ConfigError
+
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as e:
+        code = ord(prompt[e.start])
+        what = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else "a lone surrogate"
+        raise ConfigError(
+            f"--prompt is not valid UTF-8 text: {what} (U+{code:04X}) at character "
+            f"{e.start} is not part of a UTF-8 character. Give the prompt as UTF-8 text (check "
+            f"the terminal's or the file's encoding, e.g. iconv -t UTF-8)."
+        ) from None
 
 
 def _load_pretrained(args: argparse.Namespace):

@@ -61,6 +61,10 @@ def sample_logits(
     return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
 
 
+# The most tokens one ``generate`` call decodes (hours of decoding for a large model).
+MAX_NEW_TOKENS = 1 << 20
+
+
 def check_sampling_args(max_new_tokens, temperature, top_k, top_p, names=None) -> None:
     """Raises ``ValueError`` naming the argument when a sampling setting is invalid.
 
@@ -74,6 +78,16 @@ def check_sampling_args(max_new_tokens, temperature, top_k, top_p, names=None) -
 
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise bad("max_new_tokens", max_new_tokens, "give an integer >= 1")
+    if max_new_tokens > MAX_NEW_TOKENS:
+        # Refused rather than started: one decode step per token, and a (B, max_new_tokens)
+        # int32 output buffer allocated up front (8 GB per prompt for 2e9) would be a hang.
+        raise bad(
+            "max_new_tokens",
+            max_new_tokens,
+            f"give at most {MAX_NEW_TOKENS} per call (one decode step per token, and the "
+            f"output alone would take {4 * max_new_tokens / 2**30:.1f} GiB per prompt); for "
+            f"longer text, call again with the output as the prompt",
+        )
     if not temperature >= 0 or temperature == float("inf"):  # NaN fails the comparison
         raise bad("temperature", temperature, "give a finite number >= 0 (0 = greedy)")
     if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
@@ -195,7 +209,7 @@ def generate(
     Args:
       model: an ``xLSTMLMModel``.
       prompt_tokens: a list of prompts (lists of ids, lengths may differ) or a (B, P) array.
-      max_new_tokens: tokens to generate per prompt.
+      max_new_tokens: tokens to generate per prompt (at most ``MAX_NEW_TOKENS``).
       temperature: 0 for greedy decoding; otherwise logits are divided by it.
       top_k, top_p: optional top-k / nucleus filtering.
       eos_id: stop a sequence after it emits this id; the rest of its row is ``eos_id``.
@@ -214,6 +228,8 @@ def generate(
     vocab = model.config.vocab_size
     if prompts.min() < 0 or prompts.max() >= vocab:
         raise ValueError(f"prompt token ids must lie in [0, vocab_size={vocab}).")
+    if top_k is not None and top_k > vocab:
+        raise ValueError(f"`top_k` {top_k}: give at most the vocabulary size, {vocab}.")
     if rng is None or isinstance(rng, int):
         rng = jax.random.key(0 if rng is None else rng)
     prefill_len = int(lengths.min())

@@ -52,10 +52,7 @@ def load_run(workdir: str | Path, step: int | None = None, say=None) -> Run:
     workdir = Path(workdir)
     cfg_path = workdir / "config.json"
     if not cfg_path.is_file():
-        raise ConfigError(
-            f"{workdir} is not a training run (no config.json); train one first, e.g. "
-            f"python -m train.main --config xlstm_tiny --workdir {workdir}"
-        )
+        raise ConfigError(_not_a_run(workdir, "no config.json"))
     try:
         raw = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -63,6 +60,8 @@ def load_run(workdir: str | Path, step: int | None = None, say=None) -> Run:
             f"{cfg_path} cannot be read ({e}). Rerunning the training command that made the "
             f"run (python -m train.main --config NAME --workdir {workdir}) rewrites it."
         ) from e
+    if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
+        raise ConfigError(_not_a_run(workdir, 'its config.json has no "model" section'))
     cfg = from_dict(ExperimentConfig, raw)
     if not (workdir / "checkpoints").is_dir():
         raise ConfigError(_no_checkpoint(workdir, cfg))
@@ -94,6 +93,28 @@ def load_run(workdir: str | Path, step: int | None = None, say=None) -> Run:
     nnx.replace_by_pure_dict(param_state, state["params"])
     model = nnx.merge(graphdef, param_state, rest)
     return Run(model, load_tokenizer(cfg.data.tokenizer), found, cfg)
+
+
+def _not_a_run(workdir: Path, why: str) -> str:
+    """Says what ``workdir`` is instead of a run, and the command that reads it."""
+    if workdir.is_dir() and (
+        (workdir / "config.yaml").is_file() or any(workdir.glob("*.safetensors"))
+    ):
+        return (
+            f"{workdir} is a pretrained checkpoint folder, not a training run ({why}); "
+            f"sample from it with --pretrained {workdir} instead of --workdir."
+        )
+    if (workdir / "model.ckpt").is_file():
+        return (
+            f"{workdir} holds a TiRex forecasting checkpoint (model.ckpt), not a language-model "
+            f"training run ({why}); forecast with python -m train.forecast --model {workdir}."
+        )
+    # train.main refuses a folder that holds other things (train.runs.workdir).
+    target = "runs/NAME" if workdir.is_dir() and any(workdir.iterdir()) else workdir
+    return (
+        f"{workdir} is not a training run ({why}); give the --workdir of a train.main run, "
+        f"or train one first, e.g. python -m train.main --config xlstm_tiny --workdir {target}"
+    )
 
 
 def _no_checkpoint(workdir: Path, cfg: ExperimentConfig) -> str:

@@ -1,0 +1,161 @@
+"""Fail safe, round two: a workdir is only ever a run folder, and ``train.generate``'s
+arguments are refused with one paragraph and exit 2 before anything is loaded or written.
+
+All in this process: the commands' ``main`` (the same code path as the command line, without
+a JAX start-up per case) and the check functions. A real run folder is conftest's shared
+tiny run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from train import generate as generate_cli
+from train import main as train_cli
+from train.runs.workdir import WorkdirError, _check_contents, check_workdir
+from xlstm_jax.generation import MAX_NEW_TOKENS, check_sampling_args
+
+pytestmark = pytest.mark.one_jax
+
+HF_CONFIG = json.dumps({"model_type": "xlstm", "embedding_dim": 4096, "vocab_size": 50304})
+
+
+def _folder(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+# What each foreign folder holds, and what the refusal must name.
+NOT_RUNS = {
+    "hugging_face_checkpoint": (
+        {"config.json": HF_CONFIG, "model.safetensors": "x", "tokenizer.json": "{}"},
+        ['config.json (without the "model" section', "model.safetensors", "--init-from"],
+    ),
+    "reference_checkpoint": (
+        {"config.yaml": "model: {}", "model_00001.safetensors": "x"},
+        ["config.yaml", "model_00001.safetensors", "--init-from"],
+    ),
+    "tirex_checkpoint": ({"model.ckpt": "x"}, ["model.ckpt", "--init-from"]),
+    "data_set": (
+        {"train.jsonl": "{}", "val.txt": "x", "more/a.txt": "x"},
+        ["not a run folder of train.main", "more, train.jsonl, val.txt"],
+    ),
+    "user_files": (
+        {f"note{i}.md": "x" for i in range(7)},
+        ["note0.md", "and 2 more", "empty or new folder"],
+    ),
+    "json_that_is_not_a_run_config": ({"config.json": "[1, 2]"}, ["config.json (without"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_RUNS))
+def test_a_folder_that_is_not_a_run_is_refused_naming_what_it_holds(tmp_path, case):
+    files, expected = NOT_RUNS[case]
+    folder = _folder(tmp_path / case, files)
+    before = _snapshot(folder)
+    with pytest.raises(WorkdirError) as caught:
+        check_workdir(folder)
+    message = str(caught.value)
+    for part in [f"--workdir {folder}", "Nothing was written", "runs/NAME", *expected]:
+        assert part in message, message
+    assert _snapshot(folder) == before and sorted(p.name for p in folder.iterdir()) == sorted(
+        {Path(n).parts[0] for n in files}
+    )
+
+
+RUN_FOLDERS = {
+    "everything_a_run_writes": {
+        "config.json": json.dumps({"name": "x", "model": {}}),
+        "checkpoints/20/meta/x": "x",
+        "metrics.jsonl": "",
+        "events.out.tfevents.123.host": "",
+        "loss_curve.png": "",
+        ".lock": "",
+        "set_aside/30/x": "",
+        ".config.json.123-abcd.tmp": "",
+    },
+    # A run killed while writing config.json (test_fail_safe's half-written config resumes).
+    "half_written_config": {"config.json": '{"model": {"embe', "checkpoints/10/x": ""},
+    "killed_before_its_config": {".lock": "", "checkpoints/x": ""},
+    "run_with_a_user_note": {"config.json": json.dumps({"model": {}}), "notes.txt": "mine"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(RUN_FOLDERS))
+def test_run_folders_and_empty_or_new_folders_are_accepted(tmp_path, case):
+    check_workdir(_folder(tmp_path / case, RUN_FOLDERS[case]))
+    (tmp_path / "empty").mkdir()
+    check_workdir(tmp_path / "empty")
+    check_workdir(tmp_path / "new" / "sub")
+
+
+def test_a_real_run_folder_holds_only_what_runs_write(tiny_run):
+    _check_contents(tiny_run[0])  # reads only: the shared run is not changed
+
+
+def test_training_into_a_pretrained_folder_is_refused_and_its_config_kept(tmp_path, capsys):
+    folder = _folder(tmp_path / "xLSTM-7b", {"config.json": HF_CONFIG, "model.safetensors": "x"})
+    before = _snapshot(folder)
+    assert train_cli.main(["--config", "xlstm_tiny", "--workdir", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --workdir ") and "is a checkpoint folder" in err, err
+    assert len(err.strip().splitlines()) == 1 and _snapshot(folder) == before
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"config.json": HF_CONFIG, "model.safetensors": "x"}, "--pretrained"),
+        ({"config.yaml": "model: {}", "a.safetensors": "x"}, "--pretrained"),
+        ({"model.ckpt": "x"}, "train.forecast --model"),
+        ({"config.json": "{}"}, 'no "model" section'),
+        ({"data.txt": "x"}, "not a training run (no config.json)"),
+    ],
+)
+def test_sampling_with_a_folder_that_is_not_a_run_says_what_it_is(
+    tmp_path, capsys, files, expected
+):
+    folder = _folder(tmp_path / "folder", files)
+    assert generate_cli.main(["--workdir", str(folder), "--prompt", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and expected in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [("caf\udcc3 x", "byte 0xc3 (U+DCC3) at character 3"), ("\ud800", "a lone surrogate")],
+)
+def test_a_prompt_that_is_not_utf8_is_refused(tmp_path, capsys, prompt, expected):
+    assert generate_cli.main(["--workdir", str(tmp_path), "--prompt", prompt]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --prompt is not valid UTF-8 text") and expected in err, err
+
+
+def test_max_new_tokens_beyond_the_limit_is_refused_with_the_number(tmp_path, capsys):
+    args = ["--workdir", str(tmp_path), "--prompt", "x", "--max-new-tokens", "2000000000"]
+    assert generate_cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "--max-new-tokens 2000000000" in err and f"at most {MAX_NEW_TOKENS}" in err, err
+    assert "7.5 GiB" in err
+    check_sampling_args(MAX_NEW_TOKENS, 1.0, None, None)  # the limit itself is fine
+    with pytest.raises(ValueError, match="`max_new_tokens` 1048577: give at most 1048576"):
+        check_sampling_args(MAX_NEW_TOKENS + 1, 1.0, None, None)
+
+
+def test_top_k_above_the_vocabulary_is_refused_naming_its_size(tiny_run, capsys):
+    args = ["--workdir", str(tiny_run[0]), "--prompt", "x", "--top-k", "100000"]
+    assert generate_cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "--top-k 100000 is larger than the model's vocabulary (" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
