@@ -159,3 +159,77 @@ def test_top_k_above_the_vocabulary_is_refused_naming_its_size(tiny_run, capsys)
     err = capsys.readouterr().err
     assert "--top-k 100000 is larger than the model's vocabulary (" in err, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_sampling_a_checkpoint_step_that_does_not_exist_lists_the_steps(tiny_run, capsys):
+    args = ["--workdir", str(tiny_run[0]), "--prompt", "x", "--step", "7"]
+    assert generate_cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "--step 7: there is no checkpoint 7" in err and "the checkpoints are at steps" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_tirex_checkpoint_file_as_a_language_models_init_is_named(tmp_path, capsys):
+    ckpt = _folder(tmp_path, {"model.ckpt": "x"}) / "model.ckpt"
+    args = ["--config", "xlstm_tiny", "--workdir", str(tmp_path / "run"), "--init-from", str(ckpt)]
+    assert train_cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "is a TiRex forecaster checkpoint" in err and "--config tirex_tiny" in err, err
+    assert "no such folder" not in err
+
+
+@pytest.mark.parametrize("data", [b"ab\0cd", b"caf\xe9 au lait"])
+def test_a_binary_text_file_is_refused_naming_it(tmp_path, data):
+    from train.config import DataConfig
+    from train.data.text import iter_documents
+    from train.errors import DataError
+
+    (tmp_path / "a.txt").write_bytes(data)
+    with pytest.raises(DataError, match=r"a\.txt is not UTF-8 text \(byte \d+ is .*binary file"):
+        list(iter_documents(DataConfig(path=str(tmp_path / "a.txt"))))
+
+
+def test_a_tokenizer_flag_that_points_nowhere_names_that_flag(tmp_path, capsys):
+    from train import prepare_data
+
+    args = ["--data", str(tmp_path), "--tokenizer", "/no/tok.json", "--out", str(tmp_path / "o")]
+    assert prepare_data.main(args) == 2
+    err = capsys.readouterr().err
+    assert "--tokenizer /no/tok.json: no such file" in err and "--tokenizer bytes" in err, err
+    assert "--set" not in err and "data.tokenizer" not in err
+
+
+def _read_only(monkeypatch, path: Path) -> None:
+    """``path`` unwritable, also for root (whom a file's mode does not stop)."""
+    import os
+
+    path.chmod(0o444)
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, m: real(p, m) and Path(p) != path)
+
+
+def test_a_read_only_forecast_output_is_not_replaced(tmp_path, capsys, monkeypatch):
+    from train import forecast as forecast_cli
+
+    files = _folder(tmp_path, {"model.ckpt": "", "in.csv": "a\n1\n", "fc.csv": "mine"})
+    _read_only(monkeypatch, files / "fc.csv")
+    argv = ["--model", files / "model.ckpt", "--input", files / "in.csv", "--horizon", "2"]
+    assert forecast_cli.main([str(a) for a in [*argv, "--output", files / "fc.csv"]]) == 2
+    err = capsys.readouterr().err
+    assert f"--output {files / 'fc.csv'} is read-only" in err, err
+    assert (files / "fc.csv").read_text() == "mine"
+
+
+def test_read_only_prepared_data_is_not_replaced(tmp_path, capsys, monkeypatch):
+    from train import prepare_data
+
+    data = _folder(tmp_path, {"corpus/a.txt": "hello world " * 50})
+    out = tmp_path / "tokens"
+    args = ["--data", str(data / "corpus"), "--out", str(out)]
+    assert prepare_data.main(args) == 0
+    before = _snapshot(out)
+    _read_only(monkeypatch, out / "train.bin")
+    assert prepare_data.main(args) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out} holds files you cannot write (train.bin" in err, err
+    assert _snapshot(out) == before

@@ -196,6 +196,11 @@ def _check_paths(args: argparse.Namespace) -> tuple[Path, Path | None]:
         )
     if out.exists() and out.resolve() == Path(args.input).resolve():
         raise ConfigError(f"--output {out} is the input table; give another file name.")
+    if out.is_file() and not os.access(out, os.W_OK):
+        raise ConfigError(
+            f"--output {out} is read-only, so it is not replaced; nothing was written. Make "
+            f"it writable (chmod u+w) or give another file name."
+        )
     _probe_folder(out.parent, "--output")
     plots = None
     if args.plot_dir is not None:

@@ -233,7 +233,7 @@ def _load_pretrained(args: argparse.Namespace):
         model = load_pretrained(folder, **knobs)
     except PretrainedError as err:
         raise ConfigError(str(err)) from None
-    return model, load_tokenizer(spec)
+    return model, load_tokenizer(spec, "--tokenizer" if args.tokenizer else None)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ are streamed, so memory stays flat for corpora of any size. Train with
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -52,6 +53,13 @@ def _check_out(out: Path) -> None:
                 f"--out {out} is a folder with other files in it (not one made by "
                 f"python -m train.prepare_data); nothing was written. Give a new or empty folder."
             )
+        locked = sorted(p.name for p in out.iterdir() if p.is_file() and not os.access(p, os.W_OK))
+        if locked:
+            raise ConfigError(
+                f"--out {out} holds files you cannot write ({', '.join(locked)}: read-only), "
+                f"so they are not replaced; nothing was written. Make them writable "
+                f"(chmod u+w) or give another --out."
+            )
 
 
 def prepare(data: DataConfig, out: Path) -> dict:
@@ -66,7 +74,7 @@ def prepare(data: DataConfig, out: Path) -> dict:
             with the file and line).
     """
     out = Path(out)
-    tokenizer = load_tokenizer(data.tokenizer)
+    tokenizer = load_tokenizer(data.tokenizer, "--tokenizer")
     check_source(data)
     _check_out(out)
     dtype = token_dtype(tokenizer.vocab_size)

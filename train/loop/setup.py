@@ -106,6 +106,14 @@ def check_setup(cfg: ExperimentConfig) -> Mesh:
             "set model.dropout=0 and model.slstm_block.feedforward.dropout=0."
         )
     init = Path(cfg.train.init_from) if cfg.train.init_from else None
+    if init is not None and not forecaster and init.is_file():
+        what = "a TiRex forecaster checkpoint" if init.suffix == ".ckpt" else "a file"
+        raise ConfigError(
+            f"train.init_from={init} is {what}, not a language-model checkpoint folder; it "
+            "fits only a forecaster config (e.g. --config tirex_tiny). For this model give a "
+            "train.main run folder or a checkpoint folder (config.json / config.yaml + "
+            "safetensors)."
+        )
     if init is not None and not (init.is_dir() or (forecaster and init.is_file())):
         raise ConfigError(
             f"train.init_from={cfg.train.init_from}: no such folder; give a train.main run "

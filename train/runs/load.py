@@ -68,6 +68,14 @@ def load_run(workdir: str | Path, step: int | None = None, say=None) -> Run:
     ckpt = Checkpointer(
         workdir / "checkpoints", keep=cfg.checkpoint.keep, async_save=False, create=False
     )
+    steps = ckpt.all_steps()
+    if step is not None and steps and step not in steps:
+        ckpt.close()
+        raise ConfigError(
+            f"--step {step}: there is no checkpoint {step} in {workdir / 'checkpoints'}; the "
+            f"checkpoints are at steps {', '.join(map(str, steps))}. Give one of them, or leave "
+            f"out --step for the newest."
+        )
     try:
         build = family_of(cfg.model).model
         abstract = nnx.eval_shape(lambda: build(cfg.model, rngs=nnx.Rngs(0)))

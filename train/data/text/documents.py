@@ -51,11 +51,26 @@ def _file_documents(path: Path, root: Path, text_field: str) -> Iterator[tuple[s
     rel = path.relative_to(root).as_posix() if path != root else path.name
     suffix = path.suffix.lower()
     if suffix in TEXT_SUFFIXES:
-        yield rel, path.read_text(encoding="utf-8", errors="replace")
+        yield rel, _read_text(path)
     elif suffix in JSONL_SUFFIXES:
         yield from _jsonl_documents(path, rel, text_field)
     elif suffix in PARQUET_SUFFIXES:
         yield from _parquet_documents(path, rel, text_field)
+
+
+def _read_text(path: Path) -> str:
+    """``path``'s text; a binary file (a NUL byte, or bytes that are not UTF-8) is refused."""
+    data = path.read_bytes()
+    bad = data.find(b"\0")
+    if bad < 0:
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            bad = e.start
+    raise DataError(
+        f"{path} is not UTF-8 text (byte {bad + 1} is {data[bad : bad + 1]!r}): it looks like "
+        f"a binary file. Exclude it from data.path, or convert it to UTF-8 text (iconv -t UTF-8)."
+    )
 
 
 def _jsonl_documents(path: Path, rel: str, text_field: str) -> Iterator[tuple[str, str]]:

@@ -116,23 +116,34 @@ def _hub_name(spec: str) -> str | None:
     return None
 
 
-def _hf_tokenizer(path: Path, spec: str) -> HFTokenizer:
+def _hf_tokenizer(path: Path, spec: str, flag: str | None = None) -> HFTokenizer:
     try:
         return HFTokenizer(path, spec)
     except Exception as e:  # noqa: BLE001 - the Rust tokenizers raise plain Exceptions
         raise DataError(
-            f"data.tokenizer={spec!r}: {path} is not a valid tokenizer.json ({e}). Give a "
-            f"Hugging Face tokenizers file (tokenizer.json), or use --set data.tokenizer=bytes."
+            f"{_given(spec, flag)}: {path} is not a valid tokenizer.json ({e}). Give a "
+            f"Hugging Face tokenizers file (tokenizer.json), or use {_use('bytes', flag)}."
         ) from None
 
 
-def load_tokenizer(spec: str) -> ByteTokenizer | HFTokenizer:
+def _given(spec: str, flag: str | None) -> str:
+    """How the user gave ``spec``: a command's flag, or the config key."""
+    return f"{flag} {spec}" if flag else f"data.tokenizer={spec!r}"
+
+
+def _use(value: str, flag: str | None) -> str:
+    """The argument that gives ``value`` in the command the tokenizer came from."""
+    return f"{flag} {value}" if flag else f"--set data.tokenizer={value}"
+
+
+def load_tokenizer(spec: str, flag: str | None = None) -> ByteTokenizer | HFTokenizer:
     """The tokenizer named by ``data.tokenizer``.
 
     ``spec`` is ``bytes``, a path to a ``tokenizer.json`` (or its folder), or a hub name
     (``gpt2``, ``org/name``, or ``hf:NAME``). Only a hub name is looked up on the network,
     and only when it is not in the local cache; a bare word close to a known name (e.g.
-    ``byte``) gets "did you mean" at once.
+    ``byte``) gets "did you mean" at once. ``flag`` names the command's option that gave
+    ``spec`` (e.g. ``--tokenizer``), so that the messages name that instead of the config.
 
     Raises:
         DataError: the tokenizer is neither ``bytes``, a readable tokenizer file, nor a
@@ -144,33 +155,33 @@ def load_tokenizer(spec: str) -> ByteTokenizer | HFTokenizer:
     if path.is_dir():
         path = path / "tokenizer.json"
     if path.is_file():
-        return _hf_tokenizer(path, spec)
+        return _hf_tokenizer(path, spec, flag)
     # A hub name is "name" or "org/name"; anything else that is not on disk is a bad path.
     if spec.endswith(".json") or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise DataError(
-            f"data.tokenizer={spec!r}: no such file. Give the path of a tokenizer.json (or "
-            f"its folder), or use the built-in byte tokenizer: --set data.tokenizer=bytes."
+            f"{_given(spec, flag)}: no such file. Give the path of a tokenizer.json (or "
+            f"its folder), or use the built-in byte tokenizer: {_use('bytes', flag)}."
         )
     repo = _hub_name(spec)
     cached = _from_hub(spec, download=False) if repo is None else None
     if cached is not None:  # a bare hub name already in the local cache
-        return _hf_tokenizer(cached, spec)
+        return _hf_tokenizer(cached, spec, flag)
     if repo is None:
         close = difflib.get_close_matches(spec, ["bytes", *_ALIASES], n=1, cutoff=0.6)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise DataError(
-            f"data.tokenizer={spec!r} is not a known tokenizer: {hint}Use bytes (built in), "
+            f"{_given(spec, flag)} is not a known tokenizer: {hint}Use bytes (built in), "
             f"a path to a tokenizer.json, or a Hugging Face hub name written as hf:NAME or "
             f"ORG/NAME (e.g. gpt2, openai-community/gpt2)."
         )
     found = _from_hub(repo)
     if found is None:
         raise DataError(
-            f"data.tokenizer={spec!r} was not found offline (not a local file, not in the "
+            f"{_given(spec, flag)} was not found offline (not a local file, not in the "
             f"Hugging Face cache, and it could not be downloaded). Fixes: give a local path, "
-            f"--set data.tokenizer=/path/to/tokenizer.json; or use the built-in byte "
-            f"tokenizer, --set data.tokenizer=bytes; or, on a machine with a network, "
+            f"{_use('/path/to/tokenizer.json', flag)}; or use the built-in byte "
+            f"tokenizer, {_use('bytes', flag)}; or, on a machine with a network, "
             f'fetch it once into the cache: python -c "import huggingface_hub as h; '
             f"h.hf_hub_download('{_ALIASES.get(repo, (repo,))[0]}', 'tokenizer.json')\"."
         )
-    return _hf_tokenizer(found, spec)
+    return _hf_tokenizer(found, spec, flag)
