@@ -222,10 +222,13 @@ def _say(text: str) -> None:
 
 
 def _forecast(args: argparse.Namespace) -> int:
+    from xlstm_jax import MAX_PREDICTION_LENGTH as MAX_H
     from xlstm_jax.layers.config import ConfigError
 
-    if args.horizon < 1:
-        raise ConfigError(f"--horizon must be >= 1 (steps to forecast); got {args.horizon}.")
+    if not 1 <= args.horizon <= MAX_H:
+        raise ConfigError(
+            f"--horizon must be >= 1 and <= {MAX_H:,} (steps to forecast); got {args.horizon}."
+        )
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1; got {args.batch_size}.")
     if args.max_plots < 0:
@@ -249,6 +252,7 @@ def _forecast(args: argparse.Namespace) -> int:
 
     import jax
 
+    from train.loop.memory import check_forecast_memory
     from xlstm_jax import ForecastError
 
     t0 = time.perf_counter()
@@ -260,10 +264,13 @@ def _forecast(args: argparse.Namespace) -> int:
             f"{','.join(f'{q:g}' for q in known)} only; pick from those."
         )
     _say(f"loaded {source} in {time.perf_counter() - t0:.1f} s ({jax.devices()[0].platform})")
+    q_all = len(known) if known else 9  # TiRex's 9 levels
+    check_forecast_memory(len(series), args.horizon, q_all, len(levels) if levels else q_all)
     try:
-        fc = _run_batches(model, [s.values for s in series], args.horizon, levels, args.batch_size)
+        fc = _run_batches(model, series, args.horizon, levels, args.batch_size)
     except ForecastError as e:
         raise DataError(f"{args.input}: {e}") from None
+    _check_finite(series, fc)
 
     text = _csv_bytes(series, fc, args.horizon)
     with _staged_plots(plot_dir) as staged:
@@ -279,6 +286,22 @@ def _forecast(args: argparse.Namespace) -> int:
         more = f" of {len(series)} (raise --max-plots for more)" if n_plots < len(series) else ""
         _say(f"wrote {n_plots} plot(s){more} to {plot_dir}")
     return 0
+
+
+def _check_finite(series, fc) -> None:
+    """``DataError`` unless every forecast value is finite: nothing non-finite is written."""
+    import numpy as np
+
+    from train.errors import DataError
+
+    ok = np.isfinite(fc.quantiles).all(axis=(1, 2)) & np.isfinite(fc.mean).all(axis=1)
+    bad = np.flatnonzero(~ok)
+    if bad.size:
+        raise DataError(
+            f"the forecast of series {series[bad[0]].name!r} ({bad.size} of {len(series)} "
+            f"series) holds inf or NaN although its values are finite; nothing was written. "
+            f"Rescale the series (e.g. divide by 1e6) and run again."
+        )
 
 
 def _load_model(path: str):
@@ -328,7 +351,7 @@ def _run_family(folder: Path):
         return None
 
 
-def _run_batches(model, contexts, horizon, levels, batch_size):
+def _run_batches(model, series, horizon, levels, batch_size):
     """``forecast`` batch by batch, with progress; the same result as one call.
 
     The last batch is padded to ``batch_size`` with copies of its last series (dropped
@@ -336,8 +359,9 @@ def _run_batches(model, contexts, horizon, levels, batch_size):
     """
     import numpy as np
 
-    from xlstm_jax import Forecast, forecast
+    from xlstm_jax import Forecast, ForecastError, forecast
 
+    contexts = [s.values for s in series]
     n = len(contexts)
     bs = min(batch_size, n)
     batches = -(-n // bs)
@@ -347,7 +371,13 @@ def _run_batches(model, contexts, horizon, levels, batch_size):
         chunk = list(contexts[start : start + bs])
         real = len(chunk)
         chunk += [chunk[-1]] * (bs - real)
-        fc = forecast(model, chunk, horizon, quantile_levels=levels, batch_size=bs)
+        try:
+            fc = forecast(model, chunk, horizon, quantile_levels=levels, batch_size=bs)
+        except ForecastError as e:  # name the series: forecast counts within its batch
+            if (at := re.match(r"series (\d+)", str(e))) is None:  # (the padding comes last)
+                raise
+            i = start + int(at[1])
+            raise ForecastError(f"series {i} ({series[i].name!r}){str(e)[at.end() :]}") from None
         quantiles.append(fc.quantiles[:real])
         means.append(fc.mean[:real])
         got = fc.quantile_levels

@@ -74,7 +74,9 @@ _EXPORTS = {
     "TransformerLM": _M + "transformer.model",
     **dict.fromkeys(("ForecastError", "TiRexConfig"), _M + "tirex.config"),
     "TiRex": _M + "tirex.model",
-    **dict.fromkeys(("Forecast", "forecast", "quantile_loss"), _M + "tirex.forecast"),
+    **dict.fromkeys(
+        ("MAX_PREDICTION_LENGTH", "Forecast", "forecast", "quantile_loss"), _M + "tirex.forecast"
+    ),
     "load_forecaster": _M + "tirex.convert",
     **dict.fromkeys(("generate", "sample_logits"), "xlstm_jax.generation"),
     **dict.fromkeys(("FAMILY_NAMES", "family", "family_of"), "xlstm_jax.registry"),

@@ -22,6 +22,7 @@ from xlstm_jax.registry import family_of
 
 __all__ = [
     "StepMemory",
+    "check_forecast_memory",
     "estimate_memory",
     "fmt_bytes",
     "fmt_count",
@@ -54,6 +55,27 @@ def peak_resident_bytes() -> int | None:
 def machine_ram() -> tuple[int | None, int | None]:
     """(total, available) bytes of RAM (Linux; None elsewhere)."""
     return _proc_kib("/proc/meminfo", "MemTotal"), _proc_kib("/proc/meminfo", "MemAvailable")
+
+
+def check_forecast_memory(n: int, horizon: int, q_all: int, q_out: int) -> None:
+    """``ConfigError`` unless ``python -m train.forecast``'s forecasts of ``n`` series x
+    ``horizon`` steps fit in the available RAM: about three float32 copies of all ``q_all``
+    levels (the rollout's output, its transpose, the batches joined), about 20 bytes per
+    written value (``q_out`` levels and the mean: the CSV text and its Arrow column) and 60
+    bytes per row (id, step, timestamp)."""
+    from xlstm_jax.layers.config import ConfigError
+
+    total, available = machine_ram()
+    ram = available or total
+    need = n * horizon * (q_all * 4 * 3 + (q_out + 1) * 20 + 60)
+    if ram is not None and need > ram:
+        fits = max(int(horizon * ram / need), 1)
+        raise ConfigError(
+            f"--horizon {horizon}: the forecasts of {n} series x {horizon} steps x {q_all} "
+            f"levels need about {fmt_bytes(need)} of memory, more than the "
+            f"{fmt_bytes(ram)} this machine has available; give a shorter --horizon (at most "
+            f"about {fits}) or forecast fewer series per run."
+        )
 
 
 @dataclasses.dataclass(frozen=True)

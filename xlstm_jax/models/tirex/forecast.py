@@ -26,6 +26,7 @@ from xlstm_jax.models.tirex.config import ForecastError
 from xlstm_jax.models.tirex.model import TiRex
 
 __all__ = [
+    "MAX_PREDICTION_LENGTH",
     "Forecast",
     "ScaleState",
     "context_windows",
@@ -35,6 +36,26 @@ __all__ = [
 ]
 
 _F32 = jnp.float32
+
+# The longest horizon ``forecast`` accepts. Every step beyond ``train_ctx_len`` values is
+# forecast from a window of NaN patches alone, so this is far past any useful horizon; it
+# keeps an absurd request (2e9 steps) from becoming an XLA shape that aborts or exhausts
+# memory.
+MAX_PREDICTION_LENGTH = 1_000_000
+
+
+def max_magnitude(length: int) -> float:
+    """The largest |value| a window of ``length`` values may hold so that ``instance_scale``
+    stays finite in float32.
+
+    The scaling sums the values (the mean) and the squares of their deviations from the
+    mean (the variance) in float32. With every |x| <= M, |x - mean| <= 2M, so the sum of
+    squares is at most length * (2M)^2 = 4 * length * M^2 (the plain sum, length * M, is
+    far smaller). Keeping that under half the float32 maximum (a factor of 2 for the
+    rounding of the float32 sums) gives M = sqrt(f32max / (8 * length)): about 1.4e17 for
+    TiRex's 2048 values. Series inside this bound are scaled exactly as before.
+    """
+    return float(np.sqrt(np.finfo(np.float32).max / (8.0 * length)))
 
 
 class ScaleState(NamedTuple):
@@ -93,7 +114,9 @@ def context_windows(contexts, length: int) -> np.ndarray:
     float32: each series' last ``length`` values, left-padded with NaN.
 
     Raises:
-      ForecastError: no series, a series that is not 1-D, empty or entirely NaN.
+      ForecastError: no series, a series that is not 1-D, empty, entirely NaN, holding
+        inf, or with last ``length`` values too large to scale in float32
+        (``max_magnitude``).
     """
     if isinstance(contexts, np.ndarray | jax.Array) and np.ndim(contexts) == 2:
         contexts = list(np.asarray(contexts))
@@ -120,6 +143,15 @@ def context_windows(contexts, length: int) -> np.ndarray:
         if np.isinf(a).any():
             raise ForecastError(f"series {i} holds inf; replace it with NaN (missing).")
         a = a[-length:]
+        big, limit = np.nanmax(np.abs(a), initial=0.0), max_magnitude(length)
+        if big > limit:
+            raise ForecastError(
+                f"series {i} reaches magnitude {big:.3g} in its last {a.size} values (the "
+                f"context the model sees), beyond the safe range |value| <= {limit:.3g}: the "
+                f"forecaster scales a {length}-value context in float32, which would overflow "
+                f"and give inf or NaN forecasts. Rescale the series, e.g. divide it by 1e6 "
+                f"(and multiply the forecasts back)."
+            )
         out[i, length - a.size :] = a
     return out
 
@@ -150,14 +182,21 @@ def forecast(
       forecast alone or with a different ``batch_size`` may differ in the last bits.
 
     Raises:
-      ForecastError: a bad series (empty, all NaN, not 1-D), H < 1, a level the model
-        does not predict, batch_size < 1.
+      ForecastError: a bad series (empty, all NaN, not 1-D, inf, or values too large to
+        scale in float32: ``context_windows``), H < 1 or H > ``MAX_PREDICTION_LENGTH``, a
+        level the model does not predict, batch_size < 1.
     """
     c = model.config
     if isinstance(prediction_length, bool) or not isinstance(prediction_length, int | np.integer):
         raise ForecastError(f"prediction_length must be an int >= 1; got {prediction_length!r}.")
     if prediction_length < 1:
         raise ForecastError(f"prediction_length must be >= 1; got {prediction_length}.")
+    if prediction_length > MAX_PREDICTION_LENGTH:
+        raise ForecastError(
+            f"prediction_length {prediction_length} is beyond the limit of "
+            f"{MAX_PREDICTION_LENGTH:,} steps (past train_ctx_len = {c.train_ctx_len} steps the "
+            f"rollout forecasts from missing values only); ask for a shorter horizon."
+        )
     if batch_size < 1:
         raise ForecastError(f"batch_size must be >= 1; got {batch_size}.")
     levels = c.quantiles if quantile_levels is None else tuple(float(q) for q in quantile_levels)
