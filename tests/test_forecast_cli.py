@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from train import forecast as cli
+from train import forecast_output
 from train.data.series.tables import future_timestamps, read_series
 from train.errors import DataError
 
@@ -385,7 +386,7 @@ def test_a_run_that_fails_while_plotting_leaves_no_csv_and_no_plots(
     def broken(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(cli, "_plot_all", broken)
+    monkeypatch.setattr(cli, "plot_all", broken)
     out = tmp_path / "fc.csv"
     before = sorted(p.name for p in tmp_path.iterdir())
     rc = run_cli("--model", model_path, "--input", table, "--horizon", 6, "--batch-size", 2,
@@ -398,11 +399,11 @@ def test_plots_join_an_existing_folder_under_safe_distinct_names(tmp_path):
     keep = tmp_path / "plots" / "notes.txt"
     keep.parent.mkdir()
     keep.write_text("mine")
-    with cli._staged_plots(keep.parent) as staged:
+    with cli.staged_plots(keep.parent) as staged:
         (staged / "a.png").write_bytes(b"png")
     assert sorted(p.name for p in keep.parent.iterdir()) == ["a.png", "notes.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["plots"]  # the staging folder is gone
-    names = cli._file_names(["a/b", "A/B", "..", "x y", "a_b"])
+    names = forecast_output.file_names(["a/b", "A/B", "..", "x y", "a_b"])
     assert names == ["a_b.png", "A_B-2.png", "series.png", "x_y.png", "a_b-3.png"]
 
 

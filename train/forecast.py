@@ -38,10 +38,8 @@ read-only disk while writing (``--debug`` shows tracebacks).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
-import shutil
 import sys
 import tempfile
 import time
@@ -49,6 +47,7 @@ from pathlib import Path
 
 from train.cli import make_parser
 from train.errors import run_command
+from train.forecast_output import csv_bytes, plot_all, staged_plots
 
 __all__ = ["main", "parse_quantiles"]
 
@@ -272,11 +271,11 @@ def _forecast(args: argparse.Namespace) -> int:
         raise DataError(f"{args.input}: {e}") from None
     _check_finite(series, fc)
 
-    text = _csv_bytes(series, fc, args.horizon)
-    with _staged_plots(plot_dir) as staged:
+    text = csv_bytes(series, fc, args.horizon)
+    with staged_plots(plot_dir) as staged:
         n_plots = 0
         if staged is not None:
-            n_plots = _plot_all(series, fc, staged, args.max_plots)
+            n_plots = plot_all(series, fc, staged, args.max_plots)
         from train.files import atomic_write_bytes
 
         atomic_write_bytes(out, text)
@@ -386,119 +385,6 @@ def _run_batches(model, series, horizon, levels, batch_size):
             f"{time.perf_counter() - t0:.1f} s)"
         )
     return Forecast(np.concatenate(quantiles), np.concatenate(means), tuple(got))
-
-
-def _level_name(q: float) -> str:
-    return f"q{q:g}"
-
-
-def _csv_bytes(series, fc, horizon: int) -> bytes:
-    """The forecasts table as CSV bytes: id, step, timestamp, mean, q<level>..."""
-    import io
-
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-
-    from train.data.series.tables import format_timestamps, future_timestamps
-
-    n = len(series)
-    stamps: list[str | None] = []
-    for s in series:
-        future = future_timestamps(s.timestamps, horizon)
-        stamps += [None] * horizon if future is None else format_timestamps(future)
-    columns = {
-        "id": pa.array(np.repeat([s.name for s in series], horizon), pa.string()),
-        "step": pa.array(np.tile(np.arange(1, horizon + 1, dtype=np.int32), n)),
-        "timestamp": pa.array(stamps, pa.string()),
-        "mean": pa.array(fc.mean.reshape(-1).astype(np.float32)),
-    }
-    for k, q in enumerate(fc.quantile_levels):
-        columns[_level_name(q)] = pa.array(fc.quantiles[:, :, k].reshape(-1).astype(np.float32))
-    buf = io.BytesIO()
-    pcsv.write_csv(pa.table(columns), buf)
-    return buf.getvalue()
-
-
-@contextlib.contextmanager
-def _staged_plots(plot_dir: Path | None):
-    """A temporary folder for the plots beside ``plot_dir``; on success its PNGs are moved
-    into ``plot_dir`` (created if missing; other files there are kept), on failure it is
-    removed and ``plot_dir`` is untouched."""
-    if plot_dir is None:
-        yield None
-        return
-    tmp = Path(tempfile.mkdtemp(dir=plot_dir.parent, prefix=f".{plot_dir.name}.", suffix=".tmp"))
-    try:
-        yield tmp
-        plot_dir.mkdir(exist_ok=True)
-        for png in sorted(tmp.iterdir()):
-            os.replace(png, plot_dir / png.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _file_names(names: list[str]) -> list[str]:
-    """A distinct, filesystem-safe PNG name per series name."""
-    out, seen = [], set()
-    for name in names:
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "series"
-        stem, k = stem[:100], 1
-        candidate = stem
-        while candidate.lower() in seen:
-            k += 1
-            candidate = f"{stem}-{k}"
-        seen.add(candidate.lower())
-        out.append(f"{candidate}.png")
-    return out
-
-
-def _plot_all(series, fc, folder: Path, max_plots: int) -> int:
-    """One PNG per series (the first ``max_plots``) in ``folder``; returns how many."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from train.data.series.tables import future_timestamps
-
-    chosen = series[:max_plots]
-    levels = fc.quantile_levels
-    lo, hi = 0, len(levels) - 1
-    for i, (s, fname) in enumerate(zip(chosen, _file_names([s.name for s in chosen]), strict=True)):
-        horizon = fc.mean.shape[1]
-        keep = min(s.values.size, max(4 * horizon, 128))  # the last part of a long history
-        future = future_timestamps(s.timestamps, horizon)
-        if future is not None:  # regular timestamps: draw against them
-            t_hist, t_fut, xlabel = s.timestamps[-keep:], future, "time"
-        else:
-            t_hist = np.arange(s.values.size - keep, s.values.size)
-            t_fut = np.arange(s.values.size, s.values.size + horizon)
-            xlabel = "time step"
-        fig, ax = plt.subplots(figsize=(9, 3.5))
-        ax.plot(t_hist, s.values[-keep:], color="black", lw=1, marker=".", ms=2, label="history")
-        if hi > lo:
-            ax.fill_between(
-                t_fut,
-                fc.quantiles[i, :, lo],
-                fc.quantiles[i, :, hi],
-                color="tab:blue",
-                alpha=0.25,
-                lw=0,
-                label=f"{levels[lo]:.0%}-{levels[hi]:.0%}",
-            )
-        ax.plot(t_fut, fc.mean[i], color="tab:blue", lw=1.5, label="median")
-        ax.set_title(s.name)
-        ax.set_xlabel(xlabel)
-        ax.legend(loc="upper left", fontsize="small")
-        ax.grid(alpha=0.3)
-        if np.issubdtype(np.asarray(t_fut).dtype, np.datetime64):
-            fig.autofmt_xdate()
-        fig.tight_layout()
-        fig.savefig(folder / fname, dpi=80)
-        plt.close(fig)
-    return len(chosen)
 
 
 if __name__ == "__main__":
