@@ -16,7 +16,15 @@ import importlib
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
-__all__ = ["FAMILY_NAMES", "Activations", "Family", "family", "family_of", "family_of_class"]
+__all__ = [
+    "FAMILY_NAMES",
+    "Activations",
+    "Family",
+    "family",
+    "family_of",
+    "family_of_class",
+    "imported_on_call",
+]
 
 
 class Activations(NamedTuple):
@@ -74,6 +82,19 @@ _MODULES = {
     "tirex": "xlstm_jax.models.tirex.family",
 }
 FAMILY_NAMES = tuple(_MODULES)
+
+
+def imported_on_call(target: str) -> Callable[..., Any]:
+    """A function that imports ``target`` (``"module:name"``) when first called and calls
+    it: a family's converters and loaders stay unimported until asked for."""
+    module, _, name = target.partition(":")
+
+    def call(*args, **kw):
+        return getattr(importlib.import_module(module), name)(*args, **kw)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = f"``{module}.{name}``, imported on first use."
+    return call
 
 
 def family(name: str) -> Family:

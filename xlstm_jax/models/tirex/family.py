@@ -4,25 +4,9 @@ from __future__ import annotations
 
 from xlstm_jax.models.tirex.config import TiRexConfig
 from xlstm_jax.models.tirex.model import TiRex
-from xlstm_jax.registry import Activations, Family
+from xlstm_jax.registry import Activations, Family, imported_on_call
 
 __all__ = ["FAMILY"]
-
-
-def _from_torch(*args, **kw):
-    """``xlstm_jax.models.tirex.convert.from_torch``,
-    imported on first use (no converter loads before it is asked for)."""
-    from xlstm_jax.models.tirex.convert import from_torch
-
-    return from_torch(*args, **kw)
-
-
-def _load(*args, **kw):
-    """``xlstm_jax.models.tirex.convert.load_forecaster``,
-    imported on first use (no converter loads before it is asked for)."""
-    from xlstm_jax.models.tirex.convert import load_forecaster
-
-    return load_forecaster(*args, **kw)
 
 
 def _tirex_summary(m: TiRexConfig) -> str:
@@ -49,7 +33,7 @@ FAMILY = Family(
     summary=_tirex_summary,
     activation_bytes=_tirex_activations,
     doc_resets=lambda m: "the forecaster reads one series per row, with no documents in it",
-    from_torch=_from_torch,
+    from_torch=imported_on_call("xlstm_jax.models.tirex.convert:from_torch"),
     torch_classes=("TiRexZero",),
-    load=_load,
+    load=imported_on_call("xlstm_jax.models.tirex.convert:load_forecaster"),
 )

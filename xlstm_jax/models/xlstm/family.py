@@ -4,17 +4,9 @@ from __future__ import annotations
 
 from xlstm_jax.models.xlstm.config import xLSTMLMModelConfig
 from xlstm_jax.models.xlstm.model import xLSTMLMModel
-from xlstm_jax.registry import Activations, Family
+from xlstm_jax.registry import Activations, Family, imported_on_call
 
 __all__ = ["FAMILY"]
-
-
-def _from_torch(*args, **kw):
-    """``xlstm_jax.models.xlstm.convert.from_torch``,
-    imported on first use (no converter loads before it is asked for)."""
-    from xlstm_jax.models.xlstm.convert import from_torch
-
-    return from_torch(*args, **kw)
 
 
 def _xlstm_summary(m: xLSTMLMModelConfig) -> str:
@@ -60,6 +52,6 @@ FAMILY = Family(
     summary=_xlstm_summary,
     activation_bytes=_xlstm_activations,
     doc_resets=_xlstm_doc_resets,
-    from_torch=_from_torch,
+    from_torch=imported_on_call("xlstm_jax.models.xlstm.convert:from_torch"),
     torch_classes=("xLSTMLMModel", "xLSTMBlockStack"),
 )

@@ -4,25 +4,9 @@ from __future__ import annotations
 
 from xlstm_jax.models.xlstm_large.config import xLSTMLargeConfig
 from xlstm_jax.models.xlstm_large.model import xLSTMLarge
-from xlstm_jax.registry import Activations, Family
+from xlstm_jax.registry import Activations, Family, imported_on_call
 
 __all__ = ["FAMILY"]
-
-
-def _from_torch(*args, **kw):
-    """``xlstm_jax.models.xlstm_large.convert.from_torch``,
-    imported on first use (no converter loads before it is asked for)."""
-    from xlstm_jax.models.xlstm_large.convert import from_torch
-
-    return from_torch(*args, **kw)
-
-
-def _load(*args, **kw):
-    """``xlstm_jax.models.xlstm_large.checkpoint.load_pretrained``,
-    imported on first use (no converter loads before it is asked for)."""
-    from xlstm_jax.models.xlstm_large.checkpoint import load_pretrained
-
-    return load_pretrained(*args, **kw)
 
 
 def _large_summary(m: xLSTMLargeConfig) -> str:
@@ -51,7 +35,7 @@ FAMILY = Family(
     summary=_large_summary,
     activation_bytes=_large_activations,
     doc_resets=lambda m: None,
-    from_torch=_from_torch,
+    from_torch=imported_on_call("xlstm_jax.models.xlstm_large.convert:from_torch"),
     torch_classes=("xLSTMLarge", "xLSTMForCausalLM"),
-    load=_load,
+    load=imported_on_call("xlstm_jax.models.xlstm_large.checkpoint:load_pretrained"),
 )
