@@ -165,9 +165,12 @@ def test_resume_step_picks_a_checkpoint_and_sets_the_newer_ones_aside(env, base,
     assert "moved checkpoint 30" in proc.stdout and "(step 20)" in proc.stdout
     assert (workdir / "set_aside" / "30-newer").is_dir()
     assert _losses(workdir) == _losses(base)
+    before = _snapshot(workdir)
     proc = run_cmd(train_cmd(workdir, flags=("--resume-step", "5")), env)
-    assert proc.returncode == 1
-    assert "there is no checkpoint 5" in _one_message(proc)
+    assert proc.returncode == 2  # found before anything is written
+    message = _one_message(proc)
+    assert "there is no checkpoint 5" in message and "checkpoints are at steps" in message, message
+    assert _snapshot(workdir) == before
 
 
 def test_a_non_finite_state_is_never_saved(tmp_path):

@@ -26,7 +26,7 @@ from train.loop.report import report_setup, report_step_memory, say
 from train.loop.restore import restore, write_config
 from train.loop.run import NonFiniteLossError, catch_signals, release_signals, run_steps
 from train.loop.setup import build_state, check_setup, count_params, open_data
-from train.runs.checkpoint import Checkpointer
+from train.runs.checkpoint import Checkpointer, check_resume_step
 from train.runs.metrics import MetricsWriter
 from train.runs.workdir import WorkdirLock, check_workdir
 from xlstm_jax.layers.sharding import activate
@@ -61,6 +61,8 @@ def train(cfg: ExperimentConfig, workdir: str | Path, resume_step: int | None = 
     mesh = check_setup(cfg)
     workdir = Path(workdir).absolute()
     check_workdir(workdir)
+    if resume_step is not None:
+        check_resume_step(workdir / "checkpoints", resume_step)
     cfg, source = open_data(cfg, say)
     # The data is read (and bad data refused) before the workdir is created or touched.
     data_line = source.prepare()

@@ -39,6 +39,7 @@ __all__ = [
     "Checkpointer",
     "NonFiniteStateError",
     "SET_ASIDE",
+    "check_resume_step",
     "state_report",
 ]
 
@@ -55,6 +56,35 @@ class _ModelMismatchError(CheckpointError):
 
 class NonFiniteStateError(RunError):
     """The train state holds NaN or inf values; it was not saved."""
+
+
+def check_resume_step(directory: Path, step: int) -> None:
+    """``ConfigError`` unless ``directory`` (a run's ``checkpoints/``) holds checkpoint
+    ``step``: checked before a run writes anything, so a mistyped ``--resume-step`` exits 2
+    with the steps there are."""
+    from xlstm_jax.layers.config import ConfigError
+
+    directory = Path(directory).absolute()
+    if not directory.is_dir():
+        raise ConfigError(
+            f"--resume-step {step}: there is no checkpoint in {directory}, so step {step} "
+            f"cannot be resumed; leave out --resume-step to start afresh."
+        )
+    ckpt = Checkpointer(directory, keep=1, async_save=False, create=False)
+    try:
+        steps = ckpt.all_steps()
+    finally:
+        ckpt.close()
+    if step not in steps:
+        there = (
+            f"the checkpoints are at steps {', '.join(map(str, steps))}; give one of them, or "
+            "leave out --resume-step for the newest"
+            if steps
+            else "it holds no checkpoint yet; leave out --resume-step to start afresh"
+        )
+        raise ConfigError(
+            f"--resume-step {step}: there is no checkpoint {step} in {directory}; {there}."
+        )
 
 
 def _bits(x: jax.Array) -> jax.Array:
