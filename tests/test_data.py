@@ -204,6 +204,33 @@ def test_unknown_tokenizer_offline_names_the_fixes(tmp_path, monkeypatch):
         load_tokenizer(str(tmp_path / "missing.json"))
 
 
+def test_an_unreachable_hub_is_known_at_once_without_retries(monkeypatch):
+    import socket
+
+    import huggingface_hub
+
+    from train.data.text import tokenizer
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for k in ("HF_ENDPOINT", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(k, raising=False)
+    tried = []
+
+    def no_route(address, timeout=None):
+        tried.append(address)
+        raise OSError("no route")
+
+    def must_not_download(*args, **kwargs):
+        raise AssertionError("the hub client was asked although the hub is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", no_route)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", must_not_download)
+    with pytest.raises(DataError, match="was not found offline"):
+        tokenizer.load_tokenizer("gpt2")
+    assert tried == [("huggingface.co", 443)]
+
+
 def test_hf_datasets_folder_by_path(tmp_path):
     datasets = pytest.importorskip("datasets")
     datasets.Dataset.from_dict({"text": ["one", "two", "three"]}).save_to_disk(tmp_path / "ds")

@@ -121,8 +121,9 @@ def disk_error(exc: BaseException, doing: str, keeps: str) -> RunError | None:
 def quiet_library_logs() -> None:
     """Keeps Orbax's, tensorstore's and asyncio's warnings and error dumps off the user's
     screen: when a save fails they repeat, hundreds of lines long and from background
-    threads, what the one error message says."""
-    for name in ("absl", "orbax", "asyncio", "jax._src.distributed"):
+    threads, what the one error message says. The same for the Hugging Face hub's retry
+    warnings: a tokenizer that cannot be fetched gets one message of its own."""
+    for name in ("absl", "orbax", "asyncio", "jax._src.distributed", "huggingface_hub"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         from absl import logging as absl_logging

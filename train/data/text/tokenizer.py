@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import difflib
 import os
+import socket
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -95,12 +97,32 @@ def _from_hub(name: str, download: bool = True) -> Path | None:
             return Path(hit)
     if not download or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         return None
+    if not _hub_reachable():
+        return None
     for repo in repos:
         try:
             return Path(hf_hub_download(repo, "tokenizer.json", etag_timeout=5))
         except Exception:  # noqa: BLE001 - any failure (offline, 404, auth) means "not found"
             continue
     return None
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub's host answers a TCP connection within ``timeout`` seconds.
+
+    Offline is knowable at once: without this check the hub client retries for half a
+    minute before giving up. Behind a proxy the direct connection says nothing, so the
+    client is left to try.
+    """
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=timeout).close()
+    except OSError:  # no DNS, no route, refused, timed out
+        return False
+    return True
 
 
 def _hub_name(spec: str) -> str | None:
