@@ -97,3 +97,38 @@ def test_the_cli_never_writes_a_non_finite_forecast(
     err = capsys.readouterr().err
     assert "the forecast of series 'b' (1 of 3 series) holds inf or NaN" in err
     assert "nothing was written" in err and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("stamps", "dtype", "fits"),
+    [
+        ([2**63 - 40, 2**63 - 30, 2**63 - 20], np.int64, 1),  # int64 would wrap
+        (["2262-03-01T00", "2262-04-01T00"], "datetime64[ns]", 0),  # past year 2262
+        (["2262-04-01T00", "2262-04-05T00"], "datetime64[ns]", 1),
+        ([1.6e308, 1.7e308], np.float64, 0),  # float64 would overflow
+    ],
+)
+def test_timestamps_that_cannot_be_continued_are_refused_not_wrapped(stamps, dtype, fits):
+    from train.data.series.tables import future_timestamps
+    from train.errors import DataError
+
+    ts = np.array(stamps, dtype=dtype)
+    assert future_timestamps(ts, fits) is None or len(future_timestamps(ts, fits)) == fits
+    with pytest.raises(DataError, match=f"from step {fits + 1} on they would wrap or repeat"):
+        future_timestamps(ts, 5)
+
+
+def test_the_cli_refuses_timestamps_near_the_int64_limit_before_any_compute(
+    model_path,  # noqa: F811
+    tmp_path,
+    capsys,
+):
+    top = 2**63 - 1
+    rows = "".join(f"{top - 40 + 10 * i},{i}\n" for i in range(4))
+    path = write(tmp_path, "timestamp,a\n" + rows, "late.csv")
+    out = tmp_path / "fc.csv"
+    assert run_cli(*cli_args(model_path, path, out, 3)) == 2
+    err = capsys.readouterr().err
+    assert "series 'a': the 3 timestamps after the last one" in err
+    assert "Forecast at most 1 step (--horizon)" in err and "Traceback" not in err
+    assert not out.exists()

@@ -235,7 +235,7 @@ def _forecast(args: argparse.Namespace) -> int:
     levels = parse_quantiles(args.quantiles)
     out, plot_dir = _check_paths(args)
 
-    from train.data.series.tables import read_series
+    from train.data.series.tables import future_timestamps, read_series
     from train.errors import DataError
 
     series = read_series(
@@ -248,6 +248,11 @@ def _forecast(args: argparse.Namespace) -> int:
     )
     lengths = [s.values.size for s in series]
     _say(f"read {len(series)} series, lengths {min(lengths)}..{max(lengths)}")
+    for s in series:  # the forecasts' timestamps must be representable: before any compute
+        try:
+            future_timestamps(s.timestamps, args.horizon)
+        except DataError as e:
+            raise DataError(f"{args.input}: series {s.name!r}: {e}") from None
 
     import jax
 

@@ -400,8 +400,34 @@ def future_timestamps(timestamps: np.ndarray | None, horizon: int) -> np.ndarray
         horizon: H >= 1.
 
     Returns:
-        (H,) of the same dtype, or None.
+        (H,) of the same dtype, strictly increasing, or None.
+
+    Raises:
+        DataError: the continued timestamps pass what the dtype can hold (int64's
+            largest value, datetime64[ns]'s year 2262, float64's precision or range):
+            numpy would wrap or repeat them silently. The message says how many fit.
     """
+    future = _continued(timestamps, horizon)
+    if future is None:
+        return None
+    ok = np.concatenate([future[:1] > timestamps[-1], future[1:] > future[:-1]])
+    if np.issubdtype(future.dtype, np.floating):
+        ok &= np.isfinite(future)
+    if not ok.all():
+        fits = int(np.argmin(ok))
+        steps = "step" if fits == 1 else "steps"
+        shorter = f"Forecast at most {fits} {steps} (--horizon), or give" if fits else "Give"
+        raise DataError(
+            f"the {horizon} timestamps after the last one ({_show(timestamps[-1])}, spaced "
+            f"as the series' are) pass what {timestamps.dtype} can hold: from step "
+            f"{fits + 1} on they would wrap or repeat. {shorter} timestamps that leave "
+            "room (e.g. shifted, or dates instead of integers)."
+        )
+    return future
+
+
+def _continued(timestamps: np.ndarray | None, horizon: int) -> np.ndarray | None:
+    """``future_timestamps`` without the range check (numpy arithmetic may wrap here)."""
     if timestamps is None or len(timestamps) < 2 or timestamps.dtype == object:
         return None
     steps = np.arange(1, horizon + 1)
@@ -416,14 +442,21 @@ def future_timestamps(timestamps: np.ndarray | None, horizon: int) -> np.ndarray
             return timestamps[-1] + diff[0] * steps
         return None
     if np.issubdtype(timestamps.dtype, np.integer):
-        diff = np.diff(timestamps)
-        if (diff == diff[0]).all() and diff[0] > 0:
-            return timestamps[-1] + diff[0] * steps
-        return None
+        # Differences past int64's range would wrap and could look regular: take them
+        # exactly (Python integers) when the span is that wide.
+        wide = int(timestamps.max()) - int(timestamps.min()) > np.iinfo(np.int64).max
+        diff = np.diff(timestamps.astype(object) if wide else timestamps)
+        if not ((diff == diff[0]).all() and diff[0] > 0):
+            return None
+        if int(diff[0]) > np.iinfo(np.int64).max:  # not even one more step fits
+            return np.full(horizon, timestamps[-1])
+        with np.errstate(over="ignore"):
+            return timestamps[-1] + np.int64(diff[0]) * steps
     if np.issubdtype(timestamps.dtype, np.floating) and np.isfinite(timestamps).all():
         diff = np.diff(timestamps)
         if diff[0] > 0 and np.allclose(diff, diff[0], rtol=1e-9, atol=0):
-            return timestamps[-1] + diff[0] * steps
+            with np.errstate(over="ignore"):
+                return timestamps[-1] + diff[0] * steps
     return None
 
 
