@@ -15,7 +15,8 @@ import pytest
 
 from train import forecast as cli
 from train import forecast_output
-from train.data.series.tables import future_timestamps, read_series
+from train.data.series.tables import read_series
+from train.data.series.timestamps import future_timestamps
 from train.errors import DataError
 
 ROOT = Path(__file__).parent.parent

@@ -109,7 +109,7 @@ def test_the_cli_never_writes_a_non_finite_forecast(
     ],
 )
 def test_timestamps_that_cannot_be_continued_are_refused_not_wrapped(stamps, dtype, fits):
-    from train.data.series.tables import future_timestamps
+    from train.data.series.timestamps import future_timestamps
     from train.errors import DataError
 
     ts = np.array(stamps, dtype=dtype)
@@ -132,3 +132,24 @@ def test_the_cli_refuses_timestamps_near_the_int64_limit_before_any_compute(
     assert "series 'a': the 3 timestamps after the last one" in err
     assert "Forecast at most 1 step (--horizon)" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_integer_timestamps_past_int64_are_refused_when_read(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from train.data.series.tables import read_series
+    from train.errors import DataError
+
+    csv = write(tmp_path, "timestamp,a\n9223372036854775808,1\n9223372036854777808,2\n", "x.csv")
+    with pytest.raises(DataError, match=r"beyond what float64 holds exactly \(2\*\*53"):
+        read_series(csv, "auto")  # arrow reads these integers as float64, rounded
+    for top, ok in ((2**64 - 10, False), (2**40, True)):
+        path = tmp_path / "u.parquet"
+        stamps = pa.array(np.array([top - 10, top], dtype=np.uint64))
+        pq.write_table(pa.table({"timestamp": stamps, "a": [1.0, 2.0]}), path)
+        if ok:
+            assert read_series(path, "auto")[0].timestamps.dtype == np.int64
+        else:
+            with pytest.raises(DataError, match="beyond what int64 holds"):
+                read_series(path, "auto")

@@ -20,7 +20,7 @@ header or the long layout's id), ``step`` (1..H), ``timestamp``, ``mean`` (the m
 TiRex gives it), then one column per quantile level, ascending, named ``q`` + the level
 (``q0.1`` ... ``q0.9``). ``timestamp`` is the step's time when the series' timestamps are
 regularly spaced (a constant step, or a constant number of calendar months on month
-starts or month ends; ``train.data.series.tables.future_timestamps``) and empty otherwise (no
+starts or month ends; ``train.data.series.timestamps.future_timestamps``) and empty otherwise (no
 timestamp column, text timestamps, or irregular spacing). With ``--plot-dir``, one PNG per
 series (the first ``--max-plots``): the last part of the history, the median forecast and
 the band between the lowest and highest level forecast (10%-90% by default).
@@ -235,7 +235,8 @@ def _forecast(args: argparse.Namespace) -> int:
     levels = parse_quantiles(args.quantiles)
     out, plot_dir = _check_paths(args)
 
-    from train.data.series.tables import future_timestamps, read_series
+    from train.data.series.tables import read_series
+    from train.data.series.timestamps import future_timestamps
     from train.errors import DataError
 
     series = read_series(

@@ -26,7 +26,7 @@ def csv_bytes(series, fc, horizon: int) -> bytes:
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
-    from train.data.series.tables import format_timestamps, future_timestamps
+    from train.data.series.timestamps import format_timestamps, future_timestamps
 
     n = len(series)
     stamps: list[str | None] = []
@@ -87,7 +87,7 @@ def plot_all(series, fc, folder: Path, max_plots: int) -> int:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from train.data.series.tables import future_timestamps
+    from train.data.series.timestamps import future_timestamps
 
     chosen = series[:max_plots]
     levels = fc.quantile_levels
