@@ -233,3 +233,35 @@ def test_read_only_prepared_data_is_not_replaced(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert f"--out {out} holds files you cannot write (train.bin" in err, err
     assert _snapshot(out) == before
+
+
+def test_a_batch_that_cannot_fit_is_refused_before_anything_is_written(tmp_path, capsys):
+    from helpers import TINY_TRAIN
+
+    workdir = tmp_path / "new" / "run"
+    args = ["--config", "xlstm_tiny", "--workdir", str(workdir), "--set", *TINY_TRAIN]
+    assert train_cli.main([*args, "train.batch_size=1000000"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: one train step needs at least ") and "RAM" in err, err
+    assert "train.micro_batch_size=" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_compiled_step_that_cannot_fit_is_refused_and_the_workdir_left_as_it_was(
+    tmp_path, capsys, monkeypatch
+):
+    from helpers import TINY_TRAIN
+
+    from train.loop import memory, report
+
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    # The estimate passes (it reads the real RAM); the compiled step's check sees 1 MB more
+    # than this process holds now.
+    monkeypatch.setattr(report, "machine_ram", lambda: (memory.resident_bytes() + 2**20, None))
+    args = ["--config", "xlstm_tiny", "--workdir", str(workdir), "--set", *TINY_TRAIN]
+    assert train_cli.main([*args, "train.steps=1", "train.eval_every=0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the compiled train step would take this process to about")
+    assert "Nothing was written." in err and len(err.strip().splitlines()) == 1, err
+    assert list(workdir.iterdir()) == []  # no config.json, checkpoints/, metrics or lock

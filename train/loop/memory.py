@@ -22,10 +22,12 @@ from xlstm_jax.registry import family_of
 
 __all__ = [
     "StepMemory",
+    "check_estimate_fits",
     "check_forecast_memory",
     "estimate_memory",
     "fmt_bytes",
     "fmt_count",
+    "device_capacity",
     "machine_ram",
     "peak_resident_bytes",
     "resident_bytes",
@@ -76,6 +78,60 @@ def check_forecast_memory(n: int, horizon: int, q_all: int, q_out: int) -> None:
             f"{fmt_bytes(ram)} this machine has available; give a shorter --horizon (at most "
             f"about {fits}) or forecast fewer series per run."
         )
+
+
+def device_capacity() -> tuple[int | None, str]:
+    """What one step may use per device and its name: the machine's RAM shared by the
+    process's CPU devices (per device), or an accelerator's own memory limit."""
+    import jax
+
+    dev = jax.local_devices()[0]
+    if dev.platform == "cpu":
+        total, _ = machine_ram()
+        n = jax.local_device_count()
+        share = f" shared by {n} devices" if n > 1 else ""
+        return (None if total is None else total // n), f"the machine's RAM{share}"
+    stats = dev.memory_stats() if hasattr(dev, "memory_stats") else None
+    return (stats or {}).get("bytes_limit"), f"the memory of one {dev.device_kind}"
+
+
+def check_estimate_fits(cfg: ExperimentConfig, num_params: int, devices: int) -> None:
+    """``ConfigError`` when even a low estimate of a train step's memory per device exceeds
+    what a device has, so a run that cannot fit is refused before it writes anything or
+    allocates its state.
+
+    Low, so that it never refuses a run that fits: ``estimate_memory``'s activations (about
+    half what compiled steps need on a CPU) with the state divided over the mesh's fsdp x
+    tensor devices and the micro-batch over its data x fsdp devices, as if all of it
+    sharded perfectly.
+    """
+    from xlstm_jax.layers.config import ConfigError
+
+    capacity, where = device_capacity()
+    mem = estimate_memory(cfg, num_params)
+    data, fsdp, tensor = cfg.mesh.resolve(devices)
+    fixed = (mem["total"] - mem["activations"]) // (fsdp * tensor)
+    act = mem["activations"] // (data * fsdp)
+    if capacity is None or fixed + act <= capacity:
+        return
+    tc = cfg.train
+    room = capacity - fixed
+    # Compiled steps need about twice the estimate's activations: suggest what fits then.
+    micro = int(tc.micro * room / (2 * act)) // (data * fsdp) * (data * fsdp) if room > 0 else 0
+    hint = (
+        f"train.micro_batch_size={micro} or less should fit (compiled steps need about "
+        "twice this estimate's activations)"
+        if micro >= 1
+        else "the parameters and optimizer state alone do not fit: shard them over more "
+        "devices (mesh.fsdp) or pick a smaller model"
+    )
+    raise ConfigError(
+        f"one train step needs at least {fmt_bytes(fixed + act)} per device (parameters, "
+        f"gradients and optimizer {fmt_bytes(fixed)}, activations of micro-batch {tc.micro} x "
+        f"seq {cfg.data.seq_len} {fmt_bytes(act)}), more than the {fmt_bytes(capacity)} of "
+        f"{where}; {hint}. Other fixes: lower data.seq_len, set model.remat=true, or use "
+        "more devices."
+    )
 
 
 @dataclasses.dataclass(frozen=True)

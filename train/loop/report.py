@@ -59,20 +59,19 @@ def report_setup(cfg: ExperimentConfig, num_params: int, say: Callable[[str], No
         + ", ".join(f"{k} {fmt_bytes(v)}" for k, v in mem.items() if k != "total")
         + f" -> total ~{fmt_bytes(mem['total'])}"
     )
-    total_ram, _ = machine_ram()
-    if dev.platform == "cpu" and total_ram and mem["total"] * jax.local_device_count() > total_ram:
-        say(
-            f"warning: this looks like more than the machine's {fmt_bytes(total_ram)} of RAM; "
-            "lower train.micro_batch_size or data.seq_len, or set model.remat=true "
-            "(the compiled step's own figure follows)."
-        )
 
 
 def report_step_memory(
     mem: StepMemory | None, eval_memory: list[StepMemory], say: Callable[[str], None]
 ) -> None:
-    """The compiled step's memory, and a warning when the run (steps and evaluations, one
-    at a time) will not fit."""
+    """Says the compiled step's memory; ``ConfigError`` when the run (steps and
+    evaluations, one at a time) cannot fit in what the machine or a device has.
+
+    Called before the run writes anything (config, metrics, checkpoints), so a refusal
+    leaves the workdir as it was.
+    """
+    from xlstm_jax.layers.config import ConfigError
+
     if mem is None:
         return
     worst = max([mem, *eval_memory], key=lambda m: m.added)
@@ -93,8 +92,12 @@ def report_step_memory(
             f"{fmt_bytes(peak)} of RAM"
         )
         if total_ram and peak > total_ram:
-            say(f"warning: that is more than the machine's {fmt_bytes(total_ram)} of RAM; {fixes}.")
-        elif available and peak > available + (resident_bytes() or 0):
+            raise ConfigError(
+                f"the compiled train step would take this process to about "
+                f"{fmt_bytes(peak)} of RAM, more than the machine's {fmt_bytes(total_ram)} "
+                f"(per device: {parts}); {fixes}. Nothing was written."
+            )
+        if available and peak > available + (resident_bytes() or 0):
             say(
                 f"warning: other processes leave only {fmt_bytes(available)} of RAM free; "
                 "the run may be killed for memory."
@@ -105,7 +108,8 @@ def report_step_memory(
     where = f" of the {fmt_bytes(limit)} on {dev.device_kind}" if limit else ""
     say(f"memory: the step needs {fmt_bytes(need)} per device{where} ({parts})")
     if limit and need > limit:
-        say(
-            f"warning: that is more than one device holds; {fixes}, or shard over more "
-            "devices (mesh.fsdp)."
+        raise ConfigError(
+            f"the compiled train step needs {fmt_bytes(need)} per device, more than the "
+            f"{fmt_bytes(limit)} one {dev.device_kind} holds ({parts}); {fixes}, or shard "
+            "over more devices (mesh.fsdp). Nothing was written."
         )
