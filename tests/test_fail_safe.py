@@ -521,3 +521,17 @@ def test_help_of_the_training_and_sampling_commands_needs_no_jax():
     # Their parsers (the error module included) import no JAX, so --help is instant.
     code = "import sys, train.main, train.generate; assert 'jax' not in sys.modules, 'jax imported'"
     subprocess.run([os.sys.executable, "-c", code], cwd=REPO_ROOT, check=True, timeout=60)
+
+
+@pytest.mark.parametrize("command", ["main", "generate", "forecast", "prepare_data"])
+def test_every_commands_help_lists_its_exit_codes(command, capsys):
+    import importlib
+
+    module = importlib.import_module(f"train.{command}")
+    with pytest.raises(SystemExit) as e:
+        module.main(["--help"])
+    assert e.value.code == 0
+    codes = capsys.readouterr().out.split("exit codes:\n", 1)[1].splitlines()
+    assert codes[0] == "  0 done" or codes[0].startswith("  0 done,")
+    assert any(c.startswith("  2 ") and "before anything" in c for c in codes), codes
+    assert any(c.startswith("  1 ") for c in codes), codes

@@ -21,9 +21,13 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
         return super()._get_help_string(action)
 
 
-def make_parser(prog: str, description: str, examples: list[str]) -> argparse.ArgumentParser:
-    """An ``ArgumentParser`` for ``python -m PROG`` with ``examples`` under its help."""
+def make_parser(
+    prog: str, description: str, examples: list[str], exit_codes: list[str]
+) -> argparse.ArgumentParser:
+    """An ``ArgumentParser`` for ``python -m PROG`` with ``examples`` and the command's
+    ``exit_codes`` (one line each, "N meaning") under its help."""
     epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples)
+    epilog += "\n\nexit codes:\n" + "\n".join(f"  {c}" for c in exit_codes)
     parser = argparse.ArgumentParser(
         prog=prog, description=description, epilog=epilog, formatter_class=_HelpFormatter
     )

@@ -64,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
             "long --id-column item --value-column price --horizon 48 --quantiles 0.1,0.5,0.9 "
             "--output out/ticks.csv --plot-dir out/plots",
         ],
+        [
+            "0 done",
+            "2 a bad argument, input table, timestamps, model path or a forecast that cannot "
+            "be finite or fit in memory: found before anything is written",
+            "1 no checkpoint of the run reads back, or the disk refused the output",
+        ],
     )
     p.add_argument(
         "--model",

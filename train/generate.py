@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
             'python -m train.generate --pretrained /models/xLSTM-7b --prompt "Hello" '
             "--temperature 0 --dtype bfloat16",
         ],
+        [
+            "0 done",
+            "2 a bad argument (prompt, sampling, --step, --tokenizer) or a folder that is not "
+            "a run or a pretrained checkpoint: found before anything is loaded",
+            "1 no checkpoint of the run reads back",
+        ],
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--workdir", help="the run's folder (train.main --workdir)")

@@ -2,7 +2,8 @@
 
 Exit codes: 0 done (or stopped at ``train.stop_after``), 1 a run-time failure (no
 readable checkpoint, a non-finite loss or state, a full or read-only disk), 2 a bad command
-line, config, data source or workdir (found before anything is written), 130/143
+line, config, data source, tokenizer, workdir, ``--resume-step`` or a step that cannot fit
+in memory (found before anything is written), 130/143
 interrupted by SIGINT/SIGTERM after saving a checkpoint. Errors are one paragraph on stderr
 (``--debug`` shows the traceback).
 """
@@ -30,6 +31,14 @@ def _parser() -> argparse.ArgumentParser:
             "python -m train.main --config parity_xlstm01 --set train.seed=1",
             "python -m train.main --config xlstm_large_tiny --init-from runs/xlstm_large_tiny "
             "--workdir runs/finetune",
+        ],
+        [
+            "0 done, or stopped at train.stop_after",
+            "2 a bad command line, config, data source, tokenizer, workdir, --resume-step, or a "
+            "step that cannot fit in memory: found before anything is written",
+            "1 a run-time failure: no readable checkpoint, a non-finite loss or state, a full "
+            "or read-only disk (the last good checkpoint is kept)",
+            "130/143 interrupted by SIGINT/SIGTERM, after saving a checkpoint",
         ],
     )
     p.add_argument("--config", required=True, help="a config name from configs/, e.g. xlstm_tiny")

@@ -7,6 +7,9 @@ folders, ``hf:NAME``). ``DIR`` receives ``train.bin`` and ``val.bin`` (raw uint1
 token ids, each document followed by the end-of-document id) and ``meta.json``. Documents
 are streamed, so memory stays flat for corpora of any size. Train with
 ``--set data.path=DIR data.tokenizer=<the same tokenizer>``.
+
+Exit codes: 0 done, 2 a bad data path, tokenizer or output folder (found before anything
+is written), 1 the disk refused the output (nothing half-written is left).
 """
 
 from __future__ import annotations
@@ -116,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
             "python -m train.prepare_data --data builtin:stdlib --out /tmp/stdlib_bytes",
             "python -m train.prepare_data --data /data/corpus_jsonl --tokenizer gpt2 "
             "--out /data/tokens",
+        ],
+        [
+            "0 done",
+            "2 a bad data path, tokenizer or output folder: found before anything is written",
+            "1 the disk refused the output (full or read-only); nothing half-written is left",
         ],
     )
     p.add_argument("--data", required=True, help="builtin:stdlib, a file/folder, or hf:NAME")
