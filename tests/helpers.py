@@ -367,3 +367,74 @@ def mutate_bytes(rng, data: bytes) -> bytes:
         n = rng.randint(1, 64)
         data[at:at] = data[at : at + n] * rng.randint(2, 5)
     return bytes(data)
+
+
+# Values of every wrong kind: the other JSON types, out-of-range and non-finite numbers,
+# deep nesting, text that looks like a number.
+HOSTILE_VALUES = [
+    None,
+    True,
+    0,
+    -1,
+    2**62,
+    2**64,
+    -(2**70),
+    1.5,
+    1e308,
+    float("nan"),
+    float("inf"),
+    "",
+    "x",
+    "3",
+    "../../etc/passwd",
+    [],
+    [1, "a"],
+    [[[[[]]]]],
+    {},
+    {"a": 1},
+    {"embedding_dim": "x"},
+]
+
+
+def _paths(tree, prefix=()):
+    """Every key path of a JSON tree (dict keys and list indices)."""
+    yield prefix
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from _paths(v, (*prefix, k))
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree):
+            yield from _paths(v, (*prefix, i))
+
+
+def put_json(tree, path, value):
+    """``tree`` (a copy) with the value at ``path`` replaced (or the key removed, for
+    ``REMOVE``)."""
+    tree = json.loads(json.dumps(tree))
+    if not path:
+        return {} if value is REMOVE else value
+    node = tree
+    for p in path[:-1]:
+        node = node[p]
+    if value is REMOVE and isinstance(node, dict):
+        del node[path[-1]]
+    else:
+        node[path[-1]] = None if value is REMOVE else value
+    return tree
+
+
+REMOVE = object()
+
+
+def mutate_json(rng, tree) -> bytes:
+    """A JSON file made from ``tree``: its bytes damaged, or a hostile value (or a removed
+    key, or a key given twice) at a random place."""
+    text = json.dumps(tree, indent=1).encode()
+    kind = rng.randrange(4)
+    if kind == 0:
+        return mutate_bytes(rng, text)
+    if kind == 3:  # a key given twice, the second time with another value
+        return text.replace(b"{", b'{"name": 1, "name": 2,', 1)
+    path = rng.choice(list(_paths(tree)))
+    value = REMOVE if kind == 2 else rng.choice(HOSTILE_VALUES)
+    return json.dumps(put_json(tree, path, value)).encode()  # NaN and Infinity written as such

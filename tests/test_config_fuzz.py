@@ -16,7 +16,7 @@ import json
 import random
 
 import pytest
-from helpers import FUZZ_COUNT, FUZZ_SEED, deadline, mutate_bytes
+from helpers import FUZZ_COUNT, FUZZ_SEED, deadline, mutate_bytes, mutate_json, put_json
 
 from train.config.named import load as named_config
 from train.config.overrides import from_dict, to_dict
@@ -29,76 +29,6 @@ from xlstm_jax.layers.config import check_value
 from xlstm_jax.models.xlstm_large.config import xLSTMLargeConfig
 
 pytestmark = pytest.mark.one_jax
-
-# Values of every wrong kind: the other JSON types, out-of-range and non-finite numbers,
-# deep nesting, text that looks like a number.
-HOSTILE = [
-    None,
-    True,
-    0,
-    -1,
-    2**62,
-    2**64,
-    -(2**70),
-    1.5,
-    1e308,
-    float("nan"),
-    float("inf"),
-    "",
-    "x",
-    "3",
-    "../../etc/passwd",
-    [],
-    [1, "a"],
-    [[[[[]]]]],
-    {},
-    {"a": 1},
-    {"embedding_dim": "x"},
-]
-
-
-def _paths(tree, prefix=()):
-    """Every key path of a JSON tree (dict keys and list indices)."""
-    yield prefix
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            yield from _paths(v, (*prefix, k))
-    elif isinstance(tree, list):
-        for i, v in enumerate(tree):
-            yield from _paths(v, (*prefix, i))
-
-
-def _put(tree, path, value):
-    """``tree`` (a copy) with the value at ``path`` replaced (or the key removed)."""
-    tree = json.loads(json.dumps(tree))
-    if not path:
-        return {} if value is _REMOVE else value
-    node = tree
-    for p in path[:-1]:
-        node = node[p]
-    if value is _REMOVE and isinstance(node, dict):
-        del node[path[-1]]
-    else:
-        node[path[-1]] = None if value is _REMOVE else value
-    return tree
-
-
-_REMOVE = object()
-
-
-def mutate_json(rng: random.Random, tree) -> bytes:
-    """A JSON file made from ``tree``: its bytes damaged, or a hostile value (or a removed
-    key, or a key given twice) at a random place."""
-    text = json.dumps(tree, indent=1).encode()
-    kind = rng.randrange(4)
-    if kind == 0:
-        return mutate_bytes(rng, text)
-    if kind == 3:  # a key given twice, the second time with another value
-        return text.replace(b"{", b'{"name": 1, "name": 2,', 1)
-    path = rng.choice(list(_paths(tree)))
-    value = _REMOVE if kind == 2 else rng.choice(HOSTILE)
-    return json.dumps(_put(tree, path, value)).encode()  # NaN and Infinity written as such
-
 
 # --- a run's config.json ------------------------------------------------------------------
 
@@ -152,7 +82,7 @@ def test_a_value_of_the_wrong_type_names_its_key(tmp_path, key, value, match):
     """Found by probing: a list for a section, a string for a number, a huge integer ended
     in AttributeError, TypeError or OverflowError tracebacks (or was taken as it was)."""
     tree = to_dict(named_config("xlstm_tiny"))
-    (tmp_path / "config.json").write_text(json.dumps(_put(tree, tuple(key.split(".")), value)))
+    (tmp_path / "config.json").write_text(json.dumps(put_json(tree, tuple(key.split(".")), value)))
     with deadline(10), pytest.raises(ConfigError, match=match) as info:
         load_run(tmp_path)
     assert str(tmp_path / "config.json") in str(info.value) or "model" in match
