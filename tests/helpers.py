@@ -4,9 +4,11 @@ modes and the CUDA cross-lowering inspection."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -311,3 +313,128 @@ def with_weights_of(model, cfg):
 
     abstract = nnx.eval_shape(lambda: type(model)(cfg, rngs=nnx.Rngs(0)))
     return nnx.merge(nnx.graphdef(abstract), nnx.state(model))
+
+
+# --- fuzzing readers of untrusted files ------------------------------------------------------
+
+# How many mutations each fuzz test tries, from a fixed seed so that CI sees the same files
+# every run (tests/test_format_fuzz.py and the *_fuzz.py modules); raise them to search more.
+FUZZ_COUNT = int(os.environ.get("XLSTM_JAX_FUZZ_COUNT", "40"))
+FUZZ_SEED = int(os.environ.get("XLSTM_JAX_FUZZ_SEED", "29"))
+
+
+class HungError(Exception):
+    """A read under ``deadline`` took too long."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: float):
+    """Fails a read that takes longer than ``seconds`` (a hang), where the OS offers a timer."""
+    if not hasattr(signal, "setitimer"):  # pragma: no cover - Windows
+        yield
+        return
+
+    def hung(*_):
+        raise HungError(f"a read took more than {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def mutate_bytes(rng, data: bytes) -> bytes:
+    """``data`` damaged one random way: truncated, a bit flipped, a span overwritten with
+    random bytes, a NUL or a byte that is not UTF-8 inserted, a span deleted or repeated."""
+    data = bytearray(data)
+    at = rng.randrange(max(len(data), 1))
+    kind = rng.randrange(6)
+    if kind == 0:
+        return bytes(data[:at])
+    if kind == 1 and data:
+        data[at] ^= 1 << rng.randrange(8)
+    elif kind == 2:
+        n = rng.randint(1, 16)
+        data[at : at + n] = bytes(rng.randrange(256) for _ in range(n))
+    elif kind == 3:
+        data[at:at] = rng.choice([b"\0", b"\xff", b"\xc3", b"\xed\xa0\x80", b"\r", b'"'])
+    elif kind == 4:
+        del data[at : at + rng.randint(1, 32)]
+    else:
+        n = rng.randint(1, 64)
+        data[at:at] = data[at : at + n] * rng.randint(2, 5)
+    return bytes(data)
+
+
+# Values of every wrong kind: the other JSON types, out-of-range and non-finite numbers,
+# deep nesting, text that looks like a number.
+HOSTILE_VALUES = [
+    None,
+    True,
+    0,
+    -1,
+    2**62,
+    2**64,
+    -(2**70),
+    1.5,
+    1e308,
+    float("nan"),
+    float("inf"),
+    "",
+    "x",
+    "3",
+    "../../etc/passwd",
+    [],
+    [1, "a"],
+    [[[[[]]]]],
+    {},
+    {"a": 1},
+    {"embedding_dim": "x"},
+]
+
+
+def _paths(tree, prefix=()):
+    """Every key path of a JSON tree (dict keys and list indices)."""
+    yield prefix
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from _paths(v, (*prefix, k))
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree):
+            yield from _paths(v, (*prefix, i))
+
+
+def put_json(tree, path, value):
+    """``tree`` (a copy) with the value at ``path`` replaced (or the key removed, for
+    ``REMOVE``)."""
+    tree = json.loads(json.dumps(tree))
+    if not path:
+        return {} if value is REMOVE else value
+    node = tree
+    for p in path[:-1]:
+        node = node[p]
+    if value is REMOVE and isinstance(node, dict):
+        del node[path[-1]]
+    else:
+        node[path[-1]] = None if value is REMOVE else value
+    return tree
+
+
+REMOVE = object()
+
+
+def mutate_json(rng, tree) -> bytes:
+    """A JSON file made from ``tree``: its bytes damaged, or a hostile value (or a removed
+    key, or a key given twice) at a random place."""
+    text = json.dumps(tree, indent=1).encode()
+    kind = rng.randrange(4)
+    if kind == 0:
+        return mutate_bytes(rng, text)
+    if kind == 3:  # a key given twice, the second time with another value
+        return text.replace(b"{", b'{"name": 1, "name": 2,', 1)
+    path = rng.choice(list(_paths(tree)))
+    value = REMOVE if kind == 2 else rng.choice(HOSTILE_VALUES)
+    return json.dumps(put_json(tree, path, value)).encode()  # NaN and Infinity written as such

@@ -382,7 +382,7 @@ def _single(f: Path, data: bytes) -> Path:
 ERROR_CASES = {
     "missing_folder": (_missing_folder, r"nowhere: no such folder.*downloads nothing"),
     "missing_config": (_no_config, r"no config.json .* or config.yaml"),
-    "malformed_config": (_bad_config, r"config.json: not valid JSON"),
+    "malformed_config": (_bad_config, r"config.json cannot be read \(not valid JSON"),
     "missing_weights": (_no_weights, r"no weights: expected model.safetensors"),
     "pickle_only": (_pickle_only, r"pytorch_model.bin\) are not read.*convert them"),
     "shard_absent": (_shard_absent, r"lists 1 shard\(s\) that are not here: model-00002-of"),

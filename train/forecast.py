@@ -349,16 +349,13 @@ def _load_model(path: str):
 def _run_family(folder: Path):
     """The model family (``xlstm_jax.registry.Family``) of the run in ``folder``, or None
     if its config.json cannot be read (``load_run`` then says why)."""
-    import json
-
-    from train.config import ConfigError, ExperimentConfig
-    from train.config.overrides import from_dict
+    from train.config import ConfigError
+    from train.config.overrides import read_run_config
     from xlstm_jax.registry import family_of
 
     try:
-        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        return family_of(from_dict(ExperimentConfig, raw).model)
-    except (OSError, ValueError, ConfigError):
+        return family_of(read_run_config(folder / "config.json", "").model)
+    except ConfigError:
         return None
 
 

@@ -34,6 +34,7 @@ from train.data.text import (
 )
 from train.errors import run_command
 from train.files import atomic_folder, atomic_write_text
+from xlstm_jax.formats.jsonfile import read_json
 
 __all__ = ["main", "prepare"]
 
@@ -48,9 +49,10 @@ def _check_out(out: Path) -> None:
     if out.is_dir() and any(out.iterdir()):
         meta = out / "meta.json"
         try:
-            ours = json.loads(meta.read_text()).get("format") == PREPARED_FORMAT
-        except (OSError, ValueError, AttributeError):
-            ours = False
+            raw = read_json(meta, ConfigError, "")
+        except ConfigError:
+            raw = None
+        ours = isinstance(raw, dict) and raw.get("format") == PREPARED_FORMAT
         if not ours:
             raise ConfigError(
                 f"--out {out} is a folder with other files in it (not one made by "

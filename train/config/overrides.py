@@ -24,8 +24,17 @@ import typing
 from typing import Any, Literal
 
 from train.config.schema import ConfigError, ExperimentConfig
+from xlstm_jax.layers.config import check_value
 
-__all__ = ["FAMILY_KEY", "apply_overrides", "config_diff", "flatten", "from_dict", "to_dict"]
+__all__ = [
+    "FAMILY_KEY",
+    "apply_overrides",
+    "config_diff",
+    "flatten",
+    "from_dict",
+    "read_run_config",
+    "to_dict",
+]
 
 # The key of the model section that names the model's family.
 FAMILY_KEY = "family"
@@ -231,29 +240,50 @@ def config_diff(old: dict, new: dict) -> list[str]:
     ]
 
 
-def _tuplify(value):
-    return tuple(_tuplify(v) for v in value) if isinstance(value, list) else value
-
-
-def from_dict(cls, data: dict):
+def from_dict(cls, data: dict, prefix: str = ""):
     """The inverse of ``to_dict``: rebuilds the frozen config ``cls`` (e.g. the
     ``config.json`` of a run: ``from_dict(ExperimentConfig, json.load(f))``).
 
+    ``data`` comes from a file, so every value is checked against its field's type
+    (``xlstm_jax.layers.config.check_value``) before the config is built; keys it does not
+    know are ignored (a run written by a newer version). ``prefix`` is the dotted path of
+    ``data`` in the tree, for the messages.
+
     Raises:
-        ConfigError: the model section names no known family.
+        ConfigError: a section that is not a mapping, a value of the wrong type, a
+            required field missing, a value the section's validation rejects, or a model
+            section naming no known family; the message names the dotted key.
     """
+    if not isinstance(data, dict):
+        where = prefix.rstrip(".") or "the config"
+        raise ConfigError(f"{where} must be a mapping of fields; got {type(data).__name__}.")
     hints = _hints(cls)
     kw = {}
     for f in _public_fields(cls):
+        key = prefix + f.name
         if f.name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{key} is missing (a required field of {cls.__name__}).")
             continue
         value = data[f.name]
-        if cls is ExperimentConfig and f.name == "model" and isinstance(value, dict):
+        if cls is ExperimentConfig and f.name == "model":
             kw[f.name] = _model_from_dict(value)
             continue
         sub = _dataclass_in(hints[f.name])
-        kw[f.name] = from_dict(sub, value) if sub and isinstance(value, dict) else _tuplify(value)
-    return cls(**kw)
+        if sub and isinstance(value, dict):
+            kw[f.name] = from_dict(sub, value, key + ".")
+        else:
+            kw[f.name] = check_value(value, hints[f.name], key)
+    try:
+        return cls(**kw)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as err:
+        # A section's own validation tripping over values of the right types but absurd
+        # sizes or combinations: still a bad file, not a bug to show as a traceback.
+        raise ConfigError(
+            f"{prefix.rstrip('.') or cls.__name__}: invalid values ({err})."
+        ) from None
 
 
 def _model_from_dict(section: dict):
@@ -262,6 +292,8 @@ def _model_from_dict(section: dict):
     its fields."""
     from xlstm_jax.registry import FAMILY_NAMES, family
 
+    if not isinstance(section, dict):
+        raise ConfigError(f"model must be a mapping of fields; got {type(section).__name__}.")
     section = dict(section)
     tag = section.pop(FAMILY_KEY, None)
     if tag is not None:
@@ -270,9 +302,28 @@ def _model_from_dict(section: dict):
                 f"model.{FAMILY_KEY}={tag!r} is not a model family this version knows "
                 f"({', '.join(FAMILY_NAMES)})."
             )
-        return from_dict(family(tag).config, section)
+        return from_dict(family(tag).config, section, "model.")
     classes = [family(name).config for name in _LEGACY_GUESS]
     for config_cls in classes:
         if set(section) <= {f.name for f in _public_fields(config_cls)}:
-            return from_dict(config_cls, section)
-    return from_dict(classes[0], section)
+            return from_dict(config_cls, section, "model.")
+    return from_dict(classes[0], section, "model.")
+
+
+def read_run_config(path, fix: str) -> ExperimentConfig:
+    """The ``ExperimentConfig`` of a run's ``config.json`` at ``path``.
+
+    Raises:
+        ConfigError: the file cannot be read, is not JSON, has no "model" section, or
+            holds a value ``from_dict`` refuses; one paragraph naming ``path``, the key,
+            and ``fix`` (what to do, e.g. the command that rewrites the file).
+    """
+    from xlstm_jax.formats.jsonfile import read_json
+
+    raw = read_json(path, ConfigError, fix)
+    if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
+        raise ConfigError(f'{path} is not a run\'s config (no "model" section); {fix}.')
+    try:
+        return from_dict(ExperimentConfig, raw)
+    except ConfigError as err:
+        raise ConfigError(f"{path} is damaged or from another version: {err} {fix}.") from None

@@ -11,11 +11,12 @@ from pathlib import Path
 import jax
 
 from train.config.overrides import config_diff, to_dict
-from train.config.schema import ExperimentConfig
+from train.config.schema import ConfigError, ExperimentConfig
 from train.files import atomic_write_text
 from train.loop.setup import TrainSetup, put_global
 from train.runs.checkpoint import Checkpointer
 from train.runs.load import initial_params
+from xlstm_jax.formats.jsonfile import read_json
 
 __all__ = ["restore", "write_config"]
 
@@ -73,8 +74,8 @@ def write_config(cfg: ExperimentConfig, workdir: Path, say: Callable[[str], None
     new = to_dict(cfg)
     if path.exists():
         try:
-            old = json.loads(path.read_text())
-        except (OSError, ValueError):
+            old = read_json(path, ConfigError, "")
+        except ConfigError:
             old = None
             say(f"note: {path} was unreadable (a half-written file?); writing it afresh.")
         diff = config_diff(old, new) if isinstance(old, dict) else []

@@ -312,9 +312,17 @@ class Checkpointer:
         state = {name: restored[name] for name in abstract}
         expected = meta.get("checksums")
         if expected is not None:  # checkpoints written before checksums are taken as they are
+            if not (
+                isinstance(expected, dict)
+                and all(isinstance(expected.get(name), dict) for name in state)
+            ):
+                raise CheckpointError(
+                    f"checkpoint {where} is corrupt: the checksums of its meta item are not "
+                    f"a mapping of each item's arrays"
+                )
             for name, tree in state.items():
                 got, _ = state_report(tree)
-                wrong = [k for k, v in got.items() if expected.get(name, {}).get(k) != v]
+                wrong = [k for k, v in got.items() if expected[name].get(k) != v]
                 if wrong:
                     raise CheckpointError(
                         f"checkpoint {where} is corrupt: {len(wrong)} arrays of {name} do not "

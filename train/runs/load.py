@@ -8,7 +8,6 @@ Only the parameters are read from the checkpoint (not the optimizer state).
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +15,11 @@ from pathlib import Path
 import jax
 from flax import nnx
 
-from train.config.overrides import from_dict, to_dict
+from train.config.overrides import read_run_config, to_dict
 from train.config.schema import ConfigError, ExperimentConfig
 from train.data.text.tokenizer import ByteTokenizer, HFTokenizer, load_tokenizer
 from train.runs.checkpoint import Checkpointer
+from xlstm_jax.formats.jsonfile import read_json
 from xlstm_jax.registry import family_of
 
 __all__ = ["Run", "initial_params", "load_run"]
@@ -53,16 +53,14 @@ def load_run(workdir: str | Path, step: int | None = None, say=None) -> Run:
     cfg_path = workdir / "config.json"
     if not cfg_path.is_file():
         raise ConfigError(_not_a_run(workdir, "no config.json"))
-    try:
-        raw = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ConfigError(
-            f"{cfg_path} cannot be read ({e}). Rerunning the training command that made the "
-            f"run (python -m train.main --config NAME --workdir {workdir}) rewrites it."
-        ) from e
+    fix = (
+        f"Rerunning the training command that made the run (python -m train.main --config "
+        f"NAME --workdir {workdir}) rewrites it"
+    )
+    raw = read_json(cfg_path, ConfigError, fix)
     if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
         raise ConfigError(_not_a_run(workdir, 'its config.json has no "model" section'))
-    cfg = from_dict(ExperimentConfig, raw)
+    cfg = read_run_config(cfg_path, fix)
     if not (workdir / "checkpoints").is_dir():
         raise ConfigError(_no_checkpoint(workdir, cfg))
     ckpt = Checkpointer(
@@ -161,9 +159,10 @@ def initial_params(path: str | Path, param_state: nnx.State, say=None) -> dict:
     is_run = False
     if config_json.is_file():
         try:
-            is_run = "model" in json.loads(config_json.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            is_run = False
+            raw = read_json(config_json, ConfigError, "")
+        except ConfigError:
+            raw = None
+        is_run = isinstance(raw, dict) and "model" in raw
     if is_run:
         model = load_run(folder, say=say).model
     else:

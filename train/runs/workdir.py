@@ -18,6 +18,7 @@ import socket
 import time
 from pathlib import Path
 
+from xlstm_jax.formats.jsonfile import read_json
 from xlstm_jax.layers.config import ConfigError
 
 __all__ = ["LOCK_NAME", "WorkdirError", "WorkdirLock", "check_workdir"]
@@ -121,8 +122,8 @@ def _config_kind(path: Path) -> str:
     if not path.is_file() or path.stat().st_size > 1 << 20:  # a run's is a few KB
         return "other"
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        raw = read_json(path, ConfigError, "")
+    except ConfigError:
         return "unreadable"
     return "run" if isinstance(raw, dict) and isinstance(raw.get("model"), dict) else "other"
 
@@ -190,6 +191,8 @@ class WorkdirLock:
 def _read_holder(fd: int) -> dict | None:
     try:
         raw = os.pread(fd, 4096, 0).decode("utf-8", errors="replace").strip()
-        return json.loads(raw) if raw else None
-    except (OSError, ValueError):
+        holder = json.loads(raw) if raw else None
+    except (OSError, ValueError, RecursionError):
         return None
+    # Another program may have written anything there: only a JSON object names a holder.
+    return holder if isinstance(holder, dict) else None

@@ -116,7 +116,10 @@ def read_table(path: str | Path):
                 f"table format read here ({supported}); convert it to CSV or Parquet, or "
                 f"rename it if it already is one."
             )
-    except (pa.ArrowException, OSError) as e:
+        names = table.column_names  # decoded here: a header that is not UTF-8 raises
+        # Parquet does not check that its text cells are UTF-8; this does (and offsets).
+        table.validate(full=True)
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as e:
         kind = "CSV" if suffix in CSV_SUFFIXES else "Parquet"
         if "Empty CSV file" in str(e):
             raise DataError(
@@ -127,7 +130,6 @@ def read_table(path: str | Path):
             f"the input {path} is not a readable {kind} file ({e}); fix the file (or "
             f"rename it if it holds another format: {supported})."
         ) from None
-    names = table.column_names
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise DataError(
@@ -302,6 +304,7 @@ def _wide(table, path: Path, timestamp_column: str) -> list[Series]:
     stamps, order = None, None
     if timestamp_column in names:
         column = table.column(timestamp_column).combine_chunks()
+        _require_plain(column, path, timestamp_column)
         _require_stamps(column, path, timestamp_column, "wide")
         order = pc.sort_indices(column).to_numpy(zero_copy_only=False)  # stable
         stamps = _timestamps(column.take(order), path, timestamp_column)
@@ -337,6 +340,29 @@ def _wide(table, path: Path, timestamp_column: str) -> list[Series]:
     return out
 
 
+def _require_plain(column, path: Path, name: str) -> None:
+    """``DataError`` unless an id or timestamp column holds one sortable value per cell
+    (numbers, text, dates or times; a Parquet file may hold lists, structs or bytes)."""
+    import pyarrow as pa
+
+    kind = column.type
+    plain = (
+        pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_timestamp(kind)
+        or pa.types.is_date(kind)
+        or pa.types.is_null(kind)
+    )
+    if not plain:
+        raise DataError(
+            f"{path}: column {name!r} holds {kind}; ids and timestamps must be numbers, text, "
+            f"dates or times (one value per cell). Rewrite the column, or name another with "
+            f"--id-column / --timestamp-column."
+        )
+
+
 def _require_stamps(column, path: Path, timestamp_column: str, layout: str) -> None:
     """``DataError`` naming the first row without a timestamp, if there is one."""
     if column.null_count:
@@ -363,6 +389,7 @@ def _long(table, path: Path, id_column: str, timestamp_column: str, value_column
             f"one series per column."
         )
     ids = table.column(id_column).combine_chunks()
+    _require_plain(ids, path, id_column)
     if ids.null_count:
         i = int(np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))[0])
         raise DataError(
@@ -370,6 +397,7 @@ def _long(table, path: Path, id_column: str, timestamp_column: str, value_column
             f"needs a series id."
         )
     stamps_col = table.column(timestamp_column).combine_chunks()
+    _require_plain(stamps_col, path, timestamp_column)
     _require_stamps(stamps_col, path, timestamp_column, "long")
     values = _numeric(
         table.column(value_column),

@@ -8,7 +8,6 @@ train.prepare_data`` is memory-mapped instead of tokenized again.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from train.config.schema import DataConfig
 from train.data.text.documents import BUILTIN_STDLIB, check_source, is_validation, iter_documents
 from train.data.text.tokenizer import ByteTokenizer, HFTokenizer
 from train.errors import DataError
+from xlstm_jax.formats.jsonfile import read_json
 
 __all__ = ["PREPARED_FORMAT", "Corpus", "load_corpus", "token_dtype", "tokenize_documents"]
 
@@ -73,42 +73,62 @@ class Corpus:
 
 
 def _load_prepared(root: Path, tokenizer: ByteTokenizer | HFTokenizer) -> Corpus:
+    """Memory-maps a prepared folder after checking that ``meta.json`` describes it: the
+    format, the tokenizer, the dtype this tokenizer's ids are stored in, and the size of
+    each token file (so that nothing is read past the end, or as another dtype)."""
     rebuild = f"rebuild it with python -m train.prepare_data --out {root} ..."
-    try:
-        meta = json.loads((root / "meta.json").read_text())
-        if not isinstance(meta, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError) as e:
-        raise DataError(f"{root}/meta.json cannot be read ({e}); {rebuild}") from None
-    if meta.get("format") != PREPARED_FORMAT:
+    meta_path = root / "meta.json"
+    meta = read_json(meta_path, DataError, rebuild)
+    if not isinstance(meta, dict) or meta.get("format") != PREPARED_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
         raise DataError(
-            f"{root}/meta.json is not a prepared token folder (format "
-            f"{meta.get('format')!r}, expected {PREPARED_FORMAT!r}); rebuild it with "
-            f"python -m train.prepare_data."
+            f"{meta_path} is not a prepared token folder's (format {found!r}, expected "
+            f"{PREPARED_FORMAT!r}); rebuild it with python -m train.prepare_data."
         )
-    if meta["tokenizer"] != tokenizer.spec:
+    made_with = meta.get("tokenizer")
+    if not isinstance(made_with, str):
+        raise DataError(f"{meta_path} names no tokenizer (got {made_with!r}); {rebuild}")
+    if made_with != tokenizer.spec:
         raise DataError(
-            f"{root} was tokenized with {meta['tokenizer']!r} but data.tokenizer="
-            f"{tokenizer.spec!r}; set --set data.tokenizer={meta['tokenizer']}."
+            f"{root} was tokenized with {made_with!r} but data.tokenizer="
+            f"{tokenizer.spec!r}; set --set data.tokenizer={made_with}."
+        )
+    dtype = token_dtype(tokenizer.vocab_size)
+    vocab = meta.get("vocab_size")
+    if vocab != tokenizer.vocab_size or meta.get("dtype") != dtype.name:
+        raise DataError(
+            f"{meta_path} declares a vocabulary of {vocab!r} stored as {meta.get('dtype')!r}, "
+            f"but the tokenizer {made_with!r} has {tokenizer.vocab_size} ids, stored as "
+            f"{dtype.name}: the tokenizer file changed, or the folder is damaged; {rebuild}"
+        )
+    counts = meta.get("tokens")
+    if not (
+        isinstance(counts, dict)
+        and all(
+            isinstance(counts.get(k), int) and not isinstance(counts[k], bool) and counts[k] >= 0
+            for k in ("train", "val")
+        )
+    ):
+        raise DataError(
+            f'{meta_path}: tokens must be {{"train": N, "val": N}} with counts >= 0; got '
+            f"{counts!r:.80}; {rebuild}"
         )
     arrays = {}
     for split in ("train", "val"):
-        n = meta["tokens"][split]
+        n = counts[split]
         f = root / f"{split}.bin"
-        need = n * np.dtype(meta["dtype"]).itemsize
+        need = n * dtype.itemsize
         have = f.stat().st_size if f.is_file() else None
         if have != need:
             what = "is missing" if have is None else f"holds {have:,} bytes"
             raise DataError(
-                f"{f} {what} but {root}/meta.json promises {n:,} tokens ({need:,} bytes): the "
+                f"{f} {what} but {meta_path} promises {n:,} tokens ({need:,} bytes): the "
                 f"folder is incomplete or damaged; {rebuild}"
             )
         arrays[split] = (
-            np.memmap(root / f"{split}.bin", dtype=meta["dtype"], mode="r", shape=(n,))
-            if n
-            else np.zeros((0,), dtype=meta["dtype"])
+            np.memmap(f, dtype=dtype, mode="r", shape=(n,)) if n else np.zeros((0,), dtype)
         )
-    return Corpus(arrays["train"], arrays["val"], f"{root} (prepared, {meta['source']})")
+    return Corpus(arrays["train"], arrays["val"], f"{root} (prepared, {meta.get('source')})")
 
 
 def load_corpus(cfg: DataConfig, tokenizer: ByteTokenizer | HFTokenizer) -> Corpus:

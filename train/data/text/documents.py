@@ -89,7 +89,7 @@ def _jsonl_documents(path: Path, rel: str, text_field: str) -> Iterator[tuple[st
                 continue
             try:
                 record = json.loads(line)
-            except ValueError as e:
+            except (ValueError, RecursionError) as e:  # RecursionError: nested too deeply
                 raise DataError(
                     f"{where} is not valid JSON ({e}); JSONL needs one JSON object per line: {fix}."
                 ) from None
@@ -141,7 +141,8 @@ def _parquet_documents(path: Path, rel: str, text_field: str) -> Iterator[tuple[
             for text in batch.column(0).to_pylist():
                 yield f"{rel}:{i}", text or ""
                 i += 1
-    except (pa.ArrowException, OSError) as e:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as e:
+        # UnicodeDecodeError: Parquet does not check that its text cells are UTF-8.
         raise DataError(f"{path} is damaged after row {i} ({e}); rewrite or exclude it.") from None
 
 

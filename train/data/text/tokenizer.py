@@ -26,6 +26,8 @@ __all__ = ["ByteTokenizer", "HFTokenizer", "load_tokenizer", "padded_vocab_size"
 VOCAB_MULTIPLE = 64
 # Hub repositories tried for a bare name (GPT-2 moved under openai-community/).
 _ALIASES = {"gpt2": ("openai-community/gpt2", "gpt2")}
+# The most ids a tokenizer may have: ids are int32 here and in the model.
+_MAX_VOCAB = 2**31 - 1
 _EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>", "[SEP]")
 
 
@@ -63,7 +65,11 @@ class HFTokenizer:
         self.spec = spec
         self.path = path
         self._tok = Tokenizer.from_file(str(path))
-        n = self._tok.get_vocab_size(with_added_tokens=True)
+        # The largest id, not the count of ids: a file may leave gaps (or give 2**31).
+        ids = self._tok.get_vocab(with_added_tokens=True).values()
+        n = max(self._tok.get_vocab_size(with_added_tokens=True), max(ids, default=-1) + 1)
+        if n > _MAX_VOCAB:  # ids are int32 (and the embedding would not fit anyway)
+            raise ValueError(f"its vocabulary has {n:,} ids, more than {_MAX_VOCAB:,}")
         eos = next(
             (
                 self._tok.token_to_id(t)
@@ -77,12 +83,31 @@ class HFTokenizer:
 
     def encode_batch(self, texts: Iterable[str]) -> list[np.ndarray]:
         """Token ids, one int32 array per text (special tokens are not added)."""
-        encs = self._tok.encode_batch(list(texts), add_special_tokens=False)
+        try:
+            encs = self._tok.encode_batch(list(texts), add_special_tokens=False)
+        except BaseException as e:
+            raise self._broken(e) from None
         return [np.asarray(e.ids, dtype=np.int32) for e in encs]
 
     def decode(self, ids: Iterable[int]) -> str:
         """Ids back to text."""
-        return self._tok.decode([int(i) for i in ids])
+        try:
+            return self._tok.decode([int(i) for i in ids])
+        except BaseException as e:
+            raise self._broken(e) from None
+
+    def _broken(self, e: BaseException) -> BaseException:
+        """A ``DataError`` naming the file for a failure inside the Rust tokenizer: its
+        errors are plain ``Exception``s, and a panic (a broken file that loaded) is a
+        ``PanicException``, which derives from ``BaseException``. Anything else (Ctrl-C)
+        is returned as it is."""
+        if not _is_tokenizer_failure(e):
+            return e
+        return DataError(
+            f"the tokenizer {self.path} failed ({' '.join(str(e).split())[:300]}): the file "
+            f"is damaged or of a kind this tokenizers version cannot run; replace it, or use "
+            f"--set data.tokenizer=bytes."
+        )
 
 
 def _from_hub(name: str, download: bool = True) -> Path | None:
@@ -138,10 +163,18 @@ def _hub_name(spec: str) -> str | None:
     return None
 
 
+def _is_tokenizer_failure(e: BaseException) -> bool:
+    # pyo3's PanicException (a Rust panic) is a BaseException so that `except Exception`
+    # does not swallow it; here it means a damaged file, not a reason to crash.
+    return isinstance(e, Exception) or type(e).__name__ == "PanicException"
+
+
 def _hf_tokenizer(path: Path, spec: str, flag: str | None = None) -> HFTokenizer:
     try:
         return HFTokenizer(path, spec)
-    except Exception as e:  # noqa: BLE001 - the Rust tokenizers raise plain Exceptions
+    except BaseException as e:
+        if not _is_tokenizer_failure(e):
+            raise
         raise DataError(
             f"{_given(spec, flag)}: {path} is not a valid tokenizer.json ({e}). Give a "
             f"Hugging Face tokenizers file (tokenizer.json), or use {_use('bytes', flag)}."

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Literal
 
-from xlstm_jax.layers.config import DTYPES, IMPLS, ConfigError, require, round_up
+from xlstm_jax.layers.config import DTYPES, IMPLS, MAX_BLOCKS, ConfigError, require, round_up
 from xlstm_jax.layers.slstm import check_slstm_impl
 
 __all__ = ["ForecastError", "TiRexConfig"]
@@ -70,7 +70,10 @@ class TiRexConfig:
             f"TiRexConfig.num_heads={self.num_heads} must divide embedding_dim="
             f"{self.embedding_dim}.",
         )
-        require(self.num_blocks >= 1, "TiRexConfig.num_blocks must be >= 1.")
+        require(
+            1 <= self.num_blocks <= MAX_BLOCKS,
+            f"TiRexConfig.num_blocks must be in [1, {MAX_BLOCKS}]; got {self.num_blocks}.",
+        )
         require(self.ffn_proj_factor > 0, "TiRexConfig.ffn_proj_factor must be > 0.")
         require(self.input_ff_dim >= 1, "TiRexConfig.input_ff_dim must be >= 1.")
         require(

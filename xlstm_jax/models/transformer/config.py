@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xlstm_jax.layers.config import DTYPES, require, round_up
+from xlstm_jax.layers.config import DTYPES, MAX_BLOCKS, require, round_up
 
 __all__ = ["TransformerConfig"]
 
@@ -48,7 +48,10 @@ class TransformerConfig:
             self.vocab_size >= 1,
             f"TransformerConfig.vocab_size must be >= 1; got {self.vocab_size}.",
         )
-        require(self.num_blocks >= 1, "TransformerConfig.num_blocks must be >= 1.")
+        require(
+            1 <= self.num_blocks <= MAX_BLOCKS,
+            f"TransformerConfig.num_blocks must be in [1, {MAX_BLOCKS}]; got {self.num_blocks}.",
+        )
         require(self.num_heads >= 1, "TransformerConfig.num_heads must be >= 1.")
         require(
             self.embedding_dim % self.num_heads == 0 and self.head_dim % 2 == 0,

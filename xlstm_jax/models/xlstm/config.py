@@ -25,7 +25,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Literal
 
-from xlstm_jax.layers.config import DTYPES, require, round_up
+from xlstm_jax.layers.config import DTYPES, MAX_BLOCKS, require, round_up
 from xlstm_jax.layers.feedforward import FeedForwardConfig
 from xlstm_jax.layers.mlstm import check_cell_settings
 from xlstm_jax.layers.slstm import sLSTMLayerConfig
@@ -155,7 +155,11 @@ class xLSTMBlockStackConfig:
     remat: bool = False
 
     def __post_init__(self):
-        require(self.num_blocks >= 1, "xLSTMBlockStackConfig.num_blocks must be >= 1.")
+        require(
+            1 <= self.num_blocks <= MAX_BLOCKS,
+            f"xLSTMBlockStackConfig.num_blocks must be in [1, {MAX_BLOCKS}]; got "
+            f"{self.num_blocks}.",
+        )
         require(self.embedding_dim >= 1, "xLSTMBlockStackConfig.embedding_dim must be >= 1.")
         require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}; got {self.dtype!r}.")
         require(

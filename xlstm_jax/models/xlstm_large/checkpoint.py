@@ -36,6 +36,7 @@ import numpy as np
 from flax import nnx
 
 from xlstm_jax.formats.errors import PretrainedError
+from xlstm_jax.formats.jsonfile import MAX_JSON_BYTES, read_json
 from xlstm_jax.formats.safetensors import (
     DTYPE_NAMES,
     FLOAT_NAMES,
@@ -88,22 +89,21 @@ def _yaml(path: Path):
 def _read_config(folder: Path) -> tuple[dict, Path]:
     """The folder's config as a dict, and the file it came from (config.json first)."""
     hf, ref = folder / HF_CONFIG, folder / REF_CONFIG
+    fix = "download or save it again"
     if hf.is_file():
-        path = hf
-        try:
-            d = json.loads(hf.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise PretrainedError(
-                f"{hf}: not valid JSON ({err}); download or save it again."
-            ) from err
+        path, d = hf, read_json(hf, PretrainedError, fix)
     elif ref.is_file():
         path, yaml = ref, _yaml(ref)
         try:
+            if ref.stat().st_size > MAX_JSON_BYTES:
+                raise ValueError(f"larger than {MAX_JSON_BYTES >> 20} MiB")
             d = yaml.safe_load(ref.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, yaml.YAMLError) as err:
-            raise PretrainedError(
-                f"{ref}: not valid YAML ({err}); download or save it again."
-            ) from err
+        except (OSError, ValueError, RecursionError, yaml.YAMLError) as err:
+            # ValueError includes UnicodeDecodeError, and the timestamps and numbers
+            # safe_load's constructors cannot build; RecursionError, nesting too deep.
+            # PyYAML's messages span lines (with a caret under the spot): one paragraph.
+            why = " ".join(str(err).split())
+            raise PretrainedError(f"{ref}: not valid YAML ({why}); {fix}.") from None
     else:
         raise PretrainedError(
             f"{folder}: no {HF_CONFIG} (Hugging Face) or {REF_CONFIG} (the xlstm reference's) "
@@ -119,20 +119,21 @@ def _read_config(folder: Path) -> tuple[dict, Path]:
 
 
 def _read_index(index: Path) -> dict[str, str]:
-    try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        ok = isinstance(weight_map, dict) and all(
-            isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
-        )
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-        ok = False
+    raw = read_json(index, PretrainedError, "download or save it again")
+    weight_map = raw.get("weight_map") if isinstance(raw, dict) else None
+    ok = isinstance(weight_map, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
+    )
     if not ok:
         raise PretrainedError(
             f"{index}: not a safetensors index (JSON with a weight_map of tensor name -> shard "
             "file); download or save it again."
         )
     for shard in set(weight_map.values()):
-        if Path(shard).name != shard or not shard.endswith(".safetensors"):
+        # A plain file name: no folder part, no way out of the folder (a NUL would make
+        # the path unusable, a backslash a folder on Windows).
+        plain = Path(shard).name == shard and not {"\0", "\\"} & set(shard)
+        if not plain or not shard.endswith(".safetensors"):
             raise PretrainedError(
                 f"{index}: names {shard!r}, not a .safetensors file in this folder; download "
                 "the index again."

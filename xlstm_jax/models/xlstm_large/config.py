@@ -6,10 +6,11 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import numbers
+import typing
 from dataclasses import dataclass
 from typing import Literal
 
-from xlstm_jax.layers.config import DTYPES, ConfigError, require, round_up
+from xlstm_jax.layers.config import DTYPES, MAX_BLOCKS, ConfigError, check_value, require, round_up
 from xlstm_jax.layers.mlstm import check_cell_settings
 
 __all__ = ["HF_GENERIC_FIELDS", "LARGE_HF_ALIASES", "LARGE_TORCH_ONLY_FIELDS", "xLSTMLargeConfig"]
@@ -140,6 +141,10 @@ class xLSTMLargeConfig:
                 f"{name}.{f} must be an integer >= 1; got {value!r}.",
             )
         require(
+            self.num_blocks <= MAX_BLOCKS,
+            f"{name}.num_blocks must be <= {MAX_BLOCKS}; got {self.num_blocks}.",
+        )
+        require(
             self.qk_dim >= self.num_heads and self.qk_dim % self.num_heads == 0,
             f"{name}: qk_dim = int(embedding_dim * qk_dim_factor) = {self.qk_dim} must be a "
             f"positive multiple of num_heads={self.num_heads}.",
@@ -185,7 +190,10 @@ class xLSTMLargeConfig:
         """
         ours = {f.name for f in dataclasses.fields(cls)}
         kw: dict = {}
+        hints = typing.get_type_hints(cls)
         for key, value in d.items():
+            # The dict comes from a file: a YAML key may be a number, a value anything.
+            require(isinstance(key, str), f"xLSTMLargeConfig: the field name {key!r} is not text.")
             target = LARGE_HF_ALIASES.get(key, key)
             # HF's "dtype" is the stored weights' dtype, not a compute dtype: ignored too.
             if (
@@ -213,7 +221,7 @@ class xLSTMLargeConfig:
                     f"xLSTMLargeConfig: {key}={value!r} contradicts {target}={kw[target]!r}; "
                     "give one of them (or the same value)."
                 )
-            kw[target] = value
+            kw[target] = check_value(value, hints[target], f"xLSTMLargeConfig.{key}")
         for key in overrides:
             require(key in ours, f"xLSTMLargeConfig: unknown override {key!r}.")
         kw.update(overrides)
@@ -221,4 +229,7 @@ class xLSTMLargeConfig:
             f for f in ("embedding_dim", "num_heads", "num_blocks", "vocab_size") if f not in kw
         ]
         require(not missing, f"xLSTMLargeConfig: the config lacks {', '.join(missing)}.")
-        return cls(**kw)
+        try:
+            return cls(**kw)
+        except ArithmeticError as err:  # e.g. a factor of 1e308 times a width: inf
+            raise ConfigError(f"xLSTMLargeConfig: the sizes overflow ({err}).") from None
