@@ -18,7 +18,8 @@ import pytest
 from helpers import FUZZ_COUNT, FUZZ_SEED, deadline, mutate_bytes, mutate_json
 
 from train.config.schema import DataConfig
-from train.data.series.tables import future_timestamps, read_series
+from train.data.series.tables import read_series
+from train.data.series.timestamps import future_timestamps
 from train.data.text.corpus import load_corpus
 from train.data.text.documents import iter_documents
 from train.data.text.tokenizer import ByteTokenizer, load_tokenizer
