@@ -5,9 +5,12 @@ with the same seed: every family, on one device and with FSDP over four simulate
 
 from __future__ import annotations
 
+import pytest
 from test_sharding import run_script
 
 
+# About 33 s on an idle 2-core machine (four families built three ways), more under load.
+@pytest.mark.slow
 def test_sharded_initialisation_equals_the_eager_one_bit_for_bit():
     results = run_script("sharded_init.py", devices=4)
     assert set(results) == {"xlstm_tiny", "xlstm_large_tiny", "tirex_tiny", "llama_mqar"}
