@@ -56,13 +56,18 @@ def restore(
             say(f"note: train.init_from={tc.init_from} is ignored: the run resumes instead.")
         return start
     if tc.init_from:
+        # The random initial state leaves the devices before the weights arrive.
+        setup.state = None
         try:
-            params = initial_params(tc.init_from, setup.param_state, say)
+            # Filled on a copy: setup.param_state stays abstract (no weights kept in it).
+            params = initial_params(tc.init_from, jax.tree.map(lambda x: x, setup.param_state), say)
         except BaseException:
             ckpt.close()
             raise
-        state = {"params": params, "opt_state": setup.tx.init(params)}
-        setup.state = put_global(state, setup.shardings)
+        params = put_global(params, setup.shardings["params"])
+        # The AdamW moments are born in their shards, like the fresh initialisation's.
+        init = jax.jit(setup.tx.init, out_shardings=setup.shardings["opt_state"])
+        setup.state = {"params": params, "opt_state": init(params)}
         say(f"initialised the weights from {tc.init_from} (fine-tuning)")
     return 0
 

@@ -22,12 +22,13 @@ from train.data.series.windows import PREFIX as SERIES_PREFIX
 from train.data.sources import DataSource, open_source
 from train.loop.optimizer import decay_mask, make_optimizer, make_schedule
 from train.loop.step import state_shardings
-from xlstm_jax.layers.sharding import ShardingError, make_mesh
+from xlstm_jax.layers.sharding import DEFAULT_RULES, ShardingError, make_mesh
 from xlstm_jax.registry import family_of
 
 __all__ = [
     "TrainSetup",
     "build_state",
+    "init_state",
     "check_setup",
     "count_params",
     "open_data",
@@ -164,21 +165,29 @@ def count_params(cfg: ExperimentConfig) -> int:
 
 def build_state(cfg: ExperimentConfig, mesh: Mesh) -> TrainSetup:
     """The model (built by its family, ``xlstm_jax.registry``), the optimizer and the
-    train state, sharded over ``mesh`` by the logical axes of the parameters."""
-    model = family_of(cfg.model).model(cfg.model, rngs=nnx.Rngs(cfg.train.seed))
-    graphdef, param_state, rest = nnx.split(model, nnx.Param, ...)
-    params = nnx.to_pure_dict(param_state)
-    del model
+    train state, born sharded over ``mesh`` by the logical axes of the parameters.
+
+    No device or host ever holds the whole state: the model is traced abstractly
+    (``nnx.eval_shape``) for its structure and shardings, and one jitted function then
+    creates every parameter and optimizer leaf straight into its shards (``init_state``).
+    """
+    build = family_of(cfg.model).model
+    seed = cfg.train.seed
+
+    def make_model() -> nnx.Module:
+        return build(cfg.model, rngs=nnx.Rngs(seed))
+
+    graphdef, param_state, _ = nnx.split(nnx.eval_shape(make_model), nnx.Param, ...)
     schedule = make_schedule(cfg.optimizer, cfg.schedule, cfg.train.steps)
     tx = make_optimizer(
         cfg.optimizer,
         schedule,
-        decay_mask(params, getattr(cfg.model, "weight_decay_on_embedding", False)),
+        decay_mask(
+            nnx.to_pure_dict(param_state), getattr(cfg.model, "weight_decay_on_embedding", False)
+        ),
     )
-    state = {"params": params, "opt_state": tx.init(params)}
-    # Parameters and optimizer state sharded by their logical axes (FSDP over `fsdp`,
-    # tensor parallel over `tensor`); the batch split over data x fsdp.
-    shardings = state_shardings(tx, param_state, state["opt_state"], mesh, cfg.mesh.rules)
+    init, shardings = init_state(make_model, param_state, tx, mesh, cfg.mesh.rules)
+    state, rest = init()
     return TrainSetup(
         cfg=cfg,
         graphdef=graphdef,
@@ -186,11 +195,55 @@ def build_state(cfg: ExperimentConfig, mesh: Mesh) -> TrainSetup:
         rest=rest,
         schedule=schedule,
         tx=tx,
-        state=put_global(state, shardings),
+        state=state,
         shardings=shardings,
         batch_sharding=NamedSharding(mesh, PartitionSpec(None, ("data", "fsdp"))),
         eval_sharding=NamedSharding(mesh, PartitionSpec(("data", "fsdp"))),
         replicated=NamedSharding(mesh, PartitionSpec()),
+    )
+
+
+def init_state(
+    make_model: Callable[[], nnx.Module],
+    param_state: nnx.State,
+    tx: optax.GradientTransformation,
+    mesh: Mesh,
+    rules=DEFAULT_RULES,
+) -> tuple[jax.stages.Wrapped, dict]:
+    """The jitted initialisation of the train state, and the state's shardings.
+
+    Args:
+        make_model: builds the model with its seeded ``nnx.Rngs`` (traced, never run
+            eagerly).
+        param_state: the model's parameters, abstract (``nnx.eval_shape``): their logical
+            axes give the shardings.
+        tx: the optimizer whose state is initialised beside the parameters.
+        mesh, rules: the device mesh and the logical-axis rules.
+
+    Returns:
+        ``init() -> ({"params", "opt_state"}, rest)``, jitted with the outputs sharded by
+        ``shardings`` (parameters by their logical axes, AdamW moments like their
+        parameters; ``rest``, the model's non-parameter state, replicated), and the
+        ``shardings`` of the ``{"params", "opt_state"}`` state. The values are
+        bit-identical to building the model eagerly with the same seed; with
+        ``jax_threefry_partitionable`` (JAX's default) each device draws only its own
+        shards' random bits.
+    """
+
+    def init():
+        _, params, rest = nnx.split(make_model(), nnx.Param, ...)
+        params = nnx.to_pure_dict(params)
+        return {"params": params, "opt_state": tx.init(params)}, rest
+
+    abstract, _ = jax.eval_shape(init)
+    shardings = state_shardings(tx, param_state, abstract["opt_state"], mesh, rules)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return (
+        jax.jit(
+            init,
+            out_shardings=(shardings, replicated),
+        ),
+        shardings,
     )
 
 

@@ -4,20 +4,37 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
-__all__ = ["linspace", "small_init", "wang_init"]
+__all__ = ["linspace", "normal", "small_init", "wang_init"]
+
+
+def normal(stddev: float) -> nnx.Initializer:
+    """N(0, stddev): ``nnx.initializers.normal``'s values, bit for bit, eager or jitted.
+
+    ``jax.random.normal`` is ``sqrt(2) * erfinv(u)``; under an enclosing ``jit`` (the
+    sharded initialisation of the train state) XLA would fold ``* stddev`` into that
+    constant, one rounding fewer than the eager initialisation. The barrier keeps the two
+    products apart, so a seed gives the same weights either way.
+    """
+
+    def init(key, shape, dtype=jnp.float32):
+        z = jax.lax.optimization_barrier(jax.random.normal(key, shape, dtype))
+        return z * jnp.array(stddev, dtype)
+
+    return init
 
 
 def small_init(dim: int) -> nnx.Initializer:
     """N(0, sqrt(2 / (5 dim))) (Nguyen & Salazar, "Transformers without Tears")."""
-    return nnx.initializers.normal(math.sqrt(2.0 / (5.0 * dim)))
+    return normal(math.sqrt(2.0 / (5.0 * dim)))
 
 
 def wang_init(dim: int, num_blocks: int) -> nnx.Initializer:
     """N(0, 2 / (num_blocks sqrt(dim))), for output projections into the residual stream."""
-    return nnx.initializers.normal(2.0 / num_blocks / math.sqrt(dim))
+    return normal(2.0 / num_blocks / math.sqrt(dim))
 
 
 def linspace(start: float, end: float) -> nnx.Initializer:

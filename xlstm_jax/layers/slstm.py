@@ -176,7 +176,11 @@ class sLSTMLayer(nnx.Module):
             bound = 1.0 / math.sqrt(E)
             bias = jax.random.uniform(rngs.params(), (NH, 4, DH), jnp.float32, -bound, bound)
         else:
-            bias = _bias_init(config)
+            # Computed op by op even inside the jitted initialisation of the train state:
+            # fused, XLA would contract the product and the sum into one FMA (one rounding
+            # fewer), and the weights of a seed would depend on how they were built.
+            with jax.ensure_compile_time_eval():
+                bias = _bias_init(config)
         self.bias = param(bias.astype(param_dtype), ("heads", None, None))  # (NH, 4, DH)
         self.group_norm = MultiHeadLayerNorm(
             NH, DH, weight=config.group_norm_weight, dtype=dtype, param_dtype=param_dtype

@@ -15,7 +15,7 @@ import pallas_kernels as pk
 from xlstm_jax.layers.conv import CausalConv1d
 from xlstm_jax.layers.dense import Dense, LinearHeadwiseExpand
 from xlstm_jax.layers.feedforward import GatedFeedForward
-from xlstm_jax.layers.init import linspace, small_init, wang_init
+from xlstm_jax.layers.init import linspace, normal, small_init, wang_init
 from xlstm_jax.layers.mlstm import mlstm_cell, reset_forget_gate
 from xlstm_jax.layers.norms import LayerNorm, MultiHeadLayerNorm
 from xlstm_jax.layers.sharding import param
@@ -73,7 +73,7 @@ class mLSTMLayer(nnx.Module):
             param_dtype=param_dtype,
             rngs=rngs,
         )
-        self.igate = Dense(3 * I, NH, bias_init=nnx.initializers.normal(0.1), **gate_kw)
+        self.igate = Dense(3 * I, NH, bias_init=normal(0.1), **gate_kw)
         self.fgate = Dense(3 * I, NH, bias_init=linspace(3.0, 6.0), **gate_kw)
         self.outnorm = MultiHeadLayerNorm(NH, I // NH, dtype=dtype, param_dtype=param_dtype)
         self.learnable_skip = param(jnp.ones((I,), param_dtype))
