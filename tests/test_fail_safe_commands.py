@@ -265,3 +265,42 @@ def test_a_compiled_step_that_cannot_fit_is_refused_and_the_workdir_left_as_it_w
     assert err.startswith("error: the compiled train step would take this process to about")
     assert "Nothing was written." in err and len(err.strip().splitlines()) == 1, err
     assert list(workdir.iterdir()) == []  # no config.json, checkpoints/, metrics or lock
+
+
+def test_sampling_from_a_forecaster_run_names_the_forecast_command(tmp_path, capsys):
+    from train.config.named import load
+    from train.config.overrides import to_dict
+
+    run = _folder(tmp_path / "fc", {"config.json": json.dumps(to_dict(load("tirex_tiny")))})
+    assert generate_cli.main(["--workdir", str(run), "--prompt", "a"]) == 2
+    err = capsys.readouterr().err
+    assert "is a run of a forecaster (tirex), not of a language model" in err, err
+    assert f"python -m train.forecast --model {run}" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--seed", str(2**40)], "--seed 1099511627776: give an integer in [0, 2**32)."),
+        (["--seed", "-1"], "--seed -1: give an integer in [0, 2**32)."),
+    ],
+)
+def test_a_seed_jax_would_truncate_is_refused(tmp_path, capsys, argv, expected):
+    assert generate_cli.main(["--workdir", str(tmp_path), "--prompt", "a", *argv]) == 2
+    assert expected in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ("train.steps=99999999999999999999999", "give an integer within int64"),
+        ("train.steps=2147483648", "train.steps must be >= 1 and < 2**31"),
+        ("train.seed=4294967296", "train.seed must be in [0, 2**32)"),
+    ],
+)
+def test_integers_beyond_what_their_counters_hold_are_refused(tmp_path, capsys, setting, expected):
+    workdir = tmp_path / "run"
+    assert (
+        train_cli.main(["--config", "xlstm_tiny", "--workdir", str(workdir), "--set", setting]) == 2
+    )
+    assert expected in capsys.readouterr().err and not workdir.exists()

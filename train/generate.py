@@ -140,11 +140,13 @@ def _generate(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     _check_prompt(args.prompt)
+    if not 0 <= args.seed < 2**32:  # JAX keys keep 32 bits: a larger seed would repeat one
+        raise ConfigError(f"--seed {args.seed}: give an integer in [0, 2**32).")
     if args.pretrained is None:
         for flag in ("tokenizer", "dtype"):
             if getattr(args, flag) is not None:
                 raise ConfigError(f"--{flag} goes with --pretrained (a run has its own).")
-        run = load_run(args.workdir, step=args.step)
+        run = load_run(args.workdir, step=args.step, task="lm")
         model, tokenizer, source = run.model, run.tokenizer, f"checkpoint step {run.step}"
     else:
         if args.step is not None:

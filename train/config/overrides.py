@@ -96,9 +96,13 @@ def _coerce(raw: str, tp, key: str):
             raise ConfigError(f"--set {key}={raw}: expected true or false.")
     if int in args and float not in args:
         try:
-            return int(raw)
+            value = int(raw)
         except ValueError:
             pass
+        else:
+            if not -(2**63) <= value < 2**63:  # the arrays and counters that hold it are int64
+                raise ConfigError(f"--set {key}={raw}: give an integer within int64 (|n| < 2**63).")
+            return value
     if float in args:
         try:
             value = float(raw)

@@ -187,7 +187,10 @@ class TrainConfig:
         return self.batch_size // self.micro
 
     def __post_init__(self):
-        require(self.steps >= 1, f"train.steps must be >= 1; got {self.steps}.")
+        # The optimizer's step count is an int32 (optax), and JAX keys keep 32 bits of a
+        # seed without x64: a larger seed would silently equal a smaller one.
+        require(1 <= self.steps < 2**31, f"train.steps must be >= 1 and < 2**31; got {self.steps}.")
+        require(0 <= self.seed < 2**32, f"train.seed must be in [0, 2**32); got {self.seed}.")
         require(self.batch_size >= 1, f"train.batch_size must be >= 1; got {self.batch_size}.")
         require(
             self.micro_batch_size == -1 or 1 <= self.micro_batch_size <= self.batch_size,

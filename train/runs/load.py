@@ -35,7 +35,9 @@ class Run:
     config: ExperimentConfig
 
 
-def load_run(workdir: str | Path, step: int | None = None, say=None) -> Run:
+def load_run(
+    workdir: str | Path, step: int | None = None, say=None, task: str | None = None
+) -> Run:
     """Loads the run in ``workdir`` (a ``python -m train.main`` output folder): its newest
     checkpoint that reads back intact (checksums compared), or checkpoint ``step``.
 
@@ -43,10 +45,12 @@ def load_run(workdir: str | Path, step: int | None = None, say=None) -> Run:
         workdir: the run's folder.
         step: a checkpoint step to load instead of the newest intact one.
         say: where notes on skipped (unreadable) checkpoints go (default: stderr).
+        task: the family task the caller needs (``"lm"``, ``"forecast"``), or None for any.
 
     Raises:
-        ConfigError: the folder is not a run, its config.json is damaged, or it holds no
-            checkpoint yet (the message says how to make one).
+        ConfigError: the folder is not a run, its config.json is damaged, it holds no
+            checkpoint yet (the message says how to make one), or its model is not of
+            ``task`` (the message names the command that uses it).
         CheckpointError: no checkpoint (or not ``step``) can be read; nothing is moved.
     """
     workdir = Path(workdir)
@@ -61,6 +65,18 @@ def load_run(workdir: str | Path, step: int | None = None, say=None) -> Run:
     if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
         raise ConfigError(_not_a_run(workdir, 'its config.json has no "model" section'))
     cfg = read_run_config(cfg_path, fix)
+    fam = family_of(cfg.model)
+    if task is not None and fam.task != task:
+        use = (
+            f"python -m train.forecast --model {workdir} --input TABLE --horizon H"
+            if fam.task == "forecast"
+            else f"python -m train.generate --workdir {workdir} --prompt TEXT"
+        )
+        what = {"forecast": "a forecaster", "lm": "a language model"}
+        raise ConfigError(
+            f"{workdir} is a run of {what.get(fam.task, fam.task)} ({fam.name}), not of "
+            f"{what.get(task, task)}; use it with {use}."
+        )
     if not (workdir / "checkpoints").is_dir():
         raise ConfigError(_no_checkpoint(workdir, cfg))
     ckpt = Checkpointer(
