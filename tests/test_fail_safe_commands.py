@@ -189,6 +189,23 @@ def test_a_binary_text_file_is_refused_naming_it(tmp_path, data):
         list(iter_documents(DataConfig(path=str(tmp_path / "a.txt"))))
 
 
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [("weights.bin", "given as its folder"), ("series.csv", "data.path=series:FILE"), ("x", "")],
+)
+def test_a_data_file_of_another_format_is_refused_naming_the_formats(tmp_path, name, hint):
+    from train.config import DataConfig
+    from train.data.text.documents import check_source
+    from train.errors import DataError
+
+    (tmp_path / name).write_bytes(b"\x00\x01binary")
+    with pytest.raises(DataError) as e:
+        check_source(DataConfig(path=str(tmp_path / name)))
+    msg = str(e.value)
+    assert "is not a text format the trainer reads (.txt, " in msg and hint in msg, msg
+    assert "lower data.seq_len" not in msg
+
+
 def test_a_tokenizer_flag_that_points_nowhere_names_that_flag(tmp_path, capsys):
     from train import prepare_data
 
@@ -200,12 +217,9 @@ def test_a_tokenizer_flag_that_points_nowhere_names_that_flag(tmp_path, capsys):
 
 
 def _read_only(monkeypatch, path: Path) -> None:
-    """``path`` unwritable, also for root (whom a file's mode does not stop)."""
-    import os
-
+    """``path`` made read-only by its mode alone: refused also for root, whom the mode
+    does not stop from writing."""
     path.chmod(0o444)
-    real = os.access
-    monkeypatch.setattr(os, "access", lambda p, m: real(p, m) and Path(p) != path)
 
 
 def test_a_read_only_forecast_output_is_not_replaced(tmp_path, capsys, monkeypatch):

@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_folder", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_folder", "atomic_write_bytes", "atomic_write_text", "read_only"]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -68,3 +68,15 @@ def atomic_folder(out: str | Path) -> Iterator[Path]:
     os.replace(tmp, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def read_only(path: str | Path) -> bool:
+    """Whether the existing file ``path`` must not be replaced: this process cannot write
+    it, or its mode gives nobody write access (a user's "keep this"; root, whom the mode
+    does not stop, would otherwise replace it silently)."""
+    import os
+
+    try:
+        return not os.access(path, os.W_OK) or not os.stat(path).st_mode & 0o222
+    except OSError:
+        return False

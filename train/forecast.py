@@ -185,6 +185,7 @@ def _probe_folder(folder: Path, flag: str) -> None:
 
 def _check_paths(args: argparse.Namespace) -> tuple[Path, Path | None]:
     """The output CSV and plot folder, checked writable before anything is computed."""
+    from train.files import read_only
     from xlstm_jax.layers.config import ConfigError
 
     if not Path(args.model).exists():
@@ -201,7 +202,7 @@ def _check_paths(args: argparse.Namespace) -> tuple[Path, Path | None]:
         )
     if out.exists() and out.resolve() == Path(args.input).resolve():
         raise ConfigError(f"--output {out} is the input table; give another file name.")
-    if out.is_file() and not os.access(out, os.W_OK):
+    if out.is_file() and read_only(out):
         raise ConfigError(
             f"--output {out} is read-only, so it is not replaced; nothing was written. Make "
             f"it writable (chmod u+w) or give another file name."

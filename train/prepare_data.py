@@ -15,7 +15,6 @@ is written), 1 the disk refused the output (nothing half-written is left).
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from train.data.text import (
     tokenize_documents,
 )
 from train.errors import run_command
-from train.files import atomic_folder, atomic_write_text
+from train.files import atomic_folder, atomic_write_text, read_only
 from xlstm_jax.formats.jsonfile import read_json
 
 __all__ = ["main", "prepare"]
@@ -58,7 +57,7 @@ def _check_out(out: Path) -> None:
                 f"--out {out} is a folder with other files in it (not one made by "
                 f"python -m train.prepare_data); nothing was written. Give a new or empty folder."
             )
-        locked = sorted(p.name for p in out.iterdir() if p.is_file() and not os.access(p, os.W_OK))
+        locked = sorted(p.name for p in out.iterdir() if p.is_file() and read_only(p))
         if locked:
             raise ConfigError(
                 f"--out {out} holds files you cannot write ({', '.join(locked)}: read-only), "

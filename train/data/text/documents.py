@@ -193,6 +193,20 @@ def check_source(cfg: DataConfig) -> None:
         )
     if (root / "meta.json").exists():
         return
+    supported = TEXT_SUFFIXES + JSONL_SUFFIXES + PARQUET_SUFFIXES
+    if root.is_file() and root.suffix.lower() not in supported:
+        hints = {
+            ".csv": " A table of time series is forecasting data: data.path=series:FILE with "
+            "a forecaster config (e.g. --config tirex_tiny).",
+            ".bin": " Tokens from python -m train.prepare_data are given as its folder (the "
+            "one holding meta.json).",
+        }
+        series = hints.get(root.suffix.lower(), "")
+        raise DataError(
+            f"data.path={cfg.path!r}: the suffix {root.suffix or '(none)'!r} is not a text "
+            f"format the trainer reads ({', '.join(supported)}); a text file with another "
+            f"name can be renamed to .txt.{series}"
+        )
     if not _data_files(root):
         raise DataError(
             f"data.path={cfg.path!r} holds no supported files (suffixes "
