@@ -112,17 +112,22 @@ def _parquet(path) -> bytes:
     return path.read_bytes()
 
 
+def _each_mutation(path, mutate, read) -> None:
+    """Writes ``FUZZ_COUNT`` mutations (``mutate(rng)``, fixed seed) to ``path``; each must
+    read, or be refused with a ``DataError`` that names the file."""
+    rng = random.Random(FUZZ_SEED)
+    for _ in range(FUZZ_COUNT):
+        path.write_bytes(mutate(rng))
+        try:
+            read(path)
+        except DataError as err:
+            assert str(path) in str(err), err
+
+
 def test_fuzz_parquet(tmp_path):
     valid = _parquet(tmp_path / "valid.parquet")
     _read(tmp_path / "valid.parquet")
-    rng = random.Random(FUZZ_SEED)
-    path = tmp_path / "series.parquet"
-    for _ in range(FUZZ_COUNT):
-        path.write_bytes(mutate_bytes(rng, valid))
-        try:
-            _read(path)
-        except DataError as err:
-            assert str(path) in str(err), err
+    _each_mutation(tmp_path / "series.parquet", lambda rng: mutate_bytes(rng, valid), _read)
 
 
 @pytest.mark.parametrize(
@@ -282,14 +287,7 @@ def test_fuzz_tokenizer_json(tmp_path):
     valid = _tokenizer_json()
     (tmp_path / "valid.json").write_text(json.dumps(valid))
     _use_tokenizer(tmp_path / "valid.json")
-    rng = random.Random(FUZZ_SEED)
-    path = tmp_path / "tokenizer.json"
-    for _ in range(FUZZ_COUNT):
-        path.write_bytes(mutate_json(rng, valid))
-        try:
-            _use_tokenizer(path)
-        except DataError as err:
-            assert str(path) in str(err), err
+    _each_mutation(tmp_path / "tokenizer.json", lambda rng: mutate_json(rng, valid), _use_tokenizer)
 
 
 @pytest.mark.parametrize(

@@ -12,49 +12,23 @@ more.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import os
 import pickle
 import random
-import signal
 import struct
 import zipfile
 
 import ml_dtypes
 import numpy as np
 import pytest
+from helpers import FUZZ_COUNT, FUZZ_SEED, HungError, deadline  # noqa: F401
 
 from xlstm_jax.formats.errors import CheckpointError, FormatError, PretrainedError
 from xlstm_jax.formats.safetensors import SafetensorsFile, SafetensorsWriter
 from xlstm_jax.formats.torch_pickle import read_torch_checkpoint
 
-COUNT = int(os.environ.get("XLSTM_JAX_FUZZ_COUNT", "40"))
-SEED = int(os.environ.get("XLSTM_JAX_FUZZ_SEED", "29"))
-
-
-class _HungError(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def _deadline(seconds: float):
-    """Fails a read that takes longer than ``seconds`` (a hang), where the OS offers a timer."""
-    if not hasattr(signal, "setitimer"):  # pragma: no cover - Windows
-        yield
-        return
-
-    def hung(*_):
-        raise _HungError(f"a read took more than {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, hung)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+COUNT, SEED = FUZZ_COUNT, FUZZ_SEED
 
 
 # --- torch.save files made by hand: the opcodes torch's pickles use, without torch ---------
@@ -235,7 +209,7 @@ def _fuzz_torch(tmp_path, seed_file: bytes, storages: list[bytes]) -> dict[str, 
     for _ in range(COUNT):
         path.write_bytes(_mutate_zip(rng, seed_file, storages))
         try:
-            with _deadline(5):
+            with deadline(5):
                 read_torch_checkpoint(path)
             outcome["loaded"] += 1
         except FormatError:
@@ -398,7 +372,7 @@ def test_fuzz_safetensors(tmp_path):
     for _ in range(COUNT):
         path.write_bytes(_mutate_safetensors(rng, seed_file))
         try:
-            with _deadline(5), SafetensorsFile(path) as f:
+            with deadline(5), SafetensorsFile(path) as f:
                 got = {name: f[name] for name in f}
             # What loads is what the header declares: same names may differ in values only.
             for name, value in got.items():

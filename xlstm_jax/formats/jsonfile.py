@@ -13,18 +13,20 @@ import json
 import os
 from typing import Any
 
-__all__ = ["MAX_JSON_BYTES", "read_json"]
+__all__ = ["MAX_JSON_BYTES", "read_json", "unique_keys"]
 
 # Configs, indexes and metadata records are kilobytes (the 7B's index is 50 KB); a file
 # larger than this is not one of them, and reading it whole could exhaust the memory.
 MAX_JSON_BYTES = 64 << 20
 
 
-def _unique(pairs: list[tuple[str, Any]]) -> dict:
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """A JSON object's pairs as a dict (``json.loads``'s ``object_pairs_hook``), refusing a
+    repeated key: JSON would keep the last one silently, hiding the first entry."""
     out = {}
     for key, value in pairs:
         if key in out:
-            raise ValueError(f"the key {key!r} appears twice")
+            raise ValueError(f"the key {key[:80]!r} appears twice")
         out[key] = value
     return out
 
@@ -57,7 +59,7 @@ def read_json(path: str | os.PathLike, error: type[Exception], fix: str) -> Any:
         )
     try:
         return json.loads(
-            raw.decode("utf-8"), object_pairs_hook=_unique, parse_constant=_no_constant
+            raw.decode("utf-8"), object_pairs_hook=unique_keys, parse_constant=_no_constant
         )
     except UnicodeDecodeError as err:
         why = f"not UTF-8 text: byte {err.start + 1} is {raw[err.start : err.start + 1]!r}"

@@ -34,6 +34,7 @@ import ml_dtypes
 import numpy as np
 
 from xlstm_jax.formats.errors import CheckpointError
+from xlstm_jax.formats.jsonfile import unique_keys
 from xlstm_jax.formats.tensors import fits_numpy
 
 __all__ = ["DTYPE_NAMES", "FLOAT_NAMES", "SafetensorsFile", "SafetensorsWriter"]
@@ -74,17 +75,6 @@ def _damaged(path: Path, problem: str, error: type[CheckpointError]) -> Checkpoi
 def _short(x, limit: int = 200) -> str:
     text = repr(x)
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
-    """A JSON object's pairs as a dict, refusing a repeated key (JSON would keep the last one
-    silently, hiding a second entry for the same tensor)."""
-    out = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"the key {_short(key)} appears twice")
-        out[key] = value
-    return out
 
 
 def _entry_ok(e) -> bool:
@@ -167,7 +157,7 @@ class SafetensorsFile(Mapping):
         raw = bytearray(n)
         _read_exact(self._file, 8, memoryview(raw), path, self._error)
         try:
-            header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+            header = json.loads(raw.decode("utf-8"), object_pairs_hook=unique_keys)
         except (ValueError, RecursionError) as err:
             # ValueError covers bytes that are not UTF-8, text that is not JSON, a key given
             # twice and an integer too long to parse; RecursionError, nesting too deep.
