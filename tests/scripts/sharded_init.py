@@ -39,7 +39,9 @@ def eager_state(cfg, tx) -> dict:
 def sharded_state(cfg, devices: list) -> dict:
     mesh = make_mesh((1, len(devices), 1), devices)
     with activate(mesh, cfg.mesh.rules):
-        return build_state(cfg, mesh)
+        setup = build_state(cfg, mesh)
+        setup.state = setup.fresh_state()
+        return setup
 
 
 out = {}

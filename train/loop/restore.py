@@ -13,7 +13,7 @@ import jax
 from train.config.overrides import config_diff, to_dict
 from train.config.schema import ConfigError, ExperimentConfig
 from train.files import atomic_write_text
-from train.loop.setup import TrainSetup, put_global
+from train.loop.setup import TrainSetup
 from train.runs.checkpoint import Checkpointer
 from train.runs.load import initial_params
 from xlstm_jax.formats.jsonfile import read_json
@@ -27,19 +27,17 @@ def restore(
     resume_step: int | None,
     say: Callable[[str], None],
 ) -> int:
-    """Replaces ``setup.state`` by the checkpoint to resume from (the newest intact one,
-    or ``resume_step``: newer ones are then set aside) or, when there is none, by the
-    weights of ``train.init_from``; returns the step the data resumes at (0 afresh).
+    """Fills ``setup.state`` (None from ``build_state``) with the checkpoint to resume from
+    (the newest intact one, or ``resume_step``: newer ones are then set aside) or, when
+    there is none, with the weights of ``train.init_from``, or else with the fresh random
+    initialisation; returns the step the data resumes at (0 afresh). Each is created
+    straight into its shards; the random state only when nothing else fills it.
 
     ``ckpt`` is closed when this raises.
     """
     tc = setup.cfg.train
     # Restoring onto this run's shardings: a checkpoint from any mesh fits any other.
-    abstract_state = jax.tree.map(
-        lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
-        setup.state,
-        setup.shardings,
-    )
+    abstract_state = setup.abstract_state
     lead = jax.process_index() == 0
     try:
         restored = ckpt.restore_latest(
@@ -55,20 +53,25 @@ def restore(
         if tc.init_from:
             say(f"note: train.init_from={tc.init_from} is ignored: the run resumes instead.")
         return start
-    if tc.init_from:
-        # The random initial state leaves the devices before the weights arrive.
-        setup.state = None
-        try:
-            # Filled on a copy: setup.param_state stays abstract (no weights kept in it).
-            params = initial_params(tc.init_from, jax.tree.map(lambda x: x, setup.param_state), say)
-        except BaseException:
-            ckpt.close()
-            raise
-        params = put_global(params, setup.shardings["params"])
-        # The AdamW moments are born in their shards, like the fresh initialisation's.
-        init = jax.jit(setup.tx.init, out_shardings=setup.shardings["opt_state"])
-        setup.state = {"params": params, "opt_state": init(params)}
-        say(f"initialised the weights from {tc.init_from} (fine-tuning)")
+    try:
+        if not tc.init_from:
+            setup.state = setup.fresh_state()
+            return 0
+        # Each tensor is read into its shards (each host reads its devices' slices where
+        # the format allows); setup.param_state stays abstract (filled on a copy).
+        params = initial_params(
+            tc.init_from,
+            jax.tree.map(lambda x: x, setup.param_state),
+            say,
+            shardings=setup.shardings["params"],
+        )
+    except BaseException:
+        ckpt.close()
+        raise
+    # The AdamW moments are born in their shards, like the fresh initialisation's.
+    init = jax.jit(setup.tx.init, out_shardings=setup.shardings["opt_state"])
+    setup.state = {"params": params, "opt_state": init(params)}
+    say(f"initialised the weights from {tc.init_from} (fine-tuning)")
     return 0
 
 

@@ -33,7 +33,6 @@ __all__ = [
     "count_params",
     "open_data",
     "put_batch",
-    "put_global",
 ]
 
 
@@ -45,9 +44,14 @@ class TrainSetup:
         cfg: the run's config (its vocabulary raised to the data's).
         graphdef, param_state, rest: the model's ``nnx.split`` (parameters separate).
         schedule, tx: the learning-rate schedule and the optimizer.
-        state: the train state ``{"params", "opt_state"}``, placed on the mesh; replaced
-            by the restore and by every step.
+        state: the train state ``{"params", "opt_state"}``, placed on the mesh: None until
+            ``train.loop.restore.restore`` fills it (from a checkpoint, from
+            ``train.init_from`` or by ``fresh_state``); replaced by every step.
         shardings: the train state's shardings (parameters by their logical axes).
+        abstract_state: the train state's shapes, dtypes and shardings
+            (``jax.ShapeDtypeStruct`` leaves): what a checkpoint is restored onto.
+        fresh_state: ``() -> state``: the random initialisation, created in its shards
+            (``init_state``); run only when nothing replaces it.
         batch_sharding: a step's batch (a, m, ...): m split over data x fsdp.
         eval_sharding: an evaluation batch (b, ...): b split over data x fsdp.
         replicated: the step's metrics.
@@ -59,8 +63,10 @@ class TrainSetup:
     rest: Any
     schedule: optax.Schedule
     tx: optax.GradientTransformation
-    state: dict
+    state: dict | None
     shardings: dict
+    abstract_state: dict
+    fresh_state: Callable[[], dict]
     batch_sharding: NamedSharding
     eval_sharding: NamedSharding
     replicated: NamedSharding
@@ -168,8 +174,11 @@ def build_state(cfg: ExperimentConfig, mesh: Mesh) -> TrainSetup:
     train state, born sharded over ``mesh`` by the logical axes of the parameters.
 
     No device or host ever holds the whole state: the model is traced abstractly
-    (``nnx.eval_shape``) for its structure and shardings, and one jitted function then
-    creates every parameter and optimizer leaf straight into its shards (``init_state``).
+    (``nnx.eval_shape``) for its structure and shardings, and one jitted function
+    (``init_state``) creates every parameter and optimizer leaf straight into its shards
+    when ``setup.fresh_state()`` is called. That is left to the restore, so a resumed or
+    fine-tuned run never creates the random state it would throw away: ``setup.state`` is
+    None here.
     """
     build = family_of(cfg.model).model
     seed = cfg.train.seed
@@ -187,7 +196,14 @@ def build_state(cfg: ExperimentConfig, mesh: Mesh) -> TrainSetup:
         ),
     )
     init, shardings = init_state(make_model, param_state, tx, mesh, cfg.mesh.rules)
-    state, rest = init()
+    replicated = NamedSharding(mesh, PartitionSpec())
+    # The model's non-parameter state alone: XLA drops the unused parameters' creation.
+    rest = jax.jit(lambda: init()[1], out_shardings=replicated)()
+    abstract = jax.tree.map(
+        lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+        jax.eval_shape(init)[0],
+        shardings,
+    )
     return TrainSetup(
         cfg=cfg,
         graphdef=graphdef,
@@ -195,11 +211,13 @@ def build_state(cfg: ExperimentConfig, mesh: Mesh) -> TrainSetup:
         rest=rest,
         schedule=schedule,
         tx=tx,
-        state=state,
+        state=None,
         shardings=shardings,
+        abstract_state=abstract,
+        fresh_state=lambda: init()[0],
         batch_sharding=NamedSharding(mesh, PartitionSpec(None, ("data", "fsdp"))),
         eval_sharding=NamedSharding(mesh, PartitionSpec(("data", "fsdp"))),
-        replicated=NamedSharding(mesh, PartitionSpec()),
+        replicated=replicated,
     )
 
 
@@ -243,18 +261,6 @@ def init_state(
             init,
             out_shardings=(shardings, replicated),
         ),
-        shardings,
-    )
-
-
-def put_global(tree, shardings):
-    """Places values (identical on every process) as global arrays with ``shardings``."""
-    if jax.process_count() == 1:
-        return jax.device_put(tree, shardings)
-    host = jax.device_get(tree)  # each process then hands its devices their slices
-    return jax.tree.map(
-        lambda x, sh: jax.make_array_from_callback(x.shape, sh, lambda idx: x[idx]),
-        host,
         shardings,
     )
 

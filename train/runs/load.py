@@ -36,7 +36,11 @@ class Run:
 
 
 def load_run(
-    workdir: str | Path, step: int | None = None, say=None, task: str | None = None
+    workdir: str | Path,
+    step: int | None = None,
+    say=None,
+    task: str | None = None,
+    shardings: dict | None = None,
 ) -> Run:
     """Loads the run in ``workdir`` (a ``python -m train.main`` output folder): its newest
     checkpoint that reads back intact (checksums compared), or checkpoint ``step``.
@@ -46,6 +50,10 @@ def load_run(
         step: a checkpoint step to load instead of the newest intact one.
         say: where notes on skipped (unreadable) checkpoints go (default: stderr).
         task: the family task the caller needs (``"lm"``, ``"forecast"``), or None for any.
+        shardings: parameter path (dot-joined) -> sharding to restore each parameter onto
+            (Orbax then reads only this host's devices' slices); default, and for a
+            parameter whose shape the sharding does not divide: this process's first
+            device.
 
     Raises:
         ConfigError: the folder is not a run, its config.json is damaged, it holds no
@@ -97,8 +105,11 @@ def load_run(
         # Onto this process's first device, explicitly: under an active mesh (a run being
         # initialised from this one) the abstract leaves would carry that mesh instead.
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        target = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+        by_path = shardings or {}
+        target = jax.tree_util.tree_map_with_path(
+            lambda p, x: jax.ShapeDtypeStruct(
+                x.shape, x.dtype, sharding=_onto(by_path.get(_dotted(p)), x.shape, device)
+            ),
             nnx.to_pure_dict(param_state),
         )
         restored = ckpt.restore_latest(
@@ -115,6 +126,23 @@ def load_run(
     nnx.replace_by_pure_dict(param_state, state["params"])
     model = nnx.merge(graphdef, param_state, rest)
     return Run(model, load_tokenizer(cfg.data.tokenizer), found, cfg)
+
+
+def _dotted(path) -> str:
+    """A pure dict's key path as a dot-joined parameter path (``blocks.0.kernel``)."""
+    return ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def _onto(sharding, shape, device):
+    """``sharding`` where it divides ``shape`` (a checkpoint of another config does not:
+    its mismatch is reported by the caller), else ``device``."""
+    if sharding is None:
+        return device
+    try:
+        sharding.shard_shape(shape)
+    except ValueError:
+        return device
+    return sharding
 
 
 def _not_a_run(workdir: Path, why: str) -> str:
@@ -146,29 +174,39 @@ def _no_checkpoint(workdir: Path, cfg: ExperimentConfig) -> str:
     )
 
 
-def initial_params(path: str | Path, param_state: nnx.State, say=None) -> dict:
+def initial_params(
+    path: str | Path, param_state: nnx.State, say=None, shardings: dict | None = None
+) -> dict:
     """The parameters to fine-tune from, as a pure dict shaped like ``param_state`` (the
-    new run's model parameters) in its dtypes.
+    new run's model parameters) in its dtypes, each placed with ``shardings`` (a pure
+    dict like it; default one device).
 
-    ``path`` is a ``train.main`` run folder (its newest intact checkpoint), a checkpoint
-    folder of the xLSTM-7B family (Hugging Face's ``config.json`` + safetensors, or the
-    reference's ``config.yaml``; ``xlstm_jax.load_pretrained``), or a TiRex checkpoint (a
-    ``model.ckpt`` file or its folder; ``xlstm_jax.load_forecaster``).
+    ``path`` is a ``train.main`` run folder (its newest intact checkpoint, restored by
+    Orbax onto the shardings), a checkpoint folder of the xLSTM-7B family (Hugging Face's
+    ``config.json`` + safetensors, or the reference's ``config.yaml``;
+    ``xlstm_jax.load_pretrained``: each host reads only its devices' slices of each
+    tensor), or a TiRex checkpoint (a ``model.ckpt`` file or its folder;
+    ``xlstm_jax.load_forecaster``: a pickle, read whole, then placed tensor by tensor).
+    Each tensor goes straight into its shards; no host holds the whole state (but for a
+    TiRex pickle, which is small).
 
     Raises:
         ConfigError: no such folder, or weights that do not fit the run's model (the
             message names the first parameter that differs).
     """
     folder = Path(path)
+    by_path = None
+    if shardings is not None:
+        by_path = {_dotted(p): sh for p, sh in jax.tree_util.tree_leaves_with_path(shardings)}
     tirex_ckpt = folder if folder.is_file() else folder / "model.ckpt"
     if tirex_ckpt.is_file():
         from xlstm_jax import ForecastError, load_forecaster
 
         try:
-            model = load_forecaster(tirex_ckpt)
+            model = load_forecaster(tirex_ckpt, shardings=by_path)
         except ForecastError as err:
             raise ConfigError(f"train.init_from={path}: {err}") from err
-        return _fit_params(path, model, param_state)
+        return _fit_params(path, model, param_state, by_path)
     if not folder.is_dir():
         raise ConfigError(f"train.init_from={path}: no such folder.")
     config_json = folder / "config.json"
@@ -180,7 +218,7 @@ def initial_params(path: str | Path, param_state: nnx.State, say=None) -> dict:
             raw = None
         is_run = isinstance(raw, dict) and "model" in raw
     if is_run:
-        model = load_run(folder, say=say).model
+        model = load_run(folder, say=say, shardings=by_path).model
     else:
         from xlstm_jax import PretrainedError, load_pretrained
 
@@ -188,14 +226,15 @@ def initial_params(path: str | Path, param_state: nnx.State, say=None) -> dict:
         leaf = next(iter(nnx.to_flat_state(param_state)))[1]
         dtype = str(leaf.get_value().dtype)
         try:
-            model = load_pretrained(folder, dtype=dtype, param_dtype=dtype)
+            model = load_pretrained(folder, dtype=dtype, param_dtype=dtype, shardings=by_path)
         except PretrainedError as err:
             raise ConfigError(f"train.init_from={path}: {err}") from err
-    return _fit_params(path, model, param_state)
+    return _fit_params(path, model, param_state, by_path)
 
 
-def _fit_params(path, model, param_state: nnx.State) -> dict:
-    """``model``'s parameters as a pure dict shaped like ``param_state``, in its dtypes."""
+def _fit_params(path, model, param_state: nnx.State, shardings: dict | None) -> dict:
+    """``model``'s parameters as a pure dict shaped like ``param_state``, in its dtypes
+    and ``shardings`` (parameter path -> sharding; the loaders placed them so already)."""
     theirs = {".".join(map(str, p)): v for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
     ours = {".".join(map(str, p)): v for p, v in nnx.to_flat_state(param_state)}
     missing = sorted(set(ours) - set(theirs))
@@ -216,5 +255,9 @@ def _fit_params(path, model, param_state: nnx.State) -> dict:
     import jax.numpy as jnp
 
     for name, var in ours.items():
-        var.set_value(jnp.asarray(theirs[name][...], dtype=var.dtype))
+        value = jnp.asarray(theirs[name][...], dtype=var.dtype)  # a cast keeps the shards
+        sharding = None if shardings is None else shardings.get(name)
+        if sharding is not None and not value.sharding.is_equivalent_to(sharding, value.ndim):
+            value = jax.device_put(value, sharding)
+        var.set_value(value)
     return nnx.to_pure_dict(param_state)

@@ -10,6 +10,9 @@ parameters into one tensor. The tables live with the families
     check_covers(rules, params)             the table names every parameter, once
     for path, value in load(rules, state_dict, shapes, to_numpy=..., what=..., hint=...):
         ...                                 our layout, shape-checked, one tensor at a time
+    for path, read in load_slices(rules, state_dict, shapes, ...):
+        read(index)                         a slice of ours in our layout, reading only
+                                            its part of the stored tensor where it can
     for name, value in save(rules, get):    the reference's names and layouts, fused
         ...                                 tensors as soon as their pieces are in
 
@@ -36,6 +39,7 @@ __all__ = [
     "check_covers",
     "linear",
     "load",
+    "load_slices",
     "prefixed",
     "reshape",
     "save",
@@ -45,19 +49,24 @@ __all__ = [
 class Transform(NamedTuple):
     """A tensor's layout change: ``load`` maps the reference's array to ours, ``save`` ours
     to the reference's. ``load`` may raise ``ConversionError`` for a stored shape it cannot
-    take (the engine adds the tensor's name)."""
+    take (the engine adds the tensor's name). ``index``, when the change moves whole axes,
+    maps a slice of ours (a tuple of ``slice``, one per axis) to the slice of the stored
+    tensor that ``load`` turns into it; None when a slice of ours is no slice there."""
 
     load: Callable[[np.ndarray], np.ndarray]
     save: Callable[[np.ndarray], np.ndarray]
+    index: Callable[[tuple[slice, ...]], tuple[slice, ...]] | None = None
 
 
-def _same(a: np.ndarray) -> np.ndarray:
+def _same(a):
     return a
 
 
-SAME = Transform(_same, _same)
+SAME = Transform(_same, _same, _same)
 """The same layout on both sides."""
-TRANSPOSE = Transform(lambda a: a.T, lambda a: np.ascontiguousarray(a.T))
+TRANSPOSE = Transform(
+    lambda a: a.T, lambda a: np.ascontiguousarray(a.T), lambda index: tuple(reversed(index))
+)
 """A torch ``Linear.weight`` (out, in) <-> our ``Dense.kernel`` (in, out)."""
 
 
@@ -129,6 +138,26 @@ def _examples(names: list[str]) -> str:
     return f"{names[:5]}{' ...' if len(names) > 5 else ''}"
 
 
+def _check_names(rules, state_dict, what, hint, extra, optional, error) -> None:
+    """Raises ``error`` for tensors the rules need that are missing, or (``extra="error"``)
+    tensors no rule reads, before any tensor is read."""
+    needed = list(dict.fromkeys(r.theirs for r in rules))
+    keys = set(state_dict.keys())
+    problems = []
+    missing = [n for n in needed if n not in keys]
+    if missing:
+        problems.append(
+            f"it lacks {len(missing)} parameter(s) the config needs, e.g. {_examples(missing)}"
+        )
+    unexpected = sorted(keys - set(needed) - set(optional)) if extra == "error" else []
+    if unexpected:
+        problems.append(
+            f"it has {len(unexpected)} tensor(s) the config does not, e.g. {_examples(unexpected)}"
+        )
+    if problems:
+        raise error(f"{what} does not match the config: {'; '.join(problems)}; {hint}")
+
+
 def load(
     rules: Iterable[Rule],
     state_dict: Mapping,
@@ -164,33 +193,14 @@ def load(
     """
     rules = list(rules)
     groups = _groups(rules)
-    needed = list(dict.fromkeys(r.theirs for r in rules))
-    keys = set(state_dict.keys())
-    problems = []
-    missing = [n for n in needed if n not in keys]
-    if missing:
-        problems.append(
-            f"it lacks {len(missing)} parameter(s) the config needs, e.g. {_examples(missing)}"
-        )
-    unexpected = sorted(keys - set(needed) - set(optional)) if extra == "error" else []
-    if unexpected:
-        problems.append(
-            f"it has {len(unexpected)} tensor(s) the config does not, e.g. {_examples(unexpected)}"
-        )
-    if problems:
-        raise error(f"{what} does not match the config: {'; '.join(problems)}; {hint}")
+    _check_names(rules, state_dict, what, hint, extra, optional, error)
     fused: dict[str, tuple[np.ndarray, int]] = {}  # name -> (tensor, pieces not yet out)
     for r in rules:
         if r.rows is None:
             stored = to_numpy(state_dict[r.theirs])
         else:
             if r.theirs not in fused:
-                whole = to_numpy(state_dict[r.theirs])
-                total = max(g.rows[1] for g in groups[r.theirs])
-                if whole.shape[0] != total:
-                    raise error(
-                        f"{r.theirs}: {whole.shape[0]} rows, expected {total} for this config."
-                    )
+                whole = _fused_rows(r, to_numpy(state_dict[r.theirs]), groups, error)
                 fused[r.theirs] = (whole, len(groups[r.theirs]))
             whole, left = fused[r.theirs]
             stored = whole[r.rows[0] : r.rows[1]]
@@ -198,17 +208,110 @@ def load(
                 del fused[r.theirs]  # free it as soon as its last piece is out
             else:
                 fused[r.theirs] = (whole, left - 1)
-        try:
-            value = r.transform.load(stored)
-        except ConversionError as err:
-            raise error(f"{r.theirs}: {err}") from None
+        yield r.ours, _convert(r, stored, tuple(shapes[r.ours]), hint, error)
+
+
+def load_slices(
+    rules: Iterable[Rule],
+    state_dict: Mapping,
+    shapes: Mapping[str, tuple[int, ...]],
+    *,
+    to_numpy: Callable[[object], np.ndarray],
+    what: str,
+    hint: str,
+    extra: Literal["error", "ignore"] = "error",
+    optional: Collection[str] = (),
+    error: type[ConversionError] = ConversionError,
+) -> Iterator[tuple[str, Callable[[tuple[slice, ...]], np.ndarray]]]:
+    """(our path, ``read``) for each rule, in the rules' order, where ``read(index)`` is
+    ``value[index]`` of what ``load`` gives for that path (``index``: one ``slice`` per
+    axis of ours, as ``jax.make_array_from_callback`` passes), read from the stored tensor
+    as a slice where it can be: a host then reads only its devices' shards.
+
+    A slice is read when the state dict reads slices (``state_dict.read_slice(name,
+    index)`` and ``state_dict.info(name) -> (dtype, shape)``: a safetensors file) and the
+    rule's transform moves whole axes (``Transform.index``: the same layout, a transpose,
+    a fused tensor's rows). Otherwise ``read`` reads the whole tensor (a fused one whole)
+    on its first call, on this host, keeps it for the path's other slices and frees it
+    with ``read``: one tensor at a time. Names are checked as in ``load``, before any
+    tensor is read; the converted shape of a sliced tensor from its stored shape (read
+    from the header), of another when it is read.
+
+    Raises:
+      ConversionError: (``error``) as ``load``.
+    """
+    rules = list(rules)
+    groups = _groups(rules)
+    _check_names(rules, state_dict, what, hint, extra, optional, error)
+    sliced = hasattr(state_dict, "read_slice")
+    for r in rules:
         want = tuple(shapes[r.ours])
-        if tuple(value.shape) != want:
-            raise error(
-                f"{r.theirs}: converted shape {tuple(value.shape)} does not match {r.ours} "
-                f"{want}; {hint}"
-            )
-        yield r.ours, value
+        if not (sliced and r.transform.index is not None):
+            yield r.ours, _whole_reader(r, state_dict, groups, want, to_numpy, hint, error)
+            continue
+        # The header's shape as a zero-stride view: checked and converted without reading.
+        stored = np.broadcast_to(np.zeros((), np.uint8), state_dict.info(r.theirs)[1])
+        start = 0
+        if r.rows is not None:
+            stored = _fused_rows(r, stored, groups, error)[r.rows[0] : r.rows[1]]
+            start = r.rows[0]
+        _convert(r, stored, want, hint, error)
+        yield r.ours, _slice_reader(r, state_dict, start, len(want), to_numpy)
+
+
+def _slice_reader(r: Rule, state_dict, start: int, ndim: int, to_numpy):
+    """``read(index)`` of our slice ``index`` for a rule whose transform moves whole axes,
+    reading just the stored slice it comes from (``start``: the piece's first row within
+    a fused tensor)."""
+
+    def read(index):
+        index = tuple(index) + (slice(None),) * (ndim - len(tuple(index)))
+        theirs = list(r.transform.index(index))
+        if r.rows is not None:  # the piece's rows within the fused tensor
+            lo, hi, _ = theirs[0].indices(r.rows[1] - r.rows[0])
+            theirs[0] = slice(start + lo, start + hi)
+        return r.transform.load(to_numpy(state_dict.read_slice(r.theirs, tuple(theirs))))
+
+    return read
+
+
+def _whole_reader(r: Rule, state_dict, groups, want, to_numpy, hint, error):
+    """``read(index)`` for a rule read whole: the converted tensor, read on the first call
+    and kept while ``read`` lives."""
+    kept: list[np.ndarray] = []
+
+    def read(index):
+        if not kept:
+            whole = to_numpy(state_dict[r.theirs])
+            if r.rows is not None:
+                whole = _fused_rows(r, whole, groups, error)[r.rows[0] : r.rows[1]]
+            kept.append(_convert(r, whole, want, hint, error))
+        return kept[0][tuple(index)]
+
+    return read
+
+
+def _fused_rows(r: Rule, whole: np.ndarray, groups, error) -> np.ndarray:
+    """``whole`` (the fused tensor ``r.theirs``) once its row count is checked."""
+    total = max(g.rows[1] for g in groups[r.theirs])
+    rows = whole.shape[0] if whole.ndim else 0
+    if rows != total:
+        raise error(f"{r.theirs}: {rows} rows, expected {total} for this config.")
+    return whole
+
+
+def _convert(r: Rule, stored: np.ndarray, want: tuple, hint: str, error) -> np.ndarray:
+    """``stored`` in our layout (``r.transform``), checked to have our shape ``want``."""
+    try:
+        value = r.transform.load(stored)
+    except ConversionError as err:
+        raise error(f"{r.theirs}: {err}") from None
+    if tuple(value.shape) != want:
+        raise error(
+            f"{r.theirs}: converted shape {tuple(value.shape)} does not match {r.ours} "
+            f"{want}; {hint}"
+        )
+    return value
 
 
 def save(

@@ -102,6 +102,23 @@ def _read_exact(f, offset: int, out: memoryview, path: Path, error) -> None:
         raise error(f"{path}: reading byte {offset + done} failed ({e}); check the disk.") from None
 
 
+def _bounds(index, shape: tuple[int, ...]) -> list[tuple[int, int]]:
+    """(start, stop) per axis of ``shape`` for ``index`` (slices of step 1 within it)."""
+    index = tuple(index)
+    if len(index) > len(shape) or not all(
+        isinstance(s, slice) and s.step in (None, 1) for s in index
+    ):
+        raise IndexError(f"index {index!r}: expected slices of step 1 into shape {shape}")
+    bounds = []
+    for i, dim in enumerate(shape):
+        s = index[i] if i < len(index) else slice(None)
+        start, stop = 0 if s.start is None else s.start, dim if s.stop is None else s.stop
+        if not (type(start) is int and type(stop) is int and 0 <= start <= stop <= dim):
+            raise IndexError(f"index {index!r} is outside shape {shape}")
+        bounds.append((start, stop))
+    return bounds
+
+
 class SafetensorsFile(Mapping):
     """A safetensors file as a read-only mapping name -> NumPy array, each tensor read from
     disk when asked for (a fresh array; nothing is cached or mapped).
@@ -200,6 +217,9 @@ class SafetensorsFile(Mapping):
         return dtype, shape
 
     def __getitem__(self, name: str) -> np.ndarray:
+        return self._whole(name)
+
+    def _whole(self, name: str) -> np.ndarray:
         dtype, shape, begin, _ = self._entries[name]
         out = np.empty(shape, dtype)
         _read_exact(
@@ -209,6 +229,39 @@ class SafetensorsFile(Mapping):
             self.path,
             self._error,
         )
+        return out
+
+    def read_slice(self, name: str, index: tuple[slice, ...]) -> np.ndarray:
+        """``self[name][index]``, reading only the bytes it holds (a host placing a tensor
+        into its devices' shards reads just their slices).
+
+        The data are row-major, so for fixed indices of the axes before the last one
+        ``index`` cuts, its range there (with the whole axes after it) is one contiguous
+        run of bytes: one positional read per run.
+
+        Args:
+            name: the tensor.
+            index: one ``slice`` (step 1, bounds within the axis, None for an end) per
+                leading axis, as ``jax.make_array_from_callback`` gives; axes past it whole.
+
+        Raises:
+            IndexError: an index that is not such slices within the tensor's shape.
+            CheckpointError: (``error``) the file ends inside the tensor, or a read fails.
+        """
+        dtype, shape, begin, _ = self._entries[name]
+        bounds = _bounds(index, shape)
+        out = np.empty(tuple(stop - start for start, stop in bounds), dtype)
+        cut = [i for i, (start, stop) in enumerate(bounds) if (start, stop) != (0, shape[i])]
+        if out.size == 0 or not cut:
+            return out if out.size == 0 else self._whole(name)
+        k = cut[-1]
+        strides = [dtype.itemsize * math.prod(shape[i + 1 :]) for i in range(len(shape))]
+        run = out.shape[k] * strides[k]
+        flat = memoryview(out.reshape(-1).view(np.uint8))
+        base = self._data_start + begin + bounds[k][0] * strides[k]
+        for j, outer in enumerate(np.ndindex(*out.shape[:k])):
+            at = base + sum((bounds[i][0] + o) * strides[i] for i, o in enumerate(outer))
+            _read_exact(self._file, at, flat[j * run : (j + 1) * run], self.path, self._error)
         return out
 
     def __iter__(self) -> Iterator[str]:

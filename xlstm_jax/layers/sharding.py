@@ -247,3 +247,36 @@ def shard_op(fn: Callable, args: Sequence[Any], in_logical: Sequence[Any], out_l
     return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)(
         *args
     )
+
+
+def place(
+    read: Callable[[tuple[slice, ...]], np.ndarray],
+    shape: tuple[int, ...],
+    dtype,
+    sharding: jax.sharding.Sharding | None,
+) -> jax.Array:
+    """A global array of ``shape`` and ``dtype`` with ``sharding``, built from its pieces:
+    each of this process's devices gets ``read(index)`` (``index``: one ``slice`` per axis,
+    its shard), cast like ``jnp.asarray``; a slice several devices share is read once. So
+    a host reads (and holds, one parameter at a time) only its own devices' slices.
+
+    A ``sharding`` of None, or one that does not divide ``shape`` (a checkpoint of another
+    config, which the caller's shape check then reports), places the whole array on the
+    default device.
+    """
+    try:
+        if sharding is not None:
+            sharding.shard_shape(shape)
+    except ValueError:
+        sharding = None
+    if sharding is None:
+        return jax.numpy.asarray(read(tuple(slice(None) for _ in shape)), dtype)
+    got: dict[tuple, np.ndarray] = {}
+
+    def shard(index: tuple[slice, ...]) -> np.ndarray:
+        key = tuple((s.start, s.stop) for s in index)
+        if key not in got:
+            got[key] = np.asarray(read(index), dtype)
+        return got[key]
+
+    return jax.make_array_from_callback(tuple(shape), sharding, shard)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -39,6 +38,7 @@ from xlstm_jax.formats import namemap, torch_pickle
 from xlstm_jax.formats.errors import CheckpointError, ConversionError
 from xlstm_jax.formats.namemap import TRANSPOSE, Rule, linear
 from xlstm_jax.formats.tensors import to_numpy
+from xlstm_jax.layers.sharding import place
 from xlstm_jax.models.tirex.config import ForecastError, TiRexConfig
 from xlstm_jax.models.tirex.model import TiRex
 
@@ -133,9 +133,13 @@ def _rules(config: TiRexConfig) -> list[Rule]:
     return rules
 
 
-def from_state_dict(state_dict: dict, config: TiRexConfig, *, seed: int = 0) -> TiRex:
+def from_state_dict(
+    state_dict: dict, config: TiRexConfig, *, seed: int = 0, shardings: dict | None = None
+) -> TiRex:
     """A ``TiRex`` with the weights of a ``tirex-ts`` state dict (torch tensors or arrays,
-    read as float32, then cast to the parameter dtype).
+    read as float32, then cast to the parameter dtype), one tensor at a time; with
+    ``shardings`` (our parameter path -> sharding) each is placed straight into its shards
+    (``layers.sharding.place``).
 
     Raises:
       TiRexConversionError: a missing, unexpected or mis-shaped tensor (named).
@@ -160,7 +164,8 @@ def from_state_dict(state_dict: dict, config: TiRexConfig, *, seed: int = 0) -> 
     )
     for path, value in values:
         var = params[path]
-        var.set_value(jnp.asarray(value, var.dtype))
+        sharding = None if shardings is None else shardings.get(path)
+        var.set_value(place(value.__getitem__, var.shape, var.dtype, sharding))
     nnx.update(model, state)
     return model
 
@@ -201,9 +206,11 @@ def read_torch_checkpoint(path: str | Path) -> dict:
     return torch_pickle.read_torch_checkpoint(path, error=TiRexCheckpointError)
 
 
-def load_checkpoint(path: str | Path, **overrides) -> TiRex:
+def load_checkpoint(path: str | Path, *, shardings: dict | None = None, **overrides) -> TiRex:
     """A ``TiRex`` from a TiRex checkpoint file (``model.ckpt`` as ``tirex-ts`` loads it;
     no network, nothing executed). ``overrides`` are our knobs (``dtype``, ``impl``, ...).
+    The pickle cannot be read in slices: the host reads the file whole, then places each
+    tensor into its ``shardings`` (``from_state_dict``).
 
     Raises:
       TiRexCheckpointError: the file is missing, damaged or not a checkpoint.
@@ -216,13 +223,14 @@ def load_checkpoint(path: str | Path, **overrides) -> TiRex:
             f"holds {sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__}."
         )
     config = config_from_hparams(ckpt["hyper_parameters"], **overrides)
-    return from_state_dict(ckpt["state_dict"], config)
+    return from_state_dict(ckpt["state_dict"], config, shardings=shardings)
 
 
-def load_forecaster(path: str | Path, **overrides) -> TiRex:
+def load_forecaster(path: str | Path, *, shardings: dict | None = None, **overrides) -> TiRex:
     """A ``TiRex`` from a TiRex checkpoint: a ``.ckpt`` file (as ``tirex-ts`` loads it) or a
     folder holding ``model.ckpt``. (A training run folder of ``python -m train.main`` is
-    loaded by ``train.runs``.) ``overrides``: our knobs (``dtype``, ``impl``, ...).
+    loaded by ``train.runs``.) ``overrides``: our knobs (``dtype``, ``impl``, ...);
+    ``shardings``: our parameter path -> sharding (``load_checkpoint``).
 
     Raises:
       TiRexCheckpointError: the path is neither, or the file is not a checkpoint.
@@ -235,4 +243,4 @@ def load_forecaster(path: str | Path, **overrides) -> TiRex:
         raise TiRexCheckpointError(
             f"{path}: not a TiRex checkpoint; give a model.ckpt file (or its folder)."
         )
-    return load_checkpoint(p, **overrides)
+    return load_checkpoint(p, shardings=shardings, **overrides)

@@ -224,6 +224,13 @@ class _Checkpoint(Mapping):
             self._progress(self._read, len(self._where))
         return value
 
+    def info(self, name: str) -> tuple[np.dtype, tuple[int, ...]]:
+        return self._where[name].info(name)
+
+    def read_slice(self, name: str, index: tuple[slice, ...]) -> np.ndarray:
+        """A slice of tensor ``name`` (``SafetensorsFile.read_slice``; not reported)."""
+        return self._where[name].read_slice(name, index)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._where)
 
@@ -248,7 +255,10 @@ def load_pretrained(
     Args:
         path: the folder.
         shardings: our parameter path (``"backbone.blocks.0.ffn.proj_up.kernel"``) ->
-            sharding, applied as each parameter is placed (default: the default device).
+            sharding: each tensor is then read straight into its shards, this host reading
+            only its devices' slices of the file (a whole tensor only where the name map
+            reshapes it; ``xlstm_jax.formats.namemap.load_slices``). Default: the default
+            device, tensor by tensor.
         progress: called as ``progress(tensors read, total tensors)`` after each read, e.g.
             ``lambda n, total: print(f"\\r{n}/{total}", end="")``.
         **overrides: ``xLSTMLargeConfig`` fields that win over the folder's config: our

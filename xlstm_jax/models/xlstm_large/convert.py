@@ -26,7 +26,6 @@ saving to HF refuses a model without the out norm or with a non-zero out-norm bi
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 
@@ -40,6 +39,7 @@ from xlstm_jax.formats.errors import ConversionError
 from xlstm_jax.formats.namemap import SAME, TRANSPOSE, Rule
 from xlstm_jax.formats.tensors import to_numpy
 from xlstm_jax.layers.config import ConfigError
+from xlstm_jax.layers.sharding import place
 from xlstm_jax.models.xlstm_large.config import xLSTMLargeConfig
 from xlstm_jax.models.xlstm_large.model import xLSTMLarge
 
@@ -147,9 +147,12 @@ def from_state_dict(
     the names), converting one tensor at a time.
 
     ``state_dict`` maps names to tensors or arrays; it may be lazy (a safetensors file's
-    reader): each tensor is read once, converted to the parameter dtype and placed
-    (``shardings``: our parameter path -> sharding; default one device) before the next,
-    so peak memory is the model plus about one tensor. ``progress`` is called with each
+    reader): each tensor is read once, converted to the parameter dtype and placed before
+    the next, so peak memory is the model plus about one tensor. With ``shardings`` (our
+    parameter path -> sharding) each parameter is built from its shards
+    (``layers.sharding.place``): from a state dict that reads slices this host reads only
+    its devices' slices of each tensor, other than the tensors a reshape maps (read whole,
+    one at a time; ``namemap.load_slices``). ``progress`` is called with each
     parameter's path.
 
     Raises:
@@ -163,8 +166,9 @@ def from_state_dict(
     if fmt == "hf" and _OUT_BIAS in params:
         # HF stores no out-norm bias: ours is zero (an HF state dict's own is ignored).
         zero = np.zeros(params[_OUT_BIAS].shape, np.float32)
-        state_dict = collections.ChainMap({_OUT_BIAS: zero}, state_dict)
-    values = namemap.load(
+        state_dict = _With(state_dict, {_OUT_BIAS: zero})
+    engine = namemap.load if shardings is None else namemap.load_slices
+    values = engine(
         [_rule(path, config, fmt, mode) for path in params],
         state_dict,
         {path: var.shape for path, var in params.items()},
@@ -176,14 +180,43 @@ def from_state_dict(
     )
     for path, value in values:
         var = params[path]
-        array = jnp.asarray(value, dtype=var.dtype)
-        if shardings is not None and path in shardings:
-            array = jax.device_put(array, shardings[path])
-        var.set_value(array)
+        if shardings is None:
+            var.set_value(jnp.asarray(value, dtype=var.dtype))
+        else:  # value reads slices: each device's straight from the file
+            var.set_value(place(value, var.shape, var.dtype, shardings.get(path)))
         if progress is not None:
             progress(path)
     nnx.update(model, state)
     return model
+
+
+class _With(Mapping):
+    """``base`` with the tensors of ``extra`` added: read whole, and sliced when ``base``
+    reads slices (``namemap.load_slices``)."""
+
+    def __init__(self, base: Mapping, extra: dict[str, np.ndarray]):
+        self._base, self._extra = base, extra
+        if hasattr(base, "read_slice"):
+            self.read_slice, self.info = self._read_slice, self._info
+
+    def _read_slice(self, name: str, index: tuple[slice, ...]) -> np.ndarray:
+        if name in self._extra:
+            return self._extra[name][index]
+        return self._base.read_slice(name, index)
+
+    def _info(self, name: str) -> tuple[np.dtype, tuple[int, ...]]:
+        if name in self._extra:
+            return self._extra[name].dtype, self._extra[name].shape
+        return self._base.info(name)
+
+    def __getitem__(self, name: str):
+        return self._extra[name] if name in self._extra else self._base[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys([*self._extra, *self._base]))
+
+    def __len__(self) -> int:
+        return len(set(self._extra) | set(self._base))
 
 
 def iter_state_dict(
