@@ -103,6 +103,11 @@ def test_memory_estimate_counts_adamw_state_and_grows_with_batch():
     assert big["activations"] == pytest.approx(8 * small["activations"], rel=1e-6)
     remat = estimate_memory(apply_overrides(cfg, ["model.remat=true"]), n)
     assert remat["activations"] < estimate_memory(cfg, n)["activations"] / 4
+    # On a mesh: the state over fsdp x tensor, the micro-batch over data x fsdp.
+    mesh = estimate_memory(cfg, n, (2, 4, 2))
+    one = estimate_memory(cfg, n)
+    assert mesh["optimizer"] == one["optimizer"] // 8
+    assert mesh["activations"] == one["activations"] // 8
 
 
 @pytest.mark.reference

@@ -100,18 +100,16 @@ def check_estimate_fits(cfg: ExperimentConfig, num_params: int, devices: int) ->
     what a device has, so a run that cannot fit is refused before it writes anything or
     allocates its state.
 
-    Low, so that it never refuses a run that fits: ``estimate_memory``'s activations (about
-    half what compiled steps need on a CPU) with the state divided over the mesh's fsdp x
-    tensor devices and the micro-batch over its data x fsdp devices, as if all of it
-    sharded perfectly.
+    Low, so that it never refuses a run that fits: ``estimate_memory`` on the run's mesh
+    (ideal sharding; its activations are about half what compiled steps need on a CPU).
     """
     from xlstm_jax.layers.config import ConfigError
 
     capacity, where = device_capacity()
-    mem = estimate_memory(cfg, num_params)
-    data, fsdp, tensor = cfg.mesh.resolve(devices)
-    fixed = (mem["total"] - mem["activations"]) // (fsdp * tensor)
-    act = mem["activations"] // (data * fsdp)
+    data, fsdp, _ = sizes = cfg.mesh.resolve(devices)
+    mem = estimate_memory(cfg, num_params, sizes)
+    act = mem["activations"]
+    fixed = mem["total"] - act
     if capacity is None or fixed + act <= capacity:
         return
     tc = cfg.train
@@ -184,8 +182,14 @@ def fmt_count(n: int) -> str:
     return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n:,}"
 
 
-def estimate_memory(cfg: ExperimentConfig, num_params: int) -> dict[str, int]:
-    """Rough bytes per device for one train step (no sharding yet).
+def estimate_memory(
+    cfg: ExperimentConfig, num_params: int, mesh: tuple[int, int, int] = (1, 1, 1)
+) -> dict[str, int]:
+    """Rough bytes per device for one train step on a mesh of ``mesh`` = (data, fsdp,
+    tensor) devices, under ideal sharding: parameters, gradients, optimizer state and
+    updates divided over fsdp x tensor, activations (the micro-batch) over data x fsdp.
+    Real shardings fall short of it where an axis does not divide (the compiled step's
+    figure, printed after compiling, is the measured one).
 
     Parameters, gradients (two buffers with accumulation) and AdamW moments are exact for
     the master weights; "updates" counts the optimizer's update buffer plus the weights'
@@ -194,7 +198,7 @@ def estimate_memory(cfg: ExperimentConfig, num_params: int) -> dict[str, int]:
     (projections, conv, gates, cell output) in the compute dtype, the mLSTM's chunk-local
     (S x chunk) gate matrices in fp32, and the fp32 logits with their softmax and
     gradient. With ``model.remat`` only each block's input stays, plus one block's worth
-    during its recomputation. The compiled step's own figure is printed after compiling.
+    during its recomputation.
     """
     m = cfg.model
     p_bytes = jnp.dtype(m.param_dtype).itemsize
@@ -204,12 +208,14 @@ def estimate_memory(cfg: ExperimentConfig, num_params: int) -> dict[str, int]:
         blocks = len(act.per_block) * act.block_input + max(act.per_block)
     else:
         blocks = sum(act.per_block)
+    data, fsdp, tensor = mesh
+    state = fsdp * tensor  # the devices each parameter (and its moments) is split over
     out = {
-        "params": num_params * p_bytes,
-        "grads": num_params * p_bytes * (2 if cfg.train.accum_steps > 1 else 1),
-        "optimizer": 2 * num_params * p_bytes,
-        "updates": num_params * (p_bytes + (c_bytes if m.dtype != m.param_dtype else 0)),
-        "activations": blocks + act.head,
+        "params": num_params * p_bytes // state,
+        "grads": num_params * p_bytes * (2 if cfg.train.accum_steps > 1 else 1) // state,
+        "optimizer": 2 * num_params * p_bytes // state,
+        "updates": num_params * (p_bytes + (c_bytes if m.dtype != m.param_dtype else 0)) // state,
+        "activations": (blocks + act.head) // (data * fsdp),
     }
     out["total"] = sum(out.values())
     return out

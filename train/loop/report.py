@@ -33,7 +33,8 @@ def say(msg: str) -> None:
 def report_setup(cfg: ExperimentConfig, num_params: int, say: Callable[[str], None]) -> None:
     """The start-up lines: model size, devices, tokens per step, memory estimate."""
     tc, S = cfg.train, cfg.data.seq_len
-    mem = estimate_memory(cfg, num_params)
+    sizes = cfg.mesh.resolve(jax.device_count())
+    mem = estimate_memory(cfg, num_params, sizes)
     dev = jax.devices()[0]
     fam = family_of(cfg.model)
     forecaster = fam.task == "forecast"
@@ -47,7 +48,7 @@ def report_setup(cfg: ExperimentConfig, num_params: int, say: Callable[[str], No
     say(
         f"devices: {jax.device_count()} x {dev.device_kind} ({dev.platform}) in "
         f"{jax.process_count()} process(es); mesh data/fsdp/tensor = "
-        f"{'/'.join(map(str, cfg.mesh.resolve(jax.device_count())))}"
+        f"{'/'.join(map(str, sizes))}"
     )
     unit = "values" if forecaster else "tokens"
     say(
@@ -55,7 +56,8 @@ def report_setup(cfg: ExperimentConfig, num_params: int, say: Callable[[str], No
         f"(micro-batch {tc.micro} x {tc.accum_steps} accumulation steps)"
     )
     say(
-        "rough memory estimate per device (before compiling): "
+        "rough memory estimate per device (before compiling; ideal sharding over the "
+        "mesh): "
         + ", ".join(f"{k} {fmt_bytes(v)}" for k, v in mem.items() if k != "total")
         + f" -> total ~{fmt_bytes(mem['total'])}"
     )
