@@ -270,17 +270,6 @@ def _global_batch(local: np.ndarray, sharding: NamedSharding, global_shape=None)
     return jax.make_array_from_process_local_data(sharding, local, global_shape)
 
 
-def _put_batch(local, sharding: NamedSharding, global_shape=None):
-    """The global batch (any pytree of host rows; ``global_shape``: the leaves' leading
-    axes, their trailing ones are each leaf's own)."""
-    return jax.tree.map(
-        lambda x: _global_batch(
-            x, sharding, None if global_shape is None else (*global_shape, *x.shape[2:])
-        ),
-        local,
-    )
-
-
 def put_batch(local, sharding: NamedSharding, global_shape=None):
     """The global batch (any pytree of host rows; ``global_shape``: the leaves' leading
     axes, their trailing ones are each leaf's own). The batch axis is split across hosts:
@@ -291,7 +280,3 @@ def put_batch(local, sharding: NamedSharding, global_shape=None):
         ),
         local,
     )
-
-
-def _global_batch(local: np.ndarray, sharding: NamedSharding, global_shape=None) -> jax.Array:
-    return jax.make_array_from_process_local_data(sharding, local, global_shape)
