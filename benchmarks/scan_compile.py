@@ -1,15 +1,17 @@
 """Compile time and memory of a config's train step with ``model.scan_layers`` off and on.
 
-    python benchmarks/scan_compile.py [--config xlstm_7b] [--devices 8] [--seq-len 8192] \
-        [--batch 8] [--update-results]
+    python benchmarks/scan_compile.py [--config xlstm_7b] [--devices 8] \
+        [--seq-lens 8192 64] [--batch 8] [--update-results]
 
 Re-executes itself with ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` and, for
 scan off then on, traces (``lower``) and compiles the real train step (AdamW, the config's
 dtypes, remat per block, FSDP over the N devices) on abstract inputs: nothing is allocated
 or run. Reports the seconds of each phase, the compiled module's memory analysis per
 device, and the machine's load average before and after each compilation (the machine may
-be shared: the seconds are wall-clock). Writes a markdown table (scratch copy by default;
-``--update-results`` for ``benchmarks/results/scan_compile.md``).
+be shared: the seconds are wall-clock). A short sequence (64) makes the activations
+negligible, so the difference of the temporaries there is what stacking the blocks'
+parameters (and their gradients) for the scan costs. Writes a markdown table (scratch
+copy by default; ``--update-results`` for ``benchmarks/results/scan_compile.md``).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def _compile(cfg, scan: bool, seq_len: int, batch: int, devices: int) -> dict:
     shape = (1, batch, seq_len + 1)
     tokens = Batch(jax.ShapeDtypeStruct(shape, jnp.int32), jax.ShapeDtypeStruct(shape, bool))
     mesh = make_mesh((1, devices, 1))
-    row = {"scan": scan, "load_before": _load()}
+    row = {"scan": scan, "seq_len": seq_len, "load_before": _load()}
     with activate(mesh):
         shard = state_shardings(tx, param_state, state["opt_state"], mesh)
         batch_sharding = NamedSharding(mesh, P(None, ("data", "fsdp")))
@@ -84,7 +86,8 @@ def _compile(cfg, scan: bool, seq_len: int, batch: int, devices: int) -> dict:
         n_params=sum(x.size for x in jax.tree.leaves(params)),
     )
     print(
-        f"scan_layers={scan}: lower {row['lower_s']:.1f} s, compile {row['compile_s']:.1f} s, "
+        f"seq_len {seq_len}, scan_layers={scan}: lower {row['lower_s']:.1f} s, "
+        f"compile {row['compile_s']:.1f} s, "
         f"args {_gib(row['args'])} GiB, temp {_gib(row['temp'])} GiB "
         f"(load {row['load_before']} -> {row['load_after']})",
         flush=True,
@@ -99,7 +102,11 @@ def measure(args, out) -> None:
 
     cfg = named.load(args.config)
     head = provenance([a for a in sys.argv if a != "--child"])
-    rows = [_compile(cfg, scan, args.seq_len, args.batch, args.devices) for scan in (False, True)]
+    rows = [
+        _compile(cfg, scan, seq_len, args.batch, args.devices)
+        for seq_len in args.seq_lens
+        for scan in (False, True)
+    ]
     lines = [
         f"# Compile time of the {args.config} train step, model.scan_layers off and on",
         "",
@@ -107,20 +114,21 @@ def measure(args, out) -> None:
         f"- JAX {jax.__version__}, {args.devices} simulated CPU devices, mesh (data, fsdp, "
         f"tensor) = (1, {args.devices}, 1); {rows[0]['n_params'] / 1e6:.1f}M parameters, "
         f"{cfg.model.dtype} compute, {cfg.model.param_dtype} parameters, AdamW, remat per "
-        f"block; global batch {args.batch} x {args.seq_len + 1} tokens",
+        f"block; global batch {args.batch} sequences of seq_len + 1 tokens",
         "- abstract: lowered and compiled on the CPU, never run; memory is the compiled "
         "module's analysis per device (CPU temporaries ignore remat: compare the two rows, "
         "not with a GPU).",
         "- the machine is shared with other work: seconds are wall-clock under the load "
         "shown (1 / 5 / 15 min load averages).",
         "",
-        "| scan_layers | trace + lower s | compile s | arguments GiB | outputs GiB | "
+        "| seq_len | scan_layers | trace + lower s | compile s | arguments GiB | outputs GiB | "
         "temporaries GiB | optimized HLO (chars) | load before | load after |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---|",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {str(r['scan']).lower()} | {r['lower_s']:.1f} | {r['compile_s']:.1f} | "
+            f"| {r['seq_len']} | {str(r['scan']).lower()} | {r['lower_s']:.1f} | "
+            f"{r['compile_s']:.1f} | "
             f"{_gib(r['args'])} | {_gib(r['out'])} | {_gib(r['temp'])} | {r['hlo_chars']:,} "
             f"| {r['load_before']} | {r['load_after']} |"
         )
@@ -132,7 +140,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="xlstm_7b", help="a config name from configs/")
     p.add_argument("--devices", type=int, default=8, help="simulated CPU devices (FSDP)")
-    p.add_argument("--seq-len", type=int, default=8192)
+    p.add_argument("--seq-lens", type=int, nargs="+", default=[8192, 64])
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     add_output_args(p, "scan_compile.md")
