@@ -18,6 +18,7 @@ __all__ = [
     "DTYPES",
     "IMPLS",
     "MAX_BLOCKS",
+    "REMAT_POLICIES",
     "ConfigError",
     "check_value",
     "is_pow2",
@@ -34,6 +35,10 @@ IMPLS = _IMPLS
 # The most blocks a model config may have. The largest models have tens; the configs and
 # the model builders loop over the blocks, so a damaged file's 2**62 would never finish.
 MAX_BLOCKS = 4096
+# The ``jax.checkpoint_policies`` a rematerialised block may use: what the backward pass
+# keeps instead of recomputing ("nothing_saveable", the default, keeps only block inputs).
+REMAT_POLICIES = ("nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable")
+RematPolicy = Literal["nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable"]
 
 
 class ConfigError(ValueError):

@@ -12,7 +12,8 @@ for you). Differences from the reference, all deliberate:
 * ``context_length`` is informational: no causal-mask buffer is sized from it, any S works.
 * Added knobs, one per decision: ``mLSTMLayerConfig.form`` (which form of the mLSTM cell
   runs) and ``chunk_size``; ``impl`` on both layer configs (the XLA path or the kernels);
-  the model-wide ``dtype`` / ``param_dtype`` and ``remat``.
+  the model-wide ``dtype`` / ``param_dtype``, ``remat`` (with ``remat_policy``) and
+  ``scan_layers`` (one ``lax.scan`` over the blocks: mLSTM-only stacks).
 
 ``sLSTMLayerConfig`` (shared with TiRex) and ``FeedForwardConfig`` live in
 ``xlstm_jax.layers`` and are importable from here.
@@ -25,7 +26,14 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Literal
 
-from xlstm_jax.layers.config import DTYPES, MAX_BLOCKS, require, round_up
+from xlstm_jax.layers.config import (
+    DTYPES,
+    MAX_BLOCKS,
+    REMAT_POLICIES,
+    RematPolicy,
+    require,
+    round_up,
+)
 from xlstm_jax.layers.feedforward import FeedForwardConfig
 from xlstm_jax.layers.mlstm import check_cell_settings
 from xlstm_jax.layers.slstm import sLSTMLayerConfig
@@ -151,8 +159,12 @@ class xLSTMBlockStackConfig:
     # the usual mixed-precision recipe; gates and recurrent states always stay float32).
     dtype: str = "float32"
     param_dtype: str = "float32"
-    # Ours: rematerialise each block in the backward pass (saves activation memory).
+    # Ours: rematerialise each block in the backward pass (saves activation memory),
+    # keeping what the jax.checkpoint policy ``remat_policy`` allows.
     remat: bool = False
+    remat_policy: RematPolicy = "nothing_saveable"
+    # Ours: run the blocks as one lax.scan, compiled once (mLSTM-only stacks, no dropout).
+    scan_layers: bool = False
 
     def __post_init__(self):
         require(
@@ -200,6 +212,22 @@ class xLSTMBlockStackConfig:
                 f"{name}.embedding_dim contradicts the stack's embedding_dim="
                 f"{self.embedding_dim}; leave it at -1 (the stack sets it).",
             )
+        require(
+            self.remat_policy in REMAT_POLICIES,
+            f"xLSTMBlockStackConfig.remat_policy must be one of {REMAT_POLICIES}; got "
+            f"{self.remat_policy!r}.",
+        )
+        require(
+            not self.scan_layers or not any(self.block_map),
+            f"xLSTMBlockStackConfig.scan_layers needs identical blocks, but slstm_at places "
+            f"sLSTM blocks at {list(self.slstm_positions)}; set scan_layers=false (or "
+            "slstm_at=() for an mLSTM-only stack).",
+        )
+        require(
+            not self.scan_layers or self.dropout == 0.0,
+            "xLSTMBlockStackConfig.scan_layers runs without per-block dropout RNG state; set "
+            "dropout=0 (or scan_layers=false).",
+        )
         # Resolve each kind once: the layer configs validate themselves on creation.
         for kind in set(self.block_map):
             self.block_config(self.block_map.index(kind))

@@ -224,7 +224,9 @@ def config_from_torch(cfg) -> xLSTMBlockStackConfig:
             slstm=_plain(t.slstm, sLSTMLayerConfig, _num_blocks=1, _block_idx=0), feedforward=ff
         )
     cls = xLSTMLMModelConfig if hasattr(cfg, "vocab_size") else xLSTMBlockStackConfig
-    skip = {"mlstm_block", "slstm_block", "dtype", "param_dtype", "remat"}
+    # Our knobs: a reference config has none of them.
+    skip = {"mlstm_block", "slstm_block", "dtype", "param_dtype"}
+    skip |= {"remat", "remat_policy", "scan_layers"}
     kw = {
         f.name: getattr(cfg, f.name)
         for f in dataclasses.fields(cls)

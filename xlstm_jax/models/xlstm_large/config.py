@@ -10,7 +10,16 @@ import typing
 from dataclasses import dataclass
 from typing import Literal
 
-from xlstm_jax.layers.config import DTYPES, MAX_BLOCKS, ConfigError, check_value, require, round_up
+from xlstm_jax.layers.config import (
+    DTYPES,
+    MAX_BLOCKS,
+    REMAT_POLICIES,
+    ConfigError,
+    RematPolicy,
+    check_value,
+    require,
+    round_up,
+)
 from xlstm_jax.layers.mlstm import check_cell_settings
 
 __all__ = ["HF_GENERIC_FIELDS", "LARGE_HF_ALIASES", "LARGE_TORCH_ONLY_FIELDS", "xLSTMLargeConfig"]
@@ -73,9 +82,12 @@ class xLSTMLargeConfig:
     Ours, one knob per decision: ``form`` / ``chunk_size`` / ``impl`` pick how the mLSTM cell
     runs (as ``mLSTMLayerConfig``); ``dtype`` / ``param_dtype`` the compute and parameter
     dtypes (gates, normalisations and recurrent states stay float32); ``remat`` recomputes
-    each block in the backward pass. The reference's kernel and mode fields
-    (``LARGE_TORCH_ONLY_FIELDS``) are accepted by ``from_dict`` and ignored; the weight
-    layout ("single"/"fused") is a property of a checkpoint, given to the converters.
+    each block in the backward pass, keeping what ``remat_policy`` (a
+    ``jax.checkpoint_policies`` name) allows; ``scan_layers`` runs the identical blocks as
+    one ``lax.scan`` (compiled once; see ``layers.stack.run_blocks``). The reference's
+    kernel and mode fields (``LARGE_TORCH_ONLY_FIELDS``) are accepted by ``from_dict`` and
+    ignored; the weight layout ("single"/"fused") is a property of a checkpoint, given to
+    the converters.
     """
 
     embedding_dim: int
@@ -100,6 +112,8 @@ class xLSTMLargeConfig:
     dtype: str = "float32"
     param_dtype: str = "float32"
     remat: bool = False
+    remat_policy: RematPolicy = "nothing_saveable"
+    scan_layers: bool = False
     context_length: int = -1  # informational, as for the v1 family: any S works
     # Fixed by the architecture; present so the trainer's checks read them as for v1.
     dropout: float = 0.0
@@ -171,6 +185,10 @@ class xLSTMLargeConfig:
         require(
             self.param_dtype in DTYPES,
             f"{name}.param_dtype must be one of {DTYPES}; got {self.param_dtype!r}.",
+        )
+        require(
+            self.remat_policy in REMAT_POLICIES,
+            f"{name}.remat_policy must be one of {REMAT_POLICIES}; got {self.remat_policy!r}.",
         )
         require(self.dropout == 0.0, f"{name}.dropout: the family has no dropout; set it to 0.")
         require(
