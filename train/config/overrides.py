@@ -34,6 +34,7 @@ __all__ = [
     "from_dict",
     "read_run_config",
     "to_dict",
+    "with_defaults",
 ]
 
 # The key of the model section that names the model's family.
@@ -312,6 +313,25 @@ def _model_from_dict(section: dict):
         if set(section) <= {f.name for f in _public_fields(config_cls)}:
             return from_dict(config_cls, section, "model.")
     return from_dict(classes[0], section, "model.")
+
+
+def with_defaults(record: dict, like: dict) -> dict:
+    """A checkpoint's record of its model config (``to_dict`` of it, written by any version)
+    with the fields it lacks at their defaults: a key added since (e.g. ``scan_layers``)
+    is then no difference from a model that leaves it at its default. ``like`` is this
+    version's record of a model of the same family (it picks the config class); a record
+    that does not read back is returned as it is.
+    """
+    from xlstm_jax.registry import FAMILY_NAMES, family
+
+    for name in FAMILY_NAMES:
+        cls = family(name).config
+        if set(like) == {f.name for f in _public_fields(cls)}:
+            try:
+                return to_dict(from_dict(cls, record, "model."))
+            except ConfigError:
+                return record
+    return record
 
 
 def read_run_config(path, fix: str) -> ExperimentConfig:

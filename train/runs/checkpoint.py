@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from train.config.overrides import config_diff
+from train.config.overrides import config_diff, with_defaults
 from train.errors import RunError, disk_error
 
 __all__ = [
@@ -293,7 +293,10 @@ class Checkpointer:
                 raise ValueError("its meta item is not a JSON object")
         except Exception as e:  # noqa: BLE001 - any Orbax/IO failure means "unreadable"
             raise CheckpointError(f"checkpoint {where} is unreadable ({_short(e)})") from e
-        diff = config_diff({"model": meta.get("model_config", {})}, {"model": model_config})
+        record = meta.get("model_config", {})
+        if isinstance(record, dict):  # keys added since the checkpoint: their defaults
+            record = with_defaults(record, model_config)
+        diff = config_diff({"model": record}, {"model": model_config})
         if diff:
             raise _ModelMismatchError(
                 f"checkpoint {where} was written for a different model:\n  "
