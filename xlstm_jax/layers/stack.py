@@ -43,27 +43,21 @@ def _policy(name: str):
     return None if name == "nothing_saveable" else getattr(jax.checkpoint_policies, name)
 
 
-def run_blocks(
-    blocks,
-    x: jax.Array,
-    states,
-    doc_starts: jax.Array | None,
-    remat: bool,
-    *,
-    remat_policy: str = "nothing_saveable",
-    scan: bool = False,
-):
+def run_blocks(blocks, x: jax.Array, states, doc_starts: jax.Array | None, config):
     """Runs ``blocks`` in order on x (B, S, E), each from its state (None: zeros), with the
     batch sharding constrained between blocks. Returns (y, the blocks' new states as a
     tuple).
 
+    ``config`` is the model's config; three of its fields decide how the blocks run.
     ``remat`` recomputes each block in the backward pass, saving what ``remat_policy`` (a
-    ``jax.checkpoint_policies`` name, ``REMAT_POLICIES``) allows. ``scan`` runs identical
-    blocks (one structure of parameters and state) as one ``lax.scan`` body, so the block is
-    traced and compiled once, not ``len(blocks)`` times; the parameters stay one module per
-    block (checkpoints and sharding rules do not change) and are stacked, a copy, per call.
+    ``jax.checkpoint_policies`` name, ``REMAT_POLICIES``) allows. ``scan_layers`` runs
+    identical blocks (one structure of parameters and state) as one ``lax.scan`` body, so
+    the block is traced and compiled once, not ``len(blocks)`` times; the parameters stay
+    one module per block (checkpoints and sharding rules do not change) and are stacked, a
+    copy, per call.
     """
-    if scan and len(blocks) > 1:
+    remat, remat_policy = config.remat, config.remat_policy
+    if config.scan_layers and len(blocks) > 1:
         return _scan_blocks(blocks, x, states, doc_starts, remat, remat_policy)
     new_states = []
     x = constrain(x, ("batch", None, None))

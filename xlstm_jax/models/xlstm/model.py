@@ -73,15 +73,7 @@ class xLSTMBlockStack(nnx.Module):
                 "recurrent hidden state would still cross documents; set slstm_at=[] (or "
                 "train without data.reset_at_document_boundaries)."
             )
-        x, new_states = run_blocks(
-            self.blocks,
-            x,
-            states,
-            doc_starts,
-            self.config.remat,
-            remat_policy=self.config.remat_policy,
-            scan=self.config.scan_layers,
-        )
+        x, new_states = run_blocks(self.blocks, x, states, doc_starts, self.config)
         if self.post_blocks_norm is not None:
             x = self.post_blocks_norm(x)
         return x, StackState(new_states)

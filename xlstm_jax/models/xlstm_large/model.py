@@ -224,15 +224,7 @@ class xLSTMLargeBlockStack(nnx.Module):
         doc_starts: jax.Array | None = None,
     ) -> tuple[jax.Array, StackState]:
         states = (None,) * len(self.blocks) if state is None else state.blocks
-        x, new_states = run_blocks(
-            self.blocks,
-            x,
-            states,
-            doc_starts,
-            self.config.remat,
-            remat_policy=self.config.remat_policy,
-            scan=self.config.scan_layers,
-        )
+        x, new_states = run_blocks(self.blocks, x, states, doc_starts, self.config)
         if self.out_norm is not None:
             x = self.out_norm(x)
         return x, StackState(new_states)
