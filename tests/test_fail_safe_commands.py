@@ -266,13 +266,17 @@ def test_a_compiled_step_that_cannot_fit_is_refused_and_the_workdir_left_as_it_w
 ):
     from helpers import TINY_TRAIN
 
-    from train.loop import memory, report
+    from train.loop import driver, memory
 
     workdir = tmp_path / "run"
     workdir.mkdir()
-    # The estimate passes (it reads the real RAM); the compiled step's check sees 1 MB more
-    # than this process holds now.
-    monkeypatch.setattr(report, "machine_ram", lambda: (memory.resident_bytes() + 2**20, None))
+    # The real setup, restore and refusal; the compiled step is stood in for (compiling it
+    # takes seconds) by a memory analysis whose temporaries exceed the machine's RAM.
+    total, _ = memory.machine_ram()
+    huge = memory.StepMemory(arguments=0, outputs=0, temporaries=2 * total, aliased=0)
+    monkeypatch.setattr(driver, "compile_step", lambda *a: None)
+    monkeypatch.setattr(driver, "compile_evaluator", lambda *a: (None, 0, []))
+    monkeypatch.setattr(driver.StepMemory, "of", staticmethod(lambda compiled: huge))
     args = ["--config", "xlstm_tiny", "--workdir", str(workdir), "--set", *TINY_TRAIN]
     assert train_cli.main([*args, "train.steps=1", "train.eval_every=0"]) == 2
     err = capsys.readouterr().err
