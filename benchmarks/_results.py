@@ -72,3 +72,18 @@ def provenance(argv: list[str] | None = None) -> list[str]:
         f"- date: {datetime.date.today().isoformat()}; Python {platform.python_version()}",
         f"- command: `python {' '.join(argv)}`",
     ]
+
+
+def rerun_with_devices(devices: int, script: str) -> None:
+    """Runs ``script`` again as ``script --child ARGS`` with ``devices`` simulated CPU devices
+    and exits with its status: the device count is fixed when JAX starts, so a benchmark
+    that picks it from its arguments measures in a child process."""
+    import subprocess
+
+    env = dict(
+        os.environ,
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        JAX_PLATFORMS="cpu",
+    )
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    sys.exit(subprocess.call([sys.executable, script, "--child", *sys.argv[1:]], env=env))

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 
-from _results import add_output_args, output_path, provenance
+from _results import add_output_args, output_path, provenance, rerun_with_devices
 
 
 def _gib(n: float) -> str:
@@ -146,14 +145,7 @@ def main() -> None:
     add_output_args(p, "scan_compile.md")
     args = p.parse_args()
     if not args.child:
-        env = dict(
-            os.environ,
-            XLA_FLAGS=f"--xla_force_host_platform_device_count={args.devices}",
-            JAX_PLATFORMS="cpu",
-        )
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-        sys.exit(subprocess.call([sys.executable, __file__, "--child", *sys.argv[1:]], env=env))
+        rerun_with_devices(args.devices, __file__)
     measure(args, output_path(args, "scan_compile.md"))
 
 
