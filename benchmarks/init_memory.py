@@ -56,8 +56,7 @@ def measure(config: str) -> dict:
     tx = make_optimizer(cfg.optimizer, schedule, decay_mask(params))
     t0 = time.perf_counter()
     with activate(mesh, cfg.mesh.rules):
-        init, shardings = init_state(make_model, param_state, tx, mesh, cfg.mesh.rules)
-        abstract, _ = jax.eval_shape(init)
+        init, shardings, abstract = init_state(make_model, param_state, tx, mesh, cfg.mesh.rules)
         compiled = init.lower().compile()
     secs = time.perf_counter() - t0
     mem = compiled.memory_analysis()

@@ -256,9 +256,10 @@ def _forecast(args: argparse.Namespace) -> int:
     )
     lengths = [s.values.size for s in series]
     _say(f"read {len(series)} series, lengths {min(lengths)}..{max(lengths)}")
-    for s in series:  # the forecasts' timestamps must be representable: before any compute
+    futures = []  # the forecasts' timestamps, representable or refused before any compute
+    for s in series:
         try:
-            future_timestamps(s.timestamps, args.horizon)
+            futures.append(future_timestamps(s.timestamps, args.horizon))
         except DataError as e:
             raise DataError(f"{args.input}: series {s.name!r}: {e}") from None
 
@@ -284,11 +285,11 @@ def _forecast(args: argparse.Namespace) -> int:
         raise DataError(f"{args.input}: {e}") from None
     _check_finite(series, fc)
 
-    text = csv_bytes(series, fc, args.horizon)
+    text = csv_bytes(series, futures, fc)
     with staged_plots(plot_dir) as staged:
         n_plots = 0
         if staged is not None:
-            n_plots = plot_all(series, fc, staged, args.max_plots)
+            n_plots = plot_all(series, futures, fc, staged, args.max_plots)
         from train.files import atomic_write_bytes
 
         atomic_write_bytes(out, text)

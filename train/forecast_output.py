@@ -18,20 +18,22 @@ def level_name(q: float) -> str:
     return f"q{q:g}"
 
 
-def csv_bytes(series, fc, horizon: int) -> bytes:
-    """The forecasts table as CSV bytes: id, step, timestamp, mean, q<level>..."""
+def csv_bytes(series, futures, fc) -> bytes:
+    """The forecasts table as CSV bytes: id, step, timestamp, mean, q<level>...
+
+    ``futures``: per series its forecasts' (H,) timestamps (``future_timestamps``), or None
+    (the column is then empty)."""
     import io
 
     import numpy as np
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
-    from train.data.series.timestamps import format_timestamps, future_timestamps
+    from train.data.series.timestamps import format_timestamps
 
-    n = len(series)
+    n, horizon = fc.mean.shape
     stamps: list[str | None] = []
-    for s in series:
-        future = future_timestamps(s.timestamps, horizon)
+    for future in futures:
         stamps += [None] * horizon if future is None else format_timestamps(future)
     columns = {
         "id": pa.array(np.repeat([s.name for s in series], horizon), pa.string()),
@@ -79,15 +81,14 @@ def file_names(names: list[str]) -> list[str]:
     return out
 
 
-def plot_all(series, fc, folder: Path, max_plots: int) -> int:
-    """One PNG per series (the first ``max_plots``) in ``folder``; returns how many."""
+def plot_all(series, futures, fc, folder: Path, max_plots: int) -> int:
+    """One PNG per series (the first ``max_plots``) in ``folder``, drawn against its
+    ``futures`` timestamps where it has them (as for ``csv_bytes``); returns how many."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-
-    from train.data.series.timestamps import future_timestamps
 
     chosen = series[:max_plots]
     levels = fc.quantile_levels
@@ -95,7 +96,7 @@ def plot_all(series, fc, folder: Path, max_plots: int) -> int:
     for i, (s, fname) in enumerate(zip(chosen, file_names([s.name for s in chosen]), strict=True)):
         horizon = fc.mean.shape[1]
         keep = min(s.values.size, max(4 * horizon, 128))  # the last part of a long history
-        future = future_timestamps(s.timestamps, horizon)
+        future = futures[i]
         if future is not None:  # regular timestamps: draw against them
             t_hist, t_fut, xlabel = s.timestamps[-keep:], future, "time"
         else:

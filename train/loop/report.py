@@ -12,6 +12,7 @@ from tqdm import tqdm
 from train.config.schema import ExperimentConfig
 from train.loop.memory import (
     StepMemory,
+    device_capacity,
     estimate_memory,
     fmt_bytes,
     fmt_count,
@@ -105,7 +106,7 @@ def report_step_memory(
                 "the run may be killed for memory."
             )
         return
-    limit = (dev.memory_stats() or {}).get("bytes_limit") if hasattr(dev, "memory_stats") else None
+    limit, _ = device_capacity()
     need = mem.arguments + worst.added
     where = f" of the {fmt_bytes(limit)} on {dev.device_kind}" if limit else ""
     say(f"memory: the step needs {fmt_bytes(need)} per device{where} ({parts})")

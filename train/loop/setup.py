@@ -195,15 +195,10 @@ def build_state(cfg: ExperimentConfig, mesh: Mesh) -> TrainSetup:
             nnx.to_pure_dict(param_state), getattr(cfg.model, "weight_decay_on_embedding", False)
         ),
     )
-    init, shardings = init_state(make_model, param_state, tx, mesh, cfg.mesh.rules)
+    init, shardings, abstract = init_state(make_model, param_state, tx, mesh, cfg.mesh.rules)
     replicated = NamedSharding(mesh, PartitionSpec())
     # The model's non-parameter state alone: XLA drops the unused parameters' creation.
     rest = jax.jit(lambda: init()[1], out_shardings=replicated)()
-    abstract = jax.tree.map(
-        lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
-        jax.eval_shape(init)[0],
-        shardings,
-    )
     return TrainSetup(
         cfg=cfg,
         graphdef=graphdef,
@@ -227,8 +222,9 @@ def init_state(
     tx: optax.GradientTransformation,
     mesh: Mesh,
     rules=DEFAULT_RULES,
-) -> tuple[jax.stages.Wrapped, dict]:
-    """The jitted initialisation of the train state, and the state's shardings.
+) -> tuple[jax.stages.Wrapped, dict, dict]:
+    """The jitted initialisation of the train state, the state's shardings, and the state
+    as ``jax.ShapeDtypeStruct`` leaves carrying them (what a checkpoint is restored onto).
 
     Args:
         make_model: builds the model with its seeded ``nnx.Rngs`` (traced, never run
@@ -242,7 +238,8 @@ def init_state(
         ``init() -> ({"params", "opt_state"}, rest)``, jitted with the outputs sharded by
         ``shardings`` (parameters by their logical axes, AdamW moments like their
         parameters; ``rest``, the model's non-parameter state, replicated), and the
-        ``shardings`` of the ``{"params", "opt_state"}`` state. The values are
+        ``shardings`` of the ``{"params", "opt_state"}`` state, and that state abstract
+        (shapes, dtypes, shardings; traced once, here). The values are
         bit-identical to building the model eagerly with the same seed; with
         ``jax_threefry_partitionable`` (JAX's default) each device draws only its own
         shards' random bits.
@@ -256,13 +253,10 @@ def init_state(
     abstract, _ = jax.eval_shape(init)
     shardings = state_shardings(tx, param_state, abstract["opt_state"], mesh, rules)
     replicated = NamedSharding(mesh, PartitionSpec())
-    return (
-        jax.jit(
-            init,
-            out_shardings=(shardings, replicated),
-        ),
-        shardings,
+    with_shardings = jax.tree.map(
+        lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), abstract, shardings
     )
+    return jax.jit(init, out_shardings=(shardings, replicated)), shardings, with_shardings
 
 
 def _global_batch(local: np.ndarray, sharding: NamedSharding, global_shape=None) -> jax.Array:
