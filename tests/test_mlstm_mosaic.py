@@ -22,7 +22,7 @@ from helpers import TOL, lower_for_cuda, rel_err
 
 import pallas_kernels as pk
 from pallas_kernels import dispatch, mosaic
-from pallas_kernels.mlstm import api, mosaic_chunkwise
+from pallas_kernels.mlstm import api, mosaic_chunkwise, mosaic_kernels
 
 REASON = mosaic.jax_reason()
 needs_mosaic = pytest.mark.skipif(REASON is not None, reason=f"JAX {jax.__version__}: {REASON}")
@@ -148,9 +148,9 @@ def test_interpreted_kernels_match_reference(dtype, S, DQ, DV, with_state):
 
 @needs_mosaic
 def test_interpreter_runs_with_race_detection():
-    params = mosaic_chunkwise._interpret_params(mosaic.plgpu(), interpret=True)
+    params = mosaic_kernels._interpret_params(mosaic.plgpu(), interpret=True)
     assert params.detect_races
-    assert mosaic_chunkwise._interpret_params(mosaic.plgpu(), interpret=False) is None
+    assert mosaic_kernels._interpret_params(mosaic.plgpu(), interpret=False) is None
 
 
 @needs_mosaic
