@@ -74,10 +74,11 @@ def provenance(argv: list[str] | None = None) -> list[str]:
     ]
 
 
-def rerun_with_devices(devices: int, script: str) -> None:
-    """Runs ``script`` again as ``script --child ARGS`` with ``devices`` simulated CPU devices
-    and exits with its status: the device count is fixed when JAX starts, so a benchmark
-    that picks it from its arguments measures in a child process."""
+def rerun_with_devices(devices: int) -> None:
+    """Runs this script again as ``SCRIPT --child ARGS`` (the path as it was invoked, so the
+    table records the command as typed) with ``devices`` simulated CPU devices and exits
+    with its status: the device count is fixed when JAX starts, so a benchmark that picks
+    it from its arguments measures in a child process."""
     import subprocess
 
     env = dict(
@@ -86,4 +87,4 @@ def rerun_with_devices(devices: int, script: str) -> None:
         JAX_PLATFORMS="cpu",
     )
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    sys.exit(subprocess.call([sys.executable, script, "--child", *sys.argv[1:]], env=env))
+    sys.exit(subprocess.call([sys.executable, *sys.argv[:1], "--child", *sys.argv[1:]], env=env))

@@ -117,8 +117,8 @@ def measure(args, out) -> None:
         "- abstract: lowered and compiled on the CPU, never run; memory is the compiled "
         "module's analysis per device (CPU temporaries ignore remat: compare the two rows, "
         "not with a GPU).",
-        "- the machine is shared with other work: seconds are wall-clock under the load "
-        "shown (1 / 5 / 15 min load averages).",
+        "- seconds are wall-clock, one compile per row in one process, under the load shown "
+        "(1 / 5 / 15 min load averages; about 1 is this script on one core).",
         "",
         "| seq_len | scan_layers | trace + lower s | compile s | arguments GiB | outputs GiB | "
         "temporaries GiB | optimized HLO (chars) | load before | load after |",
@@ -145,7 +145,7 @@ def main() -> None:
     add_output_args(p, "scan_compile.md")
     args = p.parse_args()
     if not args.child:
-        rerun_with_devices(args.devices, __file__)
+        rerun_with_devices(args.devices)
     measure(args, output_path(args, "scan_compile.md"))
 
 

@@ -131,7 +131,7 @@ def main() -> None:
     args = p.parse_args()
     meshes = [tuple(int(x) for x in m.split(",")) for m in args.meshes]
     if not args.child:
-        rerun_with_devices(args.devices, __file__)
+        rerun_with_devices(args.devices)
     measure(meshes, args.seq_len, args.batch, output_path(args, name), args.config, args.devices)
 
 
