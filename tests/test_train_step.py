@@ -108,6 +108,12 @@ def test_memory_estimate_counts_adamw_state_and_grows_with_batch():
     one = estimate_memory(cfg, n)
     assert mesh["optimizer"] == one["optimizer"] // 8
     assert mesh["activations"] == one["activations"] // 8
+    # A scan over the blocks adds their stacked parameters and gradients.
+    large = named.load("xlstm_large_165m")
+    scan = estimate_memory(large, n)
+    scanned = estimate_memory(apply_overrides(large, ["model.scan_layers=true"]), n)
+    assert "scan" not in scan and scanned["total"] - scan["total"] == scanned["scan"]
+    assert 0 < scanned["scan"] < 2 * 4 * n
 
 
 @pytest.mark.reference

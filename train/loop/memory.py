@@ -198,7 +198,9 @@ def estimate_memory(
     (projections, conv, gates, cell output) in the compute dtype, the mLSTM's chunk-local
     (S x chunk) gate matrices in fp32, and the fp32 logits with their softmax and
     gradient. With ``model.remat`` only each block's input stays, plus one block's worth
-    during its recomputation.
+    during its recomputation. With ``model.scan_layers`` the step stacks the blocks'
+    parameters (a copy, in the parameter dtype) and gets their gradients stacked before
+    splitting them: "scan" counts those two stacks (every parameter but the embedding).
     """
     m = cfg.model
     p_bytes = jnp.dtype(m.param_dtype).itemsize
@@ -217,5 +219,8 @@ def estimate_memory(
         "updates": num_params * (p_bytes + (c_bytes if m.dtype != m.param_dtype else 0)) // state,
         "activations": (blocks + act.head) // (data * fsdp),
     }
+    if getattr(m, "scan_layers", False):
+        stacked = max(num_params - m.vocab_size * m.embedding_dim, 0)
+        out["scan"] = 2 * stacked * p_bytes // state
     out["total"] = sum(out.values())
     return out
