@@ -116,6 +116,11 @@ def main() -> None:
         "(1, N, 1), compiled for N simulated CPU devices; `compiled.memory_analysis()` per "
         "device (outputs + temporaries; the function has no arguments) against one device's "
         "shards of the state. Goal: at most 1.1x.",
+        "- compiled with XLA:CPU's memory-optimised scheduler (`train.loop.setup.memory_first`,"
+        " what `init_state` asks for on CPU meshes). With XLA:CPU's default scheduler, which "
+        "computed every parameter's random-number counters before consuming them, the same "
+        "function needed 1.33x (xlstm_7b) to 1.36x (xlstm_large_1300m): this table at commit "
+        "105fa5b. A GPU's figure is not measured here (no GPU was available).",
         "",
         "| config | parameters | devices | state GiB (all) | state GiB / device | "
         "outputs GiB | temporaries GiB | init / state | compile s |",
