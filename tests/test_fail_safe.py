@@ -217,6 +217,29 @@ def test_checksums_find_a_changed_array_and_restore_falls_back(tmp_path):
     ckpt.close()
 
 
+def test_checksums_keep_their_formula_so_older_checkpoints_still_verify():
+    """The checksum is computed shard-wise (no flattening reshape) but must equal the one
+    written before: sum of bits * (flat position * 2654435761 + 1), mod 2**32."""
+    import jax.numpy as jnp
+
+    from train.runs.checkpoint import state_report
+
+    rng = np.random.default_rng(0)
+    tree = {
+        "f32": rng.normal(size=(5, 7, 3)).astype(np.float32),
+        "bf16": rng.normal(size=(6, 4)).astype(jnp.bfloat16),
+        "i8": rng.integers(-100, 100, size=(9,)).astype(np.int8),
+        "bool": rng.random((3, 3)) > 0.5,
+    }
+    sums, bad = state_report({k: jnp.asarray(v) for k, v in tree.items()})
+    assert bad == []
+    for name, v in tree.items():
+        unsigned = {4: np.uint32, 2: np.uint16, 1: np.uint8}[v.dtype.itemsize]
+        bits = v.reshape(-1).view(unsigned).astype(np.uint64)
+        w = np.arange(bits.size, dtype=np.uint64) * 2654435761 + 1
+        assert sums[f"['{name}']"] == int((bits * w).sum() % 2**32), name
+
+
 # --- non-finite values ----------------------------------------------------------------
 
 

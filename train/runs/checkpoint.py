@@ -88,29 +88,43 @@ def check_resume_step(directory: Path, step: int) -> None:
 
 
 def _bits(x: jax.Array) -> jax.Array:
-    """The raw bits of ``x`` as a flat uint32 vector."""
+    """The raw bits of ``x`` as uint32, in its own shape (8-byte values: a trailing axis of
+    their two 32-bit words). No reshape, so a sharded ``x`` stays in its shards."""
     if x.dtype == jnp.bool_:
-        return x.reshape(-1).astype(jnp.uint32)
+        return x.astype(jnp.uint32)
     size = x.dtype.itemsize
     if size == 8:
-        return jax.lax.bitcast_convert_type(x, jnp.uint32).reshape(-1)
+        return jax.lax.bitcast_convert_type(x, jnp.uint32)
     unsigned = {4: jnp.uint32, 2: jnp.uint16, 1: jnp.uint8}[size]
-    return jax.lax.bitcast_convert_type(x, unsigned).reshape(-1).astype(jnp.uint32)
+    return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
+
+
+def _flat_index(shape: tuple[int, ...]) -> jax.Array:
+    """uint32 (shape): each element's row-major position (mod 2**32), from one iota per axis
+    (an ``arange`` of the flattened array would gather a sharded one on every device)."""
+    index = jnp.zeros(shape, jnp.uint32)
+    stride = 1
+    for axis in reversed(range(len(shape))):
+        iota = jax.lax.broadcasted_iota(jnp.uint32, shape, axis)
+        index = index + iota * jnp.uint32(stride % 2**32)
+        stride *= shape[axis]
+    return index
+
+
+def _report_leaf(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(checksum uint32, all finite bool) of one array."""
+    u = _bits(x)
+    # Odd, position-dependent weights: a swapped, shifted or flipped value changes the sum.
+    w = _flat_index(u.shape) * jnp.uint32(2654435761) + jnp.uint32(1)
+    checksum = jnp.sum(u * w, dtype=jnp.uint32)
+    finite = jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.inexact) else True
+    return checksum, jnp.asarray(finite)
 
 
 @jax.jit
 def _report(tree):
     """Per leaf: (checksum uint32, all finite bool)."""
-
-    def leaf(x):
-        u = _bits(x)
-        # Odd, position-dependent weights: a swapped, shifted or flipped value changes the sum.
-        w = jnp.arange(u.shape[0], dtype=jnp.uint32) * jnp.uint32(2654435761) + jnp.uint32(1)
-        checksum = jnp.sum(u * w, dtype=jnp.uint32)
-        finite = jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.inexact) else True
-        return checksum, jnp.asarray(finite)
-
-    return jax.tree.map(leaf, tree)
+    return jax.tree.map(_report_leaf, tree)
 
 
 def state_report(tree: Any) -> tuple[dict[str, int], list[str]]:
