@@ -1,5 +1,6 @@
 """Training on device meshes and across processes (simulated CPU devices in subprocesses):
-the same losses as one device, checkpoints that move between meshes, two real processes."""
+the same losses as one device, checkpoints that move between meshes, two real processes
+that each hold only their own shards."""
 
 from __future__ import annotations
 
@@ -98,19 +99,11 @@ def test_meshes_checkpoints_and_processes_match_one_device(tmp_path):
     script = ROOT / "tests" / "scripts" / "train_meshes.py"
     eight = start([sys.executable, str(script), str(tmp_path / "eight"), *OVERRIDES], env(8))
     port = _free_port()
+    script = ROOT / "tests" / "scripts" / "two_processes.py"
     two = [
-        cli(
-            tmp_path / "two",
-            "mesh.data=-1",
-            devices=2,
-            extra=(
-                "--coordinator-address",
-                f"127.0.0.1:{port}",
-                "--num-processes",
-                "2",
-                "--process-id",
-                str(i),
-            ),
+        start(
+            [sys.executable, str(script), str(i), str(port), str(tmp_path / "two"), *OVERRIDES],
+            env(2),
         )
         for i in range(2)
     ]
@@ -125,9 +118,16 @@ def test_meshes_checkpoints_and_processes_match_one_device(tmp_path):
     # Resumed on another mesh: steps 3 and 4 equal the uninterrupted run's.
     np.testing.assert_allclose(runs["resumed_421"][2:], ref[2:], rtol=1e-5)
 
-    for p in two:
-        finish(p)
-    np.testing.assert_allclose(losses(tmp_path / "two"), ref, rtol=1e-5)
+    # Two processes, FSDP over both (train.main's entry, then fine-tuning from that run and
+    # resuming it): the same losses, and each process holds only its own shards.
+    checks = json.loads(finish(two[0]).strip().splitlines()[-1])
+    finish(two[1])
+    np.testing.assert_allclose(losses(tmp_path / "two" / "run")[:STEPS], ref, rtol=1e-5)
+    assert [c["start"] for c in checks] == [0, 0, STEPS]
+    for c in checks:
+        # About half the state (the small replicated leaves on both), and nothing else.
+        assert c["state_own"] < 0.6 * c["state_global"], c
+        assert c["live_own"] <= c["state_own"] + c["rest_own"] + 2**16, c
 
     # The (2,2,2) checkpoint resumed on one device.
     finish(cli(tmp_path / "eight" / "ckpt_for_1"))
