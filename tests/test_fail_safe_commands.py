@@ -282,7 +282,28 @@ def test_a_compiled_step_that_cannot_fit_is_refused_and_the_workdir_left_as_it_w
     err = capsys.readouterr().err
     assert err.startswith("error: the compiled train step would take this process to about")
     assert "Nothing was written." in err and len(err.strip().splitlines()) == 1, err
+    assert "set model.remat=true" in err and "scan_layers" not in err, err  # sLSTM: no scan
     assert list(workdir.iterdir()) == []  # no config.json, checkpoints/, metrics or lock
+
+
+def test_the_refusal_of_a_step_suggests_only_the_fixes_that_apply():
+    import dataclasses
+
+    from train.config.named import load
+    from train.loop import memory
+    from train.loop.report import report_step_memory
+    from xlstm_jax.layers.config import ConfigError
+
+    total, _ = memory.machine_ram()
+    huge = memory.StepMemory(arguments=0, outputs=0, temporaries=2 * total, aliased=0)
+    large = dataclasses.replace(load("xlstm_large_tiny").model, remat=True)
+    with pytest.raises(ConfigError) as e:
+        report_step_memory(huge, [], large, lambda _: None)
+    assert "model.scan_layers=true" in str(e.value) and "remat" not in str(e.value)
+    scanned = dataclasses.replace(large, scan_layers=True)
+    with pytest.raises(ConfigError) as e:
+        report_step_memory(huge, [], scanned, lambda _: None)
+    assert "scan_layers" not in str(e.value) and "micro_batch_size" in str(e.value)
 
 
 def test_sampling_from_a_forecaster_run_names_the_forecast_command(tmp_path, capsys):

@@ -137,7 +137,7 @@ def _train(
         evaluator, eval_every, eval_memory = compile_evaluator(setup, source, say)
         # A step that cannot fit is refused here, before config.json, metrics or a
         # checkpoint are written.
-        report_step_memory(StepMemory.of(compiled), eval_memory, say)
+        report_step_memory(StepMemory.of(compiled), eval_memory, cfg.model, say)
     except BaseException:
         ckpt.close()
         raise

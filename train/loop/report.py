@@ -3,8 +3,10 @@ the memory estimate) and the compiled step's memory against what the machine has
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import jax
 from tqdm import tqdm
@@ -65,10 +67,14 @@ def report_setup(cfg: ExperimentConfig, num_params: int, say: Callable[[str], No
 
 
 def report_step_memory(
-    mem: StepMemory | None, eval_memory: list[StepMemory], say: Callable[[str], None]
+    mem: StepMemory | None,
+    eval_memory: list[StepMemory],
+    model: Any,
+    say: Callable[[str], None],
 ) -> None:
     """Says the compiled step's memory; ``ConfigError`` when the run (steps and
-    evaluations, one at a time) cannot fit in what the machine or a device has.
+    evaluations, one at a time) cannot fit in what the machine or a device has, with the
+    fixes that apply to ``model`` (its config).
 
     Called before the run writes anything (config, metrics, checkpoints), so a refusal
     leaves the workdir as it was.
@@ -83,7 +89,13 @@ def report_step_memory(
         f"arguments {fmt_bytes(mem.arguments)}, temporaries {fmt_bytes(mem.temporaries)}, "
         f"outputs {fmt_bytes(mem.outputs)} ({fmt_bytes(mem.aliased)} of them donated)"
     )
-    fixes = "lower train.micro_batch_size or data.seq_len, or set model.remat=true"
+    fixes = "lower train.micro_batch_size or data.seq_len"
+    if not getattr(model, "remat", True):
+        fixes += ", or set model.remat=true"
+    if getattr(model, "scan_layers", True) is False and _scannable(model):
+        # XLA:CPU keeps every block's full-size gradient until the step's end; the scan
+        # produces them one block at a time (benchmarks/results/start_memory.md).
+        fixes += ", or set model.scan_layers=true (the blocks as one scan: far smaller steps)"
     if dev.platform == "cpu":
         peak = worst.predict_host_peak(jax.local_device_count())
         total_ram, available = machine_ram()
@@ -116,3 +128,12 @@ def report_step_memory(
             f"{fmt_bytes(limit)} one {dev.device_kind} holds ({parts}); {fixes}, or shard "
             "over more devices (mesh.fsdp). Nothing was written."
         )
+
+
+def _scannable(model: Any) -> bool:
+    """Whether ``model.scan_layers=true`` is valid for this model config."""
+    try:
+        dataclasses.replace(model, scan_layers=True)
+    except (ValueError, TypeError):  # ConfigError is a ValueError: sLSTM blocks, dropout
+        return False
+    return True
