@@ -53,14 +53,15 @@ def require_reference(module_level: bool = False):
     return torch, xlstm
 
 
-def require_transformers():
-    """Imports transformers (the test extra); skips where it is missing, fails in CI."""
+def require_transformers(module_level: bool = False):
+    """Imports transformers (the test extra); skips (the test, or the whole module when
+    called at module level) where it is missing, but fails in CI."""
     try:
         import transformers
     except ImportError as err:  # pragma: no cover - depends on the environment
         if IN_CI and not NO_REFERENCE:
             raise RuntimeError("transformers is required in CI (pip install -e '.[test]')") from err
-        pytest.skip(f"transformers not installed: {err}")
+        pytest.skip(f"transformers not installed: {err}", allow_module_level=module_level)
     return transformers
 
 
