@@ -2,7 +2,7 @@
 reference ``TiRex2`` module.
 
 A folder is what the reference's ``load_model(path)`` reads from a local directory
-(``base.py:424``): ``config.json`` (the ``TiRex2`` keyword arguments,
+(``base.py:162``): ``config.json`` (the ``TiRex2`` keyword arguments,
 ``TiRex2Config.from_dict``) and ``model.safetensors``; where one is absent, its legacy
 predecessor ``model-config.yaml`` (read with ``yaml.safe_load``) or ``model.ckpt`` (a
 ``torch.save`` file, read by ``xlstm_jax.formats.torch_pickle`` without executing
