@@ -284,6 +284,22 @@ def require_tirex():
     return torch, tirex
 
 
+def require_tirex2():
+    """Imports torch and ``tirex2`` (PyPI tirex-2, Apache-2.0, the test extra; it runs on
+    flashrnn and mlstm_kernels, the latter a test oracle only); skips where they are
+    missing, fails in CI."""
+    try:
+        import tirex2
+        import torch
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        if IN_CI and not NO_REFERENCE:
+            raise RuntimeError(
+                "torch/tirex-2 are required in CI (pip install -e '.[test]')"
+            ) from err
+        pytest.skip(f"tirex-2 (PyTorch reference) not installed: {err}")
+    return torch, tirex2
+
+
 # --- Jitted model calls: an eager NNX call runs op by op, several times slower on CPU than
 # one compiled program. One jit each for all modules, so that models of equal configs and
 # token shapes reuse the compiled program across tests.

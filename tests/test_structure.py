@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("pallas_kernels", "xlstm_jax", "train")
 MAX_LINES = {"pallas_kernels": 700, "xlstm_jax": 500, "train": 500}
-FAMILIES = ("xlstm", "xlstm_large", "tirex", "transformer")
+FAMILIES = ("xlstm", "xlstm_large", "tirex", "tirex2", "transformer")
 
 
 def _module_name(path: Path) -> str:

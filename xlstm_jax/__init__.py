@@ -78,6 +78,8 @@ _EXPORTS = {
         ("MAX_PREDICTION_LENGTH", "Forecast", "forecast", "quantile_loss"), _M + "tirex.forecast"
     ),
     "load_forecaster": _M + "tirex.convert",
+    "TiRex2Config": _M + "tirex2.config",
+    "TiRex2": _M + "tirex2.model",
     **dict.fromkeys(("generate", "sample_logits"), "xlstm_jax.generation"),
     **dict.fromkeys(("FAMILY_NAMES", "family", "family_of"), "xlstm_jax.registry"),
     "from_torch": "xlstm_jax.convert",

@@ -48,8 +48,8 @@ def from_torch(torch_model, *args, **kwargs):
       torch_model: a reference model; its class name picks the family (module docstring).
       *args, **kwargs: the family converter's options: ``slstm_backend`` for the paper's
         xLSTM (``models.xlstm.convert.from_torch``); config overrides such as ``dtype`` for
-        xLSTM-Large and TiRex (``models.xlstm_large.convert.from_torch``,
-        ``models.tirex.convert.from_torch``).
+        xLSTM-Large, TiRex and TiRex-2 (``models.xlstm_large.convert.from_torch``,
+        ``models.tirex.convert.from_torch``, ``models.tirex2.convert.from_torch``).
 
     Returns:
       The family's ``nnx.Module`` with the reference's weights.

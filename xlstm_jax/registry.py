@@ -80,6 +80,7 @@ _MODULES = {
     "xlstm_large": "xlstm_jax.models.xlstm_large.family",
     "transformer": "xlstm_jax.models.transformer.family",
     "tirex": "xlstm_jax.models.tirex.family",
+    "tirex2": "xlstm_jax.models.tirex2.family",
 }
 FAMILY_NAMES = tuple(_MODULES)
 

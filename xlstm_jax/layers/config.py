@@ -1,5 +1,6 @@
-"""What every model config shares: the error type, the one validation helper, the allowed
-dtype, activation and implementation names, and the rounding of widths to a multiple."""
+"""What every model config shares: the error types (``ConfigError``, and ``ForecastError``
+of the forecasters' input), the one validation helper, the allowed dtype, activation and
+implementation names, and the rounding of widths to a multiple."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ __all__ = [
     "MAX_BLOCKS",
     "REMAT_POLICIES",
     "ConfigError",
+    "ForecastError",
     "check_value",
     "is_pow2",
     "require",
@@ -43,6 +45,11 @@ RematPolicy = Literal["nothing_saveable", "dots_saveable", "dots_with_no_batch_d
 
 class ConfigError(ValueError):
     """An invalid configuration; the message names the field and the fix."""
+
+
+class ForecastError(ValueError):
+    """Input that a forecaster (TiRex, TiRex-2) cannot use; the message names the problem
+    and the fix."""
 
 
 def require(cond: bool, msg: str) -> None:

@@ -15,11 +15,15 @@ Transformer        ``gate_up`` [gate | up],    silu        (fused with up: small
                    ``ffn_down`` (on the block)
 =================  ==========================  ==========  =========================
 
+``ResidualBlock`` is the forecasters' residual MLP (TiRex's and TiRex-2's patch embedding
+and output head).
+
 Shape legend: B batch, S sequence, E embedding dim, F hidden width.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,10 +33,10 @@ from flax import nnx
 
 from xlstm_jax.layers.config import ACT_FNS, require, round_up
 from xlstm_jax.layers.dense import Dense
-from xlstm_jax.layers.init import small_init, wang_init
+from xlstm_jax.layers.init import small_init, torch_linear, wang_init
 from xlstm_jax.layers.sharding import Axes
 
-__all__ = ["ACTS", "MLP_AXES", "FeedForwardConfig", "GatedFeedForward"]
+__all__ = ["ACTS", "MLP_AXES", "FeedForwardConfig", "GatedFeedForward", "ResidualBlock"]
 
 ACTS = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # torch's default GELU is exact
@@ -178,3 +182,47 @@ class GatedFeedForward(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.feed_forward(x)
+
+
+class ResidualBlock(nnx.Module):
+    """``act(x W_h + b_h) W_o + b_o + (x W_r + b_r)``: x (..., in) -> (..., out).
+
+    ``act`` defaults to ReLU (TiRex's); ``init`` "small" draws the matrices from the small
+    init of their input width and zero biases (TiRex's), "torch" every weight and bias as a
+    fresh ``torch.nn.Linear`` (TiRex-2's).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        h_dim: int,
+        out_dim: int,
+        *,
+        rngs: nnx.Rngs,
+        act: Callable[[jax.Array], jax.Array] = jax.nn.relu,
+        init: Literal["small", "torch"] = "small",
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+    ):
+        self.act = act
+
+        def dense(i, o):
+            fn = small_init if init == "small" else torch_linear
+            bias = nnx.initializers.zeros if init == "small" else torch_linear(i)
+            return Dense(
+                i,
+                o,
+                use_bias=True,
+                kernel_init=fn(i),
+                bias_init=bias,
+                rngs=rngs,
+                dtype=dtype,
+                param_dtype=param_dtype,
+            )
+
+        self.hidden_layer = dense(in_dim, h_dim)
+        self.output_layer = dense(h_dim, out_dim)
+        self.residual_layer = dense(in_dim, out_dim)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.output_layer(self.act(self.hidden_layer(x))) + self.residual_layer(x)

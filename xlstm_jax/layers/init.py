@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-__all__ = ["linspace", "normal", "small_init", "wang_init"]
+__all__ = ["linspace", "normal", "small_init", "torch_linear", "uniform", "wang_init"]
 
 
 def normal(stddev: float) -> nnx.Initializer:
@@ -46,3 +46,18 @@ def linspace(start: float, end: float) -> nnx.Initializer:
         return jnp.linspace(start, end, shape[0], dtype=dtype)
 
     return init
+
+
+def uniform(bound: float) -> nnx.Initializer:
+    """U(-bound, bound)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def torch_linear(fan_in: int) -> nnx.Initializer:
+    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): a freshly built ``torch.nn.Linear``'s weight
+    (Kaiming-uniform with a = sqrt(5)) and bias, for models trained from that start."""
+    return uniform(1.0 / math.sqrt(fan_in))

@@ -5,16 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Literal
 
-from xlstm_jax.layers.config import DTYPES, IMPLS, MAX_BLOCKS, ConfigError, require, round_up
+from xlstm_jax.layers.config import (
+    DTYPES,
+    IMPLS,
+    MAX_BLOCKS,
+    ConfigError,
+    ForecastError,
+    require,
+    round_up,
+)
 from xlstm_jax.layers.slstm import check_slstm_impl
 
 __all__ = ["ForecastError", "TiRexConfig"]
 
 _DEFAULT_QUANTILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-
-
-class ForecastError(ValueError):
-    """Input that ``forecast`` cannot use; the message names the problem and the fix."""
 
 
 @dataclass(frozen=True)

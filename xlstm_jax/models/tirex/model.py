@@ -27,9 +27,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from xlstm_jax.layers.dense import Dense
-from xlstm_jax.layers.feedforward import GatedFeedForward
-from xlstm_jax.layers.init import small_init, wang_init
+from xlstm_jax.layers.feedforward import GatedFeedForward, ResidualBlock
+from xlstm_jax.layers.init import wang_init
 from xlstm_jax.layers.norms import RMSNorm
 from xlstm_jax.layers.slstm import sLSTMLayer, sLSTMLayerConfig
 from xlstm_jax.models.tirex.config import TiRexConfig
@@ -37,19 +36,6 @@ from xlstm_jax.models.tirex.config import TiRexConfig
 __all__ = ["ResidualBlock", "TiRex", "TiRexBlock"]
 
 _F32 = jnp.float32
-
-
-class ResidualBlock(nnx.Module):
-    """``relu(x W_h + b_h) W_o + b_o + (x W_r + b_r)``. x (..., in) -> (..., out)."""
-
-    def __init__(self, in_dim: int, h_dim: int, out_dim: int, *, rngs, dtype, param_dtype):
-        kw = dict(use_bias=True, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-        self.hidden_layer = Dense(in_dim, h_dim, kernel_init=small_init(in_dim), **kw)
-        self.output_layer = Dense(h_dim, out_dim, kernel_init=small_init(h_dim), **kw)
-        self.residual_layer = Dense(in_dim, out_dim, kernel_init=small_init(in_dim), **kw)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.output_layer(jax.nn.relu(self.hidden_layer(x))) + self.residual_layer(x)
 
 
 class TiRexBlock(nnx.Module):
