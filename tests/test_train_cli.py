@@ -76,6 +76,7 @@ def test_trains_with_falling_loss_and_writes_outputs(full_run):
     assert proc.stdout.strip().splitlines()[-1].startswith("done: step 30")
 
 
+@pytest.mark.os_faults  # a signal: the process's behaviour, not the JAX version's
 def test_sigterm_saves_and_rerun_resumes_to_identical_losses(env, full_run, tmp_path):
     workdir = tmp_path / "run"
     proc = subprocess.Popen(
@@ -137,6 +138,7 @@ def test_a_changed_model_is_refused_and_changes_nothing(env, full_run, tmp_path)
     assert after == before
 
 
+@pytest.mark.one_jax  # an error path of the command
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(env, tmp_path):
     proc = _run(env, tmp_path, "optimizer.lr=1e30", "optimizer.grad_clip=0", "checkpoint.every=1")
     assert proc.returncode == 1, proc.stderr[-2000:]

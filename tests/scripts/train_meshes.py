@@ -30,9 +30,10 @@ def run(name: str, mesh, extra=()) -> list[float]:
     return [r["loss"] for r in read_metrics(out / name / "metrics.jsonl")]
 
 
-# Data, FSDP, and all three axes at once ((1, 4, 2) was dropped for CI's time: (2, 2, 2)
-# and the resumed (4, 2, 1) cover FSDP with tensor parallelism).
-losses = {str(m): run(f"mesh{m[0]}{m[1]}{m[2]}", m) for m in [(8, 1, 1), (1, 8, 1), (2, 2, 2)]}
+# Data, and all three axes at once ((1, 4, 2) and (1, 8, 1) were dropped for CI's time:
+# (2, 2, 2) and the resumed (4, 2, 1) cover FSDP with tensor parallelism, and the test's two
+# processes pure FSDP over four devices).
+losses = {str(m): run(f"mesh{m[0]}{m[1]}{m[2]}", m) for m in [(8, 1, 1), (2, 2, 2)]}
 # Interrupted on (2, 2, 2) after 2 steps, resumed on (4, 2, 1); the checkpoint is also kept
 # for the test to resume on one device.
 run("ckpt", (2, 2, 2), ["train.stop_after=2"])
