@@ -280,3 +280,13 @@ def place(
         return got[key]
 
     return jax.make_array_from_callback(tuple(shape), sharding, shard)
+
+
+def set_placed(params: dict, values, shardings: dict | None = None) -> None:
+    """Sets each ``(path, value)`` of ``values`` (an array-like ``value``, e.g. from
+    ``formats.namemap.load``) into the parameter ``params[path]`` (an ``nnx.Variable``),
+    placed by ``place`` with ``shardings[path]`` (no sharding: the default device)."""
+    for path, value in values:
+        var = params[path]
+        sharding = None if shardings is None else shardings.get(path)
+        var.set_value(place(value.__getitem__, var.shape, var.dtype, sharding))

@@ -38,7 +38,7 @@ from xlstm_jax.formats import namemap, torch_pickle
 from xlstm_jax.formats.errors import CheckpointError, ConversionError
 from xlstm_jax.formats.namemap import TRANSPOSE, Rule, linear
 from xlstm_jax.formats.tensors import to_numpy
-from xlstm_jax.layers.sharding import place
+from xlstm_jax.layers.sharding import set_placed
 from xlstm_jax.models.tirex.config import ForecastError, TiRexConfig
 from xlstm_jax.models.tirex.model import TiRex
 
@@ -162,10 +162,7 @@ def from_state_dict(
         "model's; the checkpoint and its hyper_parameters must agree.",
         error=TiRexConversionError,
     )
-    for path, value in values:
-        var = params[path]
-        sharding = None if shardings is None else shardings.get(path)
-        var.set_value(place(value.__getitem__, var.shape, var.dtype, sharding))
+    set_placed(params, values, shardings)
     nnx.update(model, state)
     return model
 

@@ -52,7 +52,7 @@ from xlstm_jax.formats.namemap import TRANSPOSE, Rule, linear
 from xlstm_jax.formats.safetensors import SafetensorsFile, SafetensorsWriter
 from xlstm_jax.formats.tensors import to_numpy
 from xlstm_jax.layers.config import ConfigError, ForecastError
-from xlstm_jax.layers.sharding import place
+from xlstm_jax.layers.sharding import set_placed
 from xlstm_jax.models.tirex2.config import TiRex2Config
 from xlstm_jax.models.tirex2.model import TiRex2
 
@@ -209,10 +209,7 @@ def from_state_dict(
         "match the weights, or they are not a TiRex-2 model's.",
         error=TiRex2ConversionError,
     )
-    for path, value in values:
-        var = params[path]
-        sharding = None if shardings is None else shardings.get(path)
-        var.set_value(place(value.__getitem__, var.shape, var.dtype, sharding))
+    set_placed(params, values, shardings)
     nnx.update(model, state)
     return model
 
