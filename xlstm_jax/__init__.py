@@ -78,6 +78,7 @@ _EXPORTS = {
         ("MAX_PREDICTION_LENGTH", "Forecast", "forecast", "quantile_loss"), _M + "tirex.forecast"
     ),
     "load_forecaster": _M + "tirex.convert",
+    **dict.fromkeys(("Series", "SeriesForecast"), "xlstm_jax.forecasting"),
     "TiRex2Config": _M + "tirex2.config",
     "TiRex2": _M + "tirex2.model",
     **dict.fromkeys(("generate", "sample_logits"), "xlstm_jax.generation"),

@@ -45,22 +45,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from xlstm_jax.forecasting import Series
 from xlstm_jax.layers.config import ForecastError
 from xlstm_jax.models.tirex2.model import TiRex2
 
 __all__ = ["PostProcessorConfig", "Series", "detect_trends", "pack", "postprocess", "predict"]
 
 _F32 = np.float32
-
-
-class Series(NamedTuple):
-    """One (possibly multivariate) series: ``target`` (V_t, T) (or (T,)), ``past_covariates``
-    (V_p, T) or None, ``future_covariates`` (V_f, >= T + H) or None (steps beyond T + H are
-    ignored). NaN marks a missing value."""
-
-    target: np.ndarray
-    past_covariates: np.ndarray | None = None
-    future_covariates: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
