@@ -146,8 +146,8 @@ def ours_forecaster(run_dir: str | None) -> Forecaster:
     """
     if not run_dir:
         raise SystemExit("the method xLSTM-TiRex needs --ours RUN_DIR (a train.main run folder)")
-    from xlstm_jax import forecast as tirex_forecast
     from xlstm_jax import load_forecaster
+    from xlstm_jax.models.tirex.forecast import forecast as tirex_forecast
 
     folder = Path(run_dir)
     if (folder / "config.json").is_file():

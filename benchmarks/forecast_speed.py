@@ -84,7 +84,8 @@ def _worker(impl: str, ckpt: str, batch: int, rounds: int) -> None:
     """One library in this process: prints a JSON line per timed round."""
     x = contexts(batch)
     if impl == "ours":
-        from xlstm_jax import forecast, load_forecaster
+        from xlstm_jax import load_forecaster
+        from xlstm_jax.models.tirex.forecast import forecast
 
         model = load_forecaster(ckpt, impl="xla")
 

@@ -263,8 +263,8 @@ def model_path(tiny, tmp_path, monkeypatch):
     path.write_bytes(b"")
     real = tirex_convert.load_forecaster
 
-    def patched(p):
-        return tiny if Path(p) == path else real(p)
+    def patched(p, **kw):
+        return tiny if Path(p) == path else real(p, **kw)
 
     monkeypatch.setattr(tirex_convert, "load_forecaster", patched)
     return path
@@ -288,7 +288,7 @@ def run_cli(*args) -> int:
 def test_the_cli_writes_what_forecast_returns_and_one_plot_per_series(
     tiny, run_folder, table, tmp_path, capsys
 ):
-    from xlstm_jax import forecast
+    from xlstm_jax.models.tirex.forecast import forecast
 
     out, plots = tmp_path / "out" / "fc.csv", tmp_path / "plots"
     out.parent.mkdir()
@@ -346,7 +346,7 @@ def test_long_tables_without_regular_timestamps_leave_the_timestamp_empty(
         ({"--input": "{tmp}/missing.csv"}, "does not exist"),
         ({"--model": "{tmp}/elsewhere"}, "--model {tmp}/elsewhere does not exist"),
         ({"--model": "{tmp}/wide.csv"}, "not a PyTorch zip checkpoint"),
-        ({"--model": "{tmp}/empty"}, "not a TiRex checkpoint; give a model.ckpt file"),
+        ({"--model": "{tmp}/empty"}, "a folder holding no forecaster: expected a TiRex model.ckpt"),
         ({"--model": "{tmp}/lm_run"}, "is a training run of a xLSTMLMModel, not of the"),
     ],
 )

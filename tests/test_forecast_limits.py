@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from test_forecast_cli import model_path, run_cli, table, tiny, write  # noqa: F401
 
-from xlstm_jax import MAX_PREDICTION_LENGTH, ForecastError, forecast
-from xlstm_jax.models.tirex.forecast import context_windows, instance_scale, max_magnitude
+from xlstm_jax import MAX_PREDICTION_LENGTH, ForecastError
+from xlstm_jax.models.tirex.forecast import context_windows, forecast, instance_scale, max_magnitude
 
 pytestmark = pytest.mark.one_jax
 

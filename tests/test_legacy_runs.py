@@ -44,7 +44,7 @@ def test_old_run_folder_loads_and_computes_what_it_did(name, expected, tmp_path)
     assert type(run.model).__name__ == MODELS[name]
     assert run.step == 2
     if name == "tirex":
-        from xlstm_jax import forecast
+        from xlstm_jax.models.tirex.forecast import forecast
 
         ctx = np.sin(np.arange(96, dtype=np.float32) / 5.0)[None] * 3 + 10
         got = np.asarray(forecast(run.model, ctx, prediction_length=8).quantiles)

@@ -37,7 +37,7 @@ from xlstm_jax.models.tirex2.convert import (
     save_folder,
     to_state_dict,
 )
-from xlstm_jax.models.tirex2.forecast import Series, detect_trends, pack, predict
+from xlstm_jax.models.tirex2.forecast import MAX_HORIZON, Series, detect_trends, pack, predict
 from xlstm_jax.models.tirex2.model import TiRex2
 
 P, E, CTX, FUT = 8, 32, 64, 16
@@ -326,7 +326,7 @@ def plain():
     "series, horizon, match",
     [
         ([Series(np.ones((1, 20)))], 0, "prediction_length"),
-        ([Series(np.ones((1, 20)))], FUT + 1, "future_len"),
+        ([Series(np.ones((1, 20)))], MAX_HORIZON + 1, "prediction_length"),
         ([Series(np.ones((1, 20)), past_covariates=np.ones((1, 19)))], 4, "past_covariates"),
         ([Series(np.ones((1, 20)), future_covariates=np.ones((1, 23)))], 4, "at least 24"),
         ([Series(np.full((2, 20), np.nan))], 4, "no observed value"),

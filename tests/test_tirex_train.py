@@ -55,8 +55,7 @@ def _need_data():
 def test_few_steps_resume_exactly_and_forecast(tmp_path):
     _need_data()
     from train.loop import train
-    from train.runs.load import load_run
-    from xlstm_jax import forecast
+    from xlstm_jax import forecast, load_forecaster
 
     run = tmp_path / "run"
     first = train(_cfg(), run)
@@ -71,13 +70,16 @@ def test_few_steps_resume_exactly_and_forecast(tmp_path):
     saved = json.loads((run / "config.json").read_text())
     assert saved["model"]["input_patch_size"] == 8
 
-    model = load_run(run).model
+    # The library reads the run through the trainer's registered reader (entry point).
+    model = load_forecaster(run)
     from train.data.series.competitions import load_competition
 
     series = load_competition("m3", "other")[:5]
     out = forecast(model, [s.train for s in series], series[0].horizon)
-    assert out.quantiles.shape == (5, 8, 9) and np.isfinite(out.quantiles).all()
-    np.testing.assert_array_equal(out.mean, out.quantiles[..., 4])
+    assert [o.quantiles.shape for o in out] == [(1, 9, 8)] * 5
+    q = np.concatenate([o.quantiles for o in out])
+    assert np.isfinite(q).all()
+    np.testing.assert_array_equal(np.concatenate([o.mean for o in out]), q[:, 4])
 
 
 def test_series_windows_and_masks():

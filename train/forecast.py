@@ -75,8 +75,8 @@ def _parser() -> argparse.ArgumentParser:
         "--model",
         required=True,
         metavar="PATH",
-        help="a TiRex checkpoint (a *.ckpt file or a folder holding model.ckpt) or a "
-        "train.main run folder of the forecaster",
+        help="a TiRex checkpoint (a *.ckpt file or a folder holding model.ckpt), a TiRex-2 "
+        "folder (config.json + model.safetensors) or a train.main run folder of a forecaster",
     )
     p.add_argument("--input", required=True, metavar="FILE", help="a .csv or .parquet table")
     p.add_argument(
@@ -323,10 +323,11 @@ def _load_model(path: str):
     (``xlstm_jax.load_forecaster``: a ``.ckpt`` file or a folder holding
     ``model.ckpt``)."""
     from xlstm_jax import ForecastError, load_forecaster
+    from xlstm_jax.forecasting import is_run_folder
     from xlstm_jax.layers.config import ConfigError
 
     folder = Path(path)
-    if folder.is_dir() and (folder / "config.json").is_file():
+    if is_run_folder(folder):
         from train.runs.load import load_run
 
         fam = _run_family(folder)
@@ -335,17 +336,19 @@ def _load_model(path: str):
             raise ConfigError(
                 f"--model {path} is a training run of a {kind}"
                 f", not of the forecaster; give a run of a TiRex config (e.g. python -m "
-                f"train.main --config tirex_tiny) or a TiRex model.ckpt."
+                f"train.main --config tirex_tiny), a TiRex model.ckpt or a TiRex-2 folder."
             )
         run = load_run(folder)
         return run.model, f"checkpoint step {run.step} of the run {path}"
     try:
-        return load_forecaster(folder), f"the TiRex checkpoint {path}"
+        model = load_forecaster(folder)
     except ForecastError as e:
         raise ConfigError(
             f"--model {path}: {e} Or give a python -m train.main run folder of the "
             f"forecaster (e.g. --config tirex_tiny)."
         ) from None
+    kind = "TiRex-2 folder" if type(model).__name__ == "TiRex2" else "TiRex checkpoint"
+    return model, f"the {kind} {path}"
 
 
 def _run_family(folder: Path):
@@ -388,14 +391,15 @@ def _run_batches(model, series, horizon, levels, batch_size):
                 raise
             i = start + int(at[1])
             raise ForecastError(f"series {i} ({series[i].name!r}){str(e)[at.end() :]}") from None
-        quantiles.append(fc.quantiles[:real])
-        means.append(fc.mean[:real])
-        got = fc.quantile_levels
+        # One univariate target per series: its (1, Q, H) result as (H, Q).
+        quantiles += [o.quantiles[0].T for o in fc[:real]]
+        means += [o.mean[0] for o in fc[:real]]
+        got = fc[0].quantile_levels
         _say(
             f"batch {b + 1}/{batches} done ({start + real}/{n} series, "
             f"{time.perf_counter() - t0:.1f} s)"
         )
-    return Forecast(np.concatenate(quantiles), np.concatenate(means), tuple(got))
+    return Forecast(np.stack(quantiles), np.stack(means), tuple(got))
 
 
 if __name__ == "__main__":

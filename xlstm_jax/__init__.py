@@ -9,8 +9,8 @@ Flax NNX, on the recurrences of ``pallas_kernels``.
     logits, state = model.with_state(tokens, model.init_state(B))   # and the state after it
 
     from xlstm_jax import forecast, load_forecaster
-    fc = forecast(load_forecaster("tirex/model.ckpt"), series, prediction_length=64)
-    fc.quantiles                                            # (N, H, Q), fc.mean (N, H)
+    out = forecast(load_forecaster("tirex/model.ckpt"), series, prediction_length=64)
+    out[0].quantiles                                        # (V_t, Q, H), out[0].mean (V_t, H)
 
 Layout:
 
@@ -23,6 +23,8 @@ Layout:
   ``transformer`` (the baseline): each with its ``config``, its modules, its ``family``
   (the registry entry) and its conversion from PyTorch and checkpoints.
 * ``formats/``: checkpoint files and name maps (no model code).
+* ``forecasting``: one API for every forecaster (``load_forecaster``, ``forecast``,
+  ``forecast_frame``, ``Series``).
 * ``registry`` (the families by name), ``convert`` (``from_torch`` for every family's
   reference model), ``generation`` (prefill and decoding), ``forecast_metrics``.
 
@@ -74,10 +76,8 @@ _EXPORTS = {
     "TransformerLM": _M + "transformer.model",
     **dict.fromkeys(("ForecastError", "TiRexConfig"), _M + "tirex.config"),
     "TiRex": _M + "tirex.model",
-    **dict.fromkeys(
-        ("MAX_PREDICTION_LENGTH", "Forecast", "forecast", "quantile_loss"), _M + "tirex.forecast"
-    ),
-    "load_forecaster": _M + "tirex.convert",
+    **dict.fromkeys(("MAX_PREDICTION_LENGTH", "Forecast", "quantile_loss"), _M + "tirex.forecast"),
+    **dict.fromkeys(("forecast", "forecast_frame", "load_forecaster"), "xlstm_jax.forecasting"),
     **dict.fromkeys(("Series", "SeriesForecast"), "xlstm_jax.forecasting"),
     "TiRex2Config": _M + "tirex2.config",
     "TiRex2": _M + "tirex2.model",

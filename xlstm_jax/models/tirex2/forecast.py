@@ -27,8 +27,17 @@ covariates (V_p, T) and future covariates (V_f, >= T + H); a 1-D array is one ta
 Reference behaviour kept for parity (not "fixed"): quantiles can cross after step 4 (the
 band terms are not monotone in q) and nothing sorts them; the "median" of step 4 is the
 level at ``Q // 2`` whatever it is; a differenced row with a missing first value gets a
-first difference of 0 there. Horizons beyond ``future_len`` are refused here (the
-reference truncates them with a warning); a rollout is not implemented yet.
+first difference of 0 there.
+
+Horizons beyond ``future_len`` (the reference truncates them to it with a warning): the
+future window of missing patches is extended to H rounded up to a patch, and the same single
+pass forecasts it. That is TiRex's rollout over missing patches (each position predicts the
+next patch from everything before it, the missing ones included) without its re-scaled,
+shifted windows: the context stays ``context_len``, the scaling is the rows' own, and for
+H <= ``future_len`` nothing changes. Beyond ``future_len`` the model forecasts further across
+missing patches than it was trained to (the released model: 320 steps), so expect wider,
+less reliable bands there; a differenced row's band sign sums the whole horizon, so its
+first ``future_len`` steps can differ from a shorter forecast's.
 
 Shape legend: R rows (all series' variates), V_t targets of a series, T its length, H the
 horizon, Q quantile levels, L = context_len + future_len.
@@ -49,9 +58,21 @@ from xlstm_jax.forecasting import Series
 from xlstm_jax.layers.config import ForecastError
 from xlstm_jax.models.tirex2.model import TiRex2
 
-__all__ = ["PostProcessorConfig", "Series", "detect_trends", "pack", "postprocess", "predict"]
+__all__ = [
+    "MAX_HORIZON",
+    "PostProcessorConfig",
+    "Series",
+    "detect_trends",
+    "pack",
+    "postprocess",
+    "predict",
+    "window",
+]
 
 _F32 = np.float32
+# The longest horizon ``predict`` accepts: each one costs a pass over context + H values, so
+# this only keeps an absurd request from becoming an XLA shape that exhausts memory.
+MAX_HORIZON = 100_000
 
 
 @dataclass(frozen=True)
@@ -193,8 +214,9 @@ def pack(
         is_diff += list(diff) + [False] * n_cov
         last += list(lv) + [0.0] * n_cov
     x = np.concatenate(rows).astype(_F32)
-    x = np.pad(x, ((0, 0), (0, c.future_len - H)), constant_values=np.nan)
-    L = c.context_len + c.future_len
+    W = window(c, H)
+    x = np.pad(x, ((0, 0), (0, W - H)), constant_values=np.nan)
+    L = c.context_len + W
     if x.shape[1] < L and pad_context:
         x = np.pad(x, ((0, 0), (L - x.shape[1], 0)), constant_values=np.nan)
     x = x[:, -L:]
@@ -206,6 +228,12 @@ def pack(
         np.asarray(last, _F32),
         targets,
     )
+
+
+def window(c, H: int) -> int:
+    """The future window for horizon H: ``future_len`` (the reference's) up to it, beyond
+    it H rounded up to a whole patch (the long-horizon extension, module docstring)."""
+    return max(c.future_len, -(-H // c.patch_size) * c.patch_size)
 
 
 def postprocess(
@@ -235,17 +263,19 @@ def postprocess(
     return jnp.where(is_diff[:, None, None], diffed, plain)
 
 
-def _forecast_rows(model: TiRex2, x, target_mask, group, is_diff, last, horizon, reverse: bool):
-    """The packed rows -> (R, Q, future_len) post-processed quantiles (steps 3-4), of which
-    the first ``horizon`` steps are the forecast."""
+def _forecast_rows(
+    model: TiRex2, x, target_mask, group, is_diff, last, horizon, reverse: bool, W: int
+):
+    """The packed rows -> (R, Q, W) post-processed quantiles (steps 3-4) over the future
+    window W, of which the first ``horizon`` steps are the forecast."""
     c = model.config
     q = model(x, target_mask, group, reverse_pass=reverse)
-    q = q[..., : -c.patch_size][..., -c.future_len :]
+    q = q[..., : -c.patch_size][..., -W:]
     return postprocess(q, is_diff, last, c.median_index, horizon)
 
 
-# One program per batch shape, whatever the horizon (a traced argument).
-_forecast_rows_jit = nnx.jit(_forecast_rows, static_argnums=7)
+# One program per batch shape and window, whatever the horizon within it (traced).
+_forecast_rows_jit = nnx.jit(_forecast_rows, static_argnums=(7, 8))
 
 
 def _once(model: TiRex2, series, H: int, tta_diff: bool, pad_context: bool) -> list[np.ndarray]:
@@ -258,6 +288,7 @@ def _once(model: TiRex2, series, H: int, tta_diff: bool, pad_context: bool) -> l
     tmask = np.pad(p.target_mask, (0, pad))
     F = model.config.future_len
     known = ~np.isnan(p.x[:, -F:]).all(1) & ~p.target_mask if p.x.shape[1] >= F else ~p.target_mask
+    W = window(model.config, H)
     q = _forecast_rows_jit(
         model,
         jnp.asarray(x),
@@ -267,6 +298,7 @@ def _once(model: TiRex2, series, H: int, tta_diff: bool, pad_context: bool) -> l
         jnp.asarray(np.pad(p.last, (0, pad))),
         jnp.asarray(H, jnp.int32),
         bool(known.any()),
+        W,
     )
     q = np.asarray(q)[..., :H]
     return [q[start : start + n] for start, n in p.targets]
@@ -312,7 +344,8 @@ def predict(
       model: a ``TiRex2``.
       series: a list of ``Series`` (or arrays: the targets alone, (T,) or (V_t, T)); a
         context longer than ``context_len`` keeps its last values.
-      prediction_length: H, 1 <= H <= ``future_len``.
+      prediction_length: H, 1 <= H <= ``MAX_HORIZON``; beyond ``future_len`` the future
+        window is extended (module docstring).
       tta_sign_flip, tta_diff: the post-processor's options (module docstring); None: the
         config's.
       pad_context: left-pad short contexts to ``context_len`` (the reference's default);
@@ -327,10 +360,11 @@ def predict(
     """
     c = model.config
     H = prediction_length
-    if isinstance(H, bool) or not isinstance(H, int | np.integer) or not 1 <= H <= c.future_len:
+    if isinstance(H, bool) or not isinstance(H, int | np.integer) or not 1 <= H <= MAX_HORIZON:
         raise ForecastError(
-            f"prediction_length must be an int in [1, future_len={c.future_len}]; got {H!r} "
-            "(the reference truncates a longer horizon; no rollout is implemented here yet)."
+            f"prediction_length must be an int in [1, {MAX_HORIZON:,}]; got {H!r}. (Beyond "
+            f"future_len={c.future_len} the window of missing future patches is extended: "
+            "see the module docstring.)"
         )
     H = int(H)
     diff = c.tta_diff if tta_diff is None else tta_diff
