@@ -52,11 +52,13 @@ def quantile_loss(
     # Position n * P + j predicts step j of patch n + 1: the window is the last F steps
     # before the final patch's own prediction (which looks past the window).
     pred = pred[..., :-P][..., -F:]  # (R, Q, F)
-    y = (future.astype(pred.dtype) - st.loc) / st.scale
+    scored = ~jnp.isnan(future) & target_mask[:, None]
+    # NaN labels are zeroed before any arithmetic: a NaN behind ``where`` still gives NaN
+    # gradients.
+    y = (jnp.where(scored, future, 0.0).astype(pred.dtype) - st.loc) / st.scale
     if c.use_arcsinh:
         y = jnp.where(st.binary, y, jnp.arcsinh(y))
-    scored = ~jnp.isnan(y) & target_mask[:, None]
-    err = jnp.where(scored, y, 0.0)[:, None, :] - pred
+    err = y[:, None, :] - pred
     levels = jnp.asarray(c.quantiles, pred.dtype)[None, :, None]
     pinball = jnp.maximum(levels * err, (levels - 1.0) * err)
     total = jnp.sum(jnp.where(scored[:, None, :], pinball, 0.0))
