@@ -106,6 +106,11 @@ def test_few_steps_resume_exactly(tmp_path, table):
     assert again["loss"] == first["loss"]
     saved = json.loads((run / "config.json").read_text())
     assert saved["model"]["family"] == "tirex2" and saved["data"]["series_rows"] == 4
+    # The run reads back (its block templates included) with the last step's weights.
+    from train.runs.load import load_run
+
+    back = load_run(run)
+    assert back.step == 4 and back.config == _cfg(table)
 
 
 def test_windows_pack_targets_and_covariates(table):
