@@ -41,6 +41,9 @@ EXPECTED = {
     # The forecasters: TiRex's published size is 35M (arXiv 2505.23719).
     "tirex_tiny": (0.83e6, 0.85e6),
     "tirex_35m": (34e6, 36e6),
+    # TiRex-2's released shape: 38.4M univariate + 44.1M multivariate (arXiv 2607.01204).
+    "tirex2_tiny": (0.26e6, 0.27e6),
+    "tirex2": (82.4e6, 82.6e6),
 }
 
 

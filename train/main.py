@@ -52,8 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--init-from",
         metavar="PATH",
-        help="fine-tune: start from these weights (a train.main run folder, or a Hugging "
-        "Face / reference xLSTM-7B-family checkpoint folder); the same as --set "
+        help="fine-tune: start from these weights (a train.main run folder, a Hugging "
+        "Face / reference xLSTM-7B-family checkpoint folder, a TiRex model.ckpt, or a "
+        "TiRex-2 checkpoint folder, whose config the run adopts); the same as --set "
         "train.init_from=PATH",
     )
     p.add_argument(

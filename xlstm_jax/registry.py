@@ -58,6 +58,12 @@ class Family:
         reference classes (named in ``torch_classes``), or None.
       torch_classes: class names of the reference models ``from_torch`` accepts.
       load: ``load(path, **kw) -> model`` for the family's released checkpoints, or None.
+      covariates: a forecaster that reads a series as several grouped rows (targets, past
+        and future covariates: ``model(x, target_mask, group)``) and is trained on one
+        pass's future window; False: one row per series, trained patch by patch.
+      folder_config: ``folder_config(path, **knobs) -> config | None``: the model config of
+        a released checkpoint folder of this family (None: not one), which a fine-tuning
+        run (``train.init_from``) adopts; None when the family has no such folders.
     """
 
     name: str
@@ -71,6 +77,8 @@ class Family:
     from_torch: Callable[..., Any] | None = None
     torch_classes: tuple[str, ...] = ()
     load: Callable[..., Any] | None = None
+    covariates: bool = False
+    folder_config: Callable[..., Any] | None = None
 
 
 # Name -> the module whose ``FAMILY`` it is; imported on first use, so asking for one

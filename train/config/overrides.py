@@ -82,6 +82,14 @@ def _dataclass_in(tp):
     return classes[0] if classes else None
 
 
+def _tuple_of_dataclass(tp):
+    """The dataclass ``X`` of a ``tuple[X, ...]`` type (TiRex-2's block templates), or None."""
+    if typing.get_origin(tp) is not tuple:
+        return None
+    args = typing.get_args(tp)
+    return args[0] if len(args) == 2 and dataclasses.is_dataclass(args[0]) else None
+
+
 def _coerce(raw: str, tp, key: str):
     """Parses the string ``raw`` into a value of type ``tp`` (for the field ``key``)."""
     args = _union_args(tp)
@@ -275,8 +283,11 @@ def from_dict(cls, data: dict, prefix: str = ""):
             kw[f.name] = _model_from_dict(value)
             continue
         sub = _dataclass_in(hints[f.name])
+        item = _tuple_of_dataclass(hints[f.name])
         if sub and isinstance(value, dict):
             kw[f.name] = from_dict(sub, value, key + ".")
+        elif item and isinstance(value, list):
+            kw[f.name] = tuple(from_dict(item, v, f"{key}.{i}.") for i, v in enumerate(value))
         else:
             kw[f.name] = check_value(value, hints[f.name], key)
     try:

@@ -57,7 +57,12 @@ class DataConfig:
     trains the forecaster (``TiRexConfig`` models) on time series (``train.data.series``):
     ``seq_len`` is then the window in values (a multiple of the patch size),
     ``val_fraction`` the share of series held out, and ``series_mask_rate`` /
-    ``series_mask_span`` the contiguous patch masking.
+    ``series_mask_span`` the contiguous patch masking. The multivariate forecaster
+    (``TiRex2Config`` models, ``train.data.series.covariates``) reads each series as
+    ``series_rows`` rows: from a long table ``series:FILE`` (an ``id_column``, a
+    ``timestamp_column``) its ``target_columns``, ``past_covariates`` (known up to the
+    forecast origin) and ``future_covariates`` (known over the future window too); then
+    ``seq_len`` is the context in values and the model's ``future_len`` the window scored.
     """
 
     path: str = "builtin:stdlib"
@@ -83,6 +88,15 @@ class DataConfig:
     # patch relies on it: set the span to at least the horizon in patches minus one.
     series_mask_rate: float = 0.5
     series_mask_span: int = 4
+    # Series with covariates (TiRex-2): a long table's columns by role, and the rows one
+    # batch element holds (a series' targets and covariates, then empty padding rows), a
+    # fixed number so that every batch has one shape.
+    id_column: str = "id"
+    timestamp_column: str = "timestamp"
+    target_columns: tuple[str, ...] = ("value",)
+    past_covariates: tuple[str, ...] = ()
+    future_covariates: tuple[str, ...] = ()
+    series_rows: int = 1
 
     def __post_init__(self):
         require(self.seq_len >= 1, f"data.seq_len must be >= 1; got {self.seq_len}.")
@@ -102,6 +116,15 @@ class DataConfig:
             f"data.series_mask_rate must be in [0, 1]; got {self.series_mask_rate}.",
         )
         require(self.series_mask_span >= 0, "data.series_mask_span must be >= 0 (0: off).")
+        require(self.series_rows >= 1, f"data.series_rows must be >= 1; got {self.series_rows}.")
+        require(len(self.target_columns) >= 1, "data.target_columns needs at least one column.")
+        roles = (*self.target_columns, *self.past_covariates, *self.future_covariates)
+        twice = sorted({c for c in roles if roles.count(c) > 1})
+        require(
+            not twice,
+            f"data: column(s) {twice} are named in more than one of target_columns, "
+            "past_covariates and future_covariates (or twice in one); give each one role.",
+        )
         if self.path.startswith("synthetic:"):
             from train.data.synthetic.tasks import check_setup  # lazy: keeps this module light
 

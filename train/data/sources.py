@@ -12,6 +12,9 @@ evaluator. The loop never asks which kind of source it has.
   length bucket.
 * ``SeriesSource`` (``train.data.series``): ``data.path=series:...``, windows of real time
   series for the forecaster; the loss is the pinball loss of the next patch's quantiles.
+* ``CovariateSource`` (``train.data.series.covariates``): ``data.path=series:...`` for a
+  forecaster with covariates (TiRex-2, ``Family.covariates``): each series packed into
+  grouped rows; the loss is the pinball loss of one pass's future window.
 
 Each source also names its objective (``loss``) and the shape of its batches
 (``abstract_batch``), so the step and the loop are the same for every source.
@@ -28,6 +31,7 @@ import jax
 from train.config.schema import DataConfig
 from train.data.batch import Batch
 from train.data.evaluation import Evaluator
+from train.data.series.covariates import CovariateSource
 from train.data.series.source import SeriesSource
 from train.data.series.windows import PREFIX as SERIES_PREFIX
 from train.data.synthetic.source import SyntheticSource
@@ -95,6 +99,10 @@ def open_source(cfg: DataConfig, model_cfg=None) -> DataSource:
         DataError: the path or tokenizer cannot be used (before any compute).
     """
     if cfg.path.startswith(SERIES_PREFIX):
+        from xlstm_jax.registry import family_of
+
+        if family_of(model_cfg).covariates:
+            return CovariateSource(cfg, model_cfg)
         return SeriesSource(cfg, model_cfg.patch_size)
     for prefix, cls in SOURCES:
         if cfg.path.startswith(prefix):

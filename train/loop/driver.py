@@ -26,7 +26,13 @@ from train.loop.memory import StepMemory, check_estimate_fits
 from train.loop.report import report_setup, report_step_memory, say
 from train.loop.restore import restore, write_config
 from train.loop.run import NonFiniteLossError, catch_signals, release_signals, run_steps
-from train.loop.setup import build_state, check_setup, count_params, open_data
+from train.loop.setup import (
+    adopt_init_config,
+    build_state,
+    check_setup,
+    count_params,
+    open_data,
+)
 from train.runs.checkpoint import Checkpointer, check_resume_step
 from train.runs.metrics import MetricsWriter
 from train.runs.workdir import LOCK_NAME, WorkdirLock, check_workdir
@@ -59,6 +65,7 @@ def train(cfg: ExperimentConfig, workdir: str | Path, resume_step: int | None = 
     """
     t_start = time.time()
     # Everything that can fail cheaply fails here, before data or model are touched.
+    cfg = adopt_init_config(cfg, say)
     mesh = check_setup(cfg)
     workdir = Path(workdir).absolute()
     check_workdir(workdir)

@@ -205,8 +205,12 @@ def estimate_memory(
     m = cfg.model
     p_bytes = jnp.dtype(m.param_dtype).itemsize
     c_bytes = jnp.dtype(m.dtype).itemsize
-    act = family_of(m).activation_bytes(m, cfg.train.micro, cfg.data.seq_len, c_bytes)
-    if m.remat:  # each block's input stays, plus one block's worth while it is recomputed
+    fam = family_of(m)
+    # A forecaster with covariates packs each series into data.series_rows rows.
+    rows = cfg.data.series_rows if fam.covariates else 1
+    act = fam.activation_bytes(m, cfg.train.micro * rows, cfg.data.seq_len, c_bytes)
+    # With remat each block's input stays, plus one block's worth while it is recomputed.
+    if getattr(m, "remat", False):
         blocks = len(act.per_block) * act.block_input + max(act.per_block)
     else:
         blocks = sum(act.per_block)

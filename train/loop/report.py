@@ -42,11 +42,12 @@ def report_setup(cfg: ExperimentConfig, num_params: int, say: Callable[[str], No
     fam = family_of(cfg.model)
     forecaster = fam.task == "forecast"
     vocab = "" if forecaster else f"vocab {cfg.model.vocab_size}, "
+    remat = getattr(cfg.model, "remat", False)  # TiRex-2 has no remat
     say(
         f"model: {fmt_count(num_params)} parameters ({num_params:,}), {cfg.model.num_blocks} "
         f"blocks ({fam.summary(cfg.model)}), "
         f"E {cfg.model.embedding_dim}, {vocab}compute "
-        f"{cfg.model.dtype}, params {cfg.model.param_dtype}, remat {cfg.model.remat}"
+        f"{cfg.model.dtype}, params {cfg.model.param_dtype}, remat {remat}"
     )
     say(
         f"devices: {jax.device_count()} x {dev.device_kind} ({dev.platform}) in "

@@ -17,6 +17,7 @@ from train.loop.setup import TrainSetup
 from train.runs.checkpoint import Checkpointer
 from train.runs.load import initial_params
 from xlstm_jax.formats.jsonfile import read_json
+from xlstm_jax.registry import family_of
 
 __all__ = ["restore", "write_config"]
 
@@ -64,6 +65,7 @@ def restore(
             jax.tree.map(lambda x: x, setup.param_state),
             say,
             shardings=setup.shardings["params"],
+            family=family_of(setup.cfg.model),
         )
     except BaseException:
         ckpt.close()

@@ -27,6 +27,7 @@ from xlstm_jax.registry import family_of
 
 __all__ = [
     "TrainSetup",
+    "adopt_init_config",
     "build_state",
     "init_state",
     "memory_first",
@@ -73,6 +74,32 @@ class TrainSetup:
     replicated: NamedSharding
 
 
+def adopt_init_config(cfg: ExperimentConfig, say: Callable[[str], None]) -> ExperimentConfig:
+    """``cfg`` with the model config of ``train.init_from`` when that is a released
+    checkpoint folder of the run's family that carries its own architecture
+    (``Family.folder_config``: TiRex-2's ``config.json``); the run's compute knobs and its
+    dropout (none) are kept. Said when the model changes. Other runs: ``cfg`` unchanged
+    (their weights must fit the run's model).
+
+    Raises:
+        ConfigError: the folder's config cannot be read (named).
+    """
+    fam = family_of(cfg.model)
+    init = cfg.train.init_from
+    if not init or fam.folder_config is None:
+        return cfg
+    from xlstm_jax.layers.config import ForecastError
+
+    try:
+        model = fam.folder_config(init, like=cfg.model)
+    except ForecastError as err:
+        raise ConfigError(f"train.init_from={init}: {err}") from err
+    if model is None or model == cfg.model:
+        return cfg
+    say(f"model config from train.init_from={init} (its architecture, this run's compute)")
+    return dataclasses.replace(cfg, model=model)
+
+
 def check_setup(cfg: ExperimentConfig) -> Mesh:
     """Config checks that need the runtime (devices, hosts) or that the loop relies on.
 
@@ -105,6 +132,11 @@ def check_setup(cfg: ExperimentConfig) -> Mesh:
             "series:FILE.csv, ...) and the language models on tokens; this run has "
             f"model {type(m).__name__} with data.path={cfg.data.path}: pick a matching pair "
             "(e.g. --config tirex_tiny for forecasting)."
+        )
+    if cfg.data.series_rows != 1 and not fam.covariates:
+        raise ConfigError(
+            f"data.series_rows={cfg.data.series_rows}: the {fam.name} model reads one row per "
+            "series; series_rows applies to a forecaster with covariates (TiRex-2). Set it to 1."
         )
     slstm = getattr(m, "slstm_block", None)  # the Transformer baseline has none
     ff = slstm.feedforward if slstm is not None else None

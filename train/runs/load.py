@@ -175,7 +175,11 @@ def _no_checkpoint(workdir: Path, cfg: ExperimentConfig) -> str:
 
 
 def initial_params(
-    path: str | Path, param_state: nnx.State, say=None, shardings: dict | None = None
+    path: str | Path,
+    param_state: nnx.State,
+    say=None,
+    shardings: dict | None = None,
+    family=None,
 ) -> dict:
     """The parameters to fine-tune from, as a pure dict shaped like ``param_state`` (the
     new run's model parameters) in its dtypes, each placed with ``shardings`` (a pure
@@ -185,8 +189,10 @@ def initial_params(
     Orbax onto the shardings), a checkpoint folder of the xLSTM-7B family (Hugging Face's
     ``config.json`` + safetensors, or the reference's ``config.yaml``;
     ``xlstm_jax.load_pretrained``: each host reads only its devices' slices of each
-    tensor), or a TiRex checkpoint (a ``model.ckpt`` file or its folder;
-    ``xlstm_jax.load_forecaster``: a pickle, read whole, then placed tensor by tensor).
+    tensor), a TiRex checkpoint (a ``model.ckpt`` file or its folder;
+    ``xlstm_jax.load_forecaster``: a pickle, read whole, then placed tensor by tensor), or
+    a released folder of the run's ``family`` (``Family.folder_config`` says it is one,
+    ``Family.load`` reads it: TiRex-2's ``config.json`` + ``model.safetensors``).
     Each tensor goes straight into its shards; no host holds the whole state (but for a
     TiRex pickle, which is small).
 
@@ -217,19 +223,38 @@ def initial_params(
         except ConfigError:
             raw = None
         is_run = isinstance(raw, dict) and "model" in raw
+    # Read straight into the run's parameter dtype (the 7B in float32 is 28 GB).
+    leaf = next(iter(nnx.to_flat_state(param_state)))[1]
+    dtype = str(leaf.get_value().dtype)
     if is_run:
         model = load_run(folder, say=say, shardings=by_path).model
+    elif _family_folder(family, folder):
+        from xlstm_jax.layers.config import ForecastError
+
+        try:
+            model = family.load(folder, shardings=by_path, dtype=dtype, param_dtype=dtype)
+        except ForecastError as err:
+            raise ConfigError(f"train.init_from={path}: {err}") from err
     else:
         from xlstm_jax import PretrainedError, load_pretrained
 
-        # Read straight into the run's parameter dtype (the 7B in float32 is 28 GB).
-        leaf = next(iter(nnx.to_flat_state(param_state)))[1]
-        dtype = str(leaf.get_value().dtype)
         try:
             model = load_pretrained(folder, dtype=dtype, param_dtype=dtype, shardings=by_path)
         except PretrainedError as err:
             raise ConfigError(f"train.init_from={path}: {err}") from err
     return _fit_params(path, model, param_state, by_path)
+
+
+def _family_folder(family, folder: Path) -> bool:
+    """Whether ``folder`` is a released checkpoint folder of ``family`` (a ``Family``)."""
+    if family is None or family.folder_config is None:
+        return False
+    from xlstm_jax.layers.config import ForecastError
+
+    try:
+        return family.folder_config(folder) is not None
+    except ForecastError:
+        return True  # its loader names what is wrong with it
 
 
 def _fit_params(path, model, param_state: nnx.State, shardings: dict | None) -> dict:

@@ -49,6 +49,7 @@ __all__ = [
     "Series",
     "read_series",
     "read_table",
+    "read_variates",
 ]
 
 Layout = Literal["wide", "long", "auto"]
@@ -374,9 +375,6 @@ def _require_stamps(column, path: Path, timestamp_column: str, layout: str) -> N
 
 
 def _long(table, path: Path, id_column: str, timestamp_column: str, value_column: str):
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     names = table.column_names
     flags = {id_column: "--id-column", timestamp_column: "--timestamp-column"}
     flags[value_column] = "--value-column"
@@ -388,8 +386,37 @@ def _long(table, path: Path, id_column: str, timestamp_column: str, value_column
             f"{', '.join(flags[m] + ' NAME' for m in missing)}, or pass --layout wide for "
             f"one series per column."
         )
-    ids = table.column(id_column).combine_chunks()
-    _require_plain(ids, path, id_column)
+    groups = _long_groups(table, path, id_column, timestamp_column)
+    values = _numeric(
+        table.column(value_column),
+        path,
+        value_column,
+        f"or name the value column with --value-column (columns: {', '.join(names)})",
+    )
+    out = []
+    for name, order, ts in groups:
+        _check_series(path, name, values[order], f"{len(order)} rows")
+        out.append(Series(name, values[order], ts))
+    return out
+
+
+def _long_groups(table, path: Path, id_column: str | None, timestamp_column: str):
+    """The long layout's series: ``(name, row order (T,), timestamps (T,))`` per id, in the
+    order the ids first appear, rows sorted by timestamp (``id_column`` None: the whole
+    table is one series named after the file).
+
+    Raises:
+        DataError: a row without an id or timestamp, an id or timestamp column that is not
+            plain values, a timestamp that repeats within a series.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if id_column is None:
+        ids = pa.array(np.zeros(table.num_rows, np.int64))
+    else:
+        ids = table.column(id_column).combine_chunks()
+        _require_plain(ids, path, id_column)
     if ids.null_count:
         i = int(np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))[0])
         raise DataError(
@@ -399,12 +426,6 @@ def _long(table, path: Path, id_column: str, timestamp_column: str, value_column
     stamps_col = table.column(timestamp_column).combine_chunks()
     _require_plain(stamps_col, path, timestamp_column)
     _require_stamps(stamps_col, path, timestamp_column, "long")
-    values = _numeric(
-        table.column(value_column),
-        path,
-        value_column,
-        f"or name the value column with --value-column (columns: {', '.join(names)})",
-    )
     # dictionary_encode numbers the ids in the order they first appear.
     encoded = ids.dictionary_encode()
     codes = encoded.indices.to_numpy(zero_copy_only=False)
@@ -412,11 +433,11 @@ def _long(table, path: Path, id_column: str, timestamp_column: str, value_column
         pa.table({"c": encoded.indices, "t": stamps_col}),
         sort_keys=[("c", "ascending"), ("t", "ascending")],
     ).to_numpy(zero_copy_only=False)
-    codes, values = codes[order], values[order]
+    codes = codes[order]
     stamps = _timestamps(stamps_col.take(pa.array(order)), path, timestamp_column)
     starts = np.flatnonzero(np.diff(codes, prepend=-1))
     ends = np.append(starts[1:], len(codes))
-    labels = encoded.dictionary.to_pylist()
+    labels = [path.stem] if id_column is None else encoded.dictionary.to_pylist()
     out = []
     for lo, hi in zip(starts, ends, strict=True):
         name = str(labels[codes[lo]])
@@ -429,6 +450,49 @@ def _long(table, path: Path, id_column: str, timestamp_column: str, value_column
                 f"{_show(ts[dup[0]])} ({_row(path, first)} and {_row(path, second)}); keep "
                 f"one value per timestamp (aggregate or drop the duplicates)."
             )
-        _check_series(path, name, values[lo:hi], f"{hi - lo} rows")
-        out.append(Series(name, values[lo:hi], ts))
+        out.append((name, order[lo:hi], ts))
     return out
+
+
+def read_variates(
+    path: str | Path,
+    columns: tuple[str, ...],
+    *,
+    id_column: str | None = "id",
+    timestamp_column: str = "timestamp",
+    table=None,
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The series of a long table with several value ``columns`` (a series' targets and
+    covariates): ``(name, values (C, T) float64, timestamps (T,))`` per id, rows sorted by
+    timestamp, NaN where a cell is missing; true/false columns read as 1/0. ``id_column``
+    None: the table is one series. ``table``: the ``pyarrow.Table`` when already read.
+
+    Raises:
+        DataError: the file cannot be read, a column is missing (the message lists those
+            present), a value column is not numeric, or ``_long_groups``' problems.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    path = Path(path)
+    table = read_table(path) if table is None else table
+    names = table.column_names
+    need = [n for n in (id_column, timestamp_column, *columns) if n is not None]
+    missing = [n for n in need if n not in names]
+    if missing:
+        raise DataError(
+            f"{path} has no column {', '.join(repr(m) for m in missing)} (columns: "
+            f"{', '.join(names)}); name the columns with data.id_column, "
+            "data.timestamp_column, data.target_columns, data.past_covariates and "
+            "data.future_covariates."
+        )
+    groups = _long_groups(table, path, id_column, timestamp_column)
+    fix = "give numbers (true/false are read as 1/0) or leave the column out of data.*_columns"
+    cols = []
+    for c in columns:
+        col = table.column(c)
+        if pa.types.is_boolean(col.type):
+            col = pc.cast(col, pa.int8())
+        cols.append(_numeric(col, path, c, fix))
+    values = np.stack(cols) if cols else np.zeros((0, table.num_rows))
+    return [(name, values[:, order], ts) for name, order, ts in groups]

@@ -35,6 +35,7 @@ our ``fgate``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -62,6 +63,7 @@ __all__ = [
     "TiRex2ConversionError",
     "alias_groups",
     "config_from_torch",
+    "folder_config",
     "from_state_dict",
     "from_torch",
     "load_folder",
@@ -333,6 +335,44 @@ def _read_config(path: Path) -> dict:
     if not isinstance(d, dict):
         raise TiRex2CheckpointError(f"{path}: not a mapping of TiRex2 arguments; {fix}.")
     return d
+
+
+def folder_config(path: str | os.PathLike, like: TiRex2Config | None = None) -> TiRex2Config | None:
+    """The ``TiRex2Config`` of the checkpoint folder ``path``, or None when ``path`` is not
+    a TiRex-2 folder: no ``config.json`` holding the reference's ``stack_config`` (a
+    training run's or another family's) nor a ``model-config.yaml``.
+
+    ``like`` (a fine-tuning run's own config): its compute knobs (``impl``, ``dtype``,
+    ``param_dtype``) and its dropout (the model's and every template's: the trainer runs
+    none, and this port applies none) replace the folder's; the architecture is the
+    folder's.
+
+    Raises:
+      TiRex2CheckpointError: a TiRex-2 config that cannot be read or is not valid (named).
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        return None
+    config_path = folder / CONFIG_FILE
+    if config_path.is_file():
+        try:
+            raw = json.loads(config_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None  # not ours to judge: the caller tries the other kinds of folder
+        if not isinstance(raw, dict) or "stack_config" not in raw:
+            return None
+    elif not (folder / LEGACY_CONFIG).is_file():
+        return None
+    config_path = _pick(folder, CONFIG_FILE, LEGACY_CONFIG, "config")
+    knobs = {} if like is None else {k: getattr(like, k) for k in ("impl", "dtype", "param_dtype")}
+    try:
+        config = TiRex2Config.from_dict(_read_config(config_path), **knobs)
+    except ConfigError as err:
+        raise TiRex2CheckpointError(f"{config_path}: {err}") from err
+    if like is None:
+        return config
+    templates = tuple(dataclasses.replace(t, dropout=like.dropout) for t in config.templates)
+    return dataclasses.replace(config, dropout=like.dropout, templates=templates)
 
 
 def load_folder(path: str | os.PathLike, *, shardings: dict | None = None, **overrides) -> TiRex2:
