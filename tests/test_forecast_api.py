@@ -223,3 +223,46 @@ def test_load_forecaster_names_what_it_expected(tmp_path):
         xlstm_jax.load_forecaster(tmp_path / "missing")
     with pytest.raises(ForecastError, match="holding no forecaster"):
         xlstm_jax.load_forecaster(tmp_path)
+
+
+def test_the_cli_reads_targets_and_covariates_from_long_tables(tirex2, tmp_path, capsys):
+    pytest.importorskip("pandas")
+    import pandas as pd
+
+    from train import forecast as cli
+
+    df, future = _frames(np.random.default_rng(5))
+    df.to_csv(tmp_path / "history.csv", index=False)
+    future.to_csv(tmp_path / "future.csv", index=False)
+    folder = save_folder(tirex2, tmp_path / "model")
+    args = [
+        "--model", folder, "--input", tmp_path / "history.csv", "--id-column", "unique_id",
+        "--timestamp-column", "ds", "--target-columns", "y,z", "--past-covariates", "price",
+        "--future-covariates", "temp", "--future-input", tmp_path / "future.csv",
+        "--horizon", 3, "--quantiles", "0.1,0.9", "--output", tmp_path / "out.csv",
+    ]  # fmt: skip
+    assert cli.main([str(a) for a in args]) == 0
+    got = pd.read_csv(tmp_path / "out.csv")
+    assert list(got.columns) == ["id", "target", "step", "timestamp", "mean", "q0.1", "q0.9"]
+    want = xlstm_jax.forecast_frame(
+        tirex2,
+        df,
+        3,
+        target_columns=["y", "z"],
+        past_covariates=["price"],
+        future_covariates=["temp"],
+        future_df=future,
+        quantile_levels=[0.1, 0.9],
+    )
+    np.testing.assert_array_equal(got["target"], want["target"])
+    np.testing.assert_array_equal(got["timestamp"], want["ds"])
+    np.testing.assert_allclose(
+        got[["mean", "q0.1", "q0.9"]], want[["mean", "q0.1", "q0.9"]], rtol=1e-5
+    )
+    assert "2 series: 2 target(s), 1 past and 1 future covariate(s)" in capsys.readouterr().err
+    # Future covariates without their values over the horizon: refused before any compute.
+    assert (
+        cli.main([str(a) for a in args[:-8] + ["--horizon", 3, "--output", tmp_path / "x.csv"]])
+        == 2
+    )
+    assert "--future-input" in capsys.readouterr().err and not (tmp_path / "x.csv").exists()

@@ -1,19 +1,32 @@
 """``python -m train.forecast``: quantile forecasts of every series in a CSV or Parquet
-table with a TiRex-compatible sLSTM forecaster.
+table with a TiRex or TiRex-2 forecaster.
 
     python -m train.forecast --model tirex.ckpt --input sales.csv --horizon 24 \
         --output forecasts.csv
     python -m train.forecast --model runs/tirex_tiny --input ticks.parquet --layout long \
         --id-column item --value-column price --horizon 48 --quantiles 0.1,0.5,0.9 \
         --output out/ticks.csv --plot-dir out/plots --max-plots 10
+    python -m train.forecast --model TiRex-2/ --input load.csv --id-column zone \
+        --target-columns load --past-covariates price --future-covariates temp,holiday \
+        --future-input load_ahead.csv --horizon 48 --output load_fc.csv
 
-``--model`` is a TiRex Lightning checkpoint (``*.ckpt``, the file tirex-ts loads, or a
-folder holding ``model.ckpt``; ``xlstm_jax.load_forecaster``) or a
-``python -m train.main`` run folder of the forecaster (its newest intact checkpoint;
-``train.runs.load.load_run``). The table is read by ``train.data.series.tables`` (layouts: wide, one
+``--model`` is anything ``xlstm_jax.load_forecaster`` reads: a TiRex Lightning checkpoint
+(``*.ckpt``, the file tirex-ts loads, or a folder holding ``model.ckpt``), a TiRex-2 folder
+(``config.json`` + ``model.safetensors``), or a ``python -m train.main`` run folder of a
+forecaster (its newest intact checkpoint; ``train.runs.load.load_run``). The table is read
+by ``train.data.series.tables`` (layouts: wide, one
 series per column; long, one row per observation with id, timestamp and value columns;
 ``auto`` picks long when the id and value columns are both there). The library call is
 ``xlstm_jax.forecast``.
+
+Targets and covariates (TiRex-2; long layout): ``--target-columns`` names one or more
+columns to forecast per series, ``--past-covariates`` columns known up to each series'
+last step, ``--future-covariates`` columns known ahead, whose values over the horizon come
+from ``--future-input`` (a long table with the id, timestamp and those columns: the first
+H rows after each series' history). The CSV then has a ``target`` column after ``id``, one
+row per series, target and step, and the timestamps of the future table (``--future-input``)
+or, without it, the continued ones. A TiRex model forecasts each target alone and refuses
+covariates (exit 2).
 
 Output: a CSV with one row per series and forecast step, columns ``id`` (the column
 header or the long layout's id), ``step`` (1..H), ``timestamp``, ``mean`` (the median, as
@@ -97,6 +110,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--value-column", default="value", metavar="NAME", help="the long layout's value column"
+    )
+    p.add_argument(
+        "--target-columns",
+        metavar="A,B",
+        help="long layout: the column(s) to forecast, several targets per series for a "
+        "TiRex-2 model (default: --value-column); with covariates the CSV gains a target column",
+    )
+    p.add_argument(
+        "--past-covariates",
+        metavar="C,D",
+        help="long layout: covariate columns known up to each series' last step (TiRex-2)",
+    )
+    p.add_argument(
+        "--future-covariates",
+        metavar="E,F",
+        help="long layout: covariate columns known ahead (TiRex-2); their values over the "
+        "horizon come from --future-input",
+    )
+    p.add_argument(
+        "--future-input",
+        metavar="FILE",
+        help="a .csv or .parquet long table with the id, timestamp and --future-covariates "
+        "columns, at least H rows per series after its history",
     )
     p.add_argument(
         "--horizon", required=True, type=int, metavar="H", help="steps to forecast, H >= 1"
@@ -246,22 +282,28 @@ def _forecast(args: argparse.Namespace) -> int:
     from train.data.series.timestamps import future_timestamps
     from train.errors import DataError
 
-    series = read_series(
-        args.input,
-        args.layout,
-        id_column=args.id_column,
-        timestamp_column=args.timestamp_column,
-        value_column=args.value_column,
-        say=_say,
-    )
+    variates = _variates(args)
+    if variates is not None:
+        series, items, targets, futures = _read_variates(args, *variates)
+    else:
+        series = read_series(
+            args.input,
+            args.layout,
+            id_column=args.id_column,
+            timestamp_column=args.timestamp_column,
+            value_column=args.value_column,
+            say=_say,
+        )
+        items, targets = None, None
     lengths = [s.values.size for s in series]
     _say(f"read {len(series)} series, lengths {min(lengths)}..{max(lengths)}")
-    futures = []  # the forecasts' timestamps, representable or refused before any compute
-    for s in series:
-        try:
-            futures.append(future_timestamps(s.timestamps, args.horizon))
-        except DataError as e:
-            raise DataError(f"{args.input}: series {s.name!r}: {e}") from None
+    if variates is None:
+        futures = []  # the forecasts' timestamps, representable or refused before any compute
+        for s in series:
+            try:
+                futures.append(future_timestamps(s.timestamps, args.horizon))
+            except DataError as e:
+                raise DataError(f"{args.input}: series {s.name!r}: {e}") from None
 
     import jax
 
@@ -280,12 +322,15 @@ def _forecast(args: argparse.Namespace) -> int:
     q_all = len(known) if known else 9  # TiRex's 9 levels
     check_forecast_memory(len(series), args.horizon, q_all, len(levels) if levels else q_all)
     try:
-        fc = _run_batches(model, series, args.horizon, levels, args.batch_size)
+        if items is None:
+            fc = _run_batches(model, series, args.horizon, levels, args.batch_size)
+        else:
+            fc = _run_variates(model, items, args.horizon, levels, args.batch_size)
     except ForecastError as e:
         raise DataError(f"{args.input}: {e}") from None
     _check_finite(series, fc)
 
-    text = csv_bytes(series, futures, fc)
+    text = csv_bytes(series, futures, fc, targets)
     with staged_plots(plot_dir) as staged:
         n_plots = 0
         if staged is not None:
@@ -294,7 +339,8 @@ def _forecast(args: argparse.Namespace) -> int:
 
         atomic_write_bytes(out, text)
     rows = len(series) * args.horizon
-    _say(f"wrote {out}: {rows} rows ({len(series)} series x {args.horizon} steps)")
+    what = "series" if targets is None else "targets"
+    _say(f"wrote {out}: {rows} rows ({len(series)} {what} x {args.horizon} steps)")
     if plot_dir is not None:
         more = f" of {len(series)} (raise --max-plots for more)" if n_plots < len(series) else ""
         _say(f"wrote {n_plots} plot(s){more} to {plot_dir}")
@@ -399,6 +445,121 @@ def _run_batches(model, series, horizon, levels, batch_size):
             f"batch {b + 1}/{batches} done ({start + real}/{n} series, "
             f"{time.perf_counter() - t0:.1f} s)"
         )
+    return Forecast(np.stack(quantiles), np.stack(means), tuple(got))
+
+
+def _columns(text: str | None) -> list[str]:
+    return [] if text is None else [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _variates(args: argparse.Namespace):
+    """(targets, past, future) column lists when the table is read with covariates or
+    several targets, else None (one value column per series)."""
+    from xlstm_jax.layers.config import ConfigError
+
+    targets = _columns(args.target_columns)
+    past, future = _columns(args.past_covariates), _columns(args.future_covariates)
+    if not (targets or past or future):
+        if args.future_input is not None:
+            raise ConfigError("--future-input gives --future-covariates' values; name them.")
+        return None
+    if args.layout == "wide":
+        raise ConfigError(
+            "--target-columns and the covariate flags read a long table (id, timestamp and "
+            "value columns); drop --layout wide."
+        )
+    targets = targets or [args.value_column]
+    roles = [args.id_column, args.timestamp_column, *targets, *past, *future]
+    twice = sorted({c for c in roles if roles.count(c) > 1})
+    if twice:
+        raise ConfigError(f"columns {twice} are given more than one role; give each one role.")
+    if future and args.future_input is None:
+        raise ConfigError(
+            f"--future-covariates {','.join(future)} need their values over the horizon: "
+            "give --future-input FILE (id, timestamp and those columns)."
+        )
+    return targets, past, future
+
+
+def _read_variates(args, targets: list[str], past: list[str], future: list[str]):
+    """The table's series with covariates: (one ``tables.Series`` per series and target for
+    the CSV and plots, the ``xlstm_jax.Series`` to forecast, the target name of each
+    output row, their forecast timestamps)."""
+    import numpy as np
+
+    from train.data.series.tables import Series as Row
+    from train.data.series.tables import read_variates
+    from train.data.series.timestamps import future_timestamps
+    from train.errors import DataError
+    from xlstm_jax import Series
+
+    H = args.horizon
+    hint = (
+        "name them with --id-column, --timestamp-column, --target-columns and the covariate flags"
+    )
+    cols = (*targets, *past, *future)
+    read = read_variates(
+        args.input, cols, id_column=args.id_column, timestamp_column=args.timestamp_column, fix=hint
+    )
+    ahead = {}
+    if future:
+        for name, values, ts in read_variates(
+            args.future_input,
+            tuple(future),
+            id_column=args.id_column,
+            timestamp_column=args.timestamp_column,
+            fix=hint,
+        ):
+            ahead[name] = (values, ts)
+    rows, items, names, futures = [], [], [], []
+    V, Vp = len(targets), len(past)
+    for name, values, ts in read:
+        fc, stamps = None, None
+        if future:
+            if name not in ahead:
+                raise DataError(f"{args.future_input} has no rows for series {name!r}.")
+            later, when = ahead[name]
+            keep = when > ts[-1]
+            if keep.sum() < H:
+                raise DataError(
+                    f"{args.future_input}: series {name!r} has {int(keep.sum())} rows after its "
+                    f"history; the horizon needs {H}."
+                )
+            fc = np.concatenate([values[V + Vp :], later[:, keep][:, :H]], axis=1)
+            stamps = when[keep][:H]
+        else:
+            try:
+                stamps = future_timestamps(ts, H)
+            except DataError as e:
+                raise DataError(f"{args.input}: series {name!r}: {e}") from None
+        items.append(Series(values[:V], values[V : V + Vp] if past else None, fc))
+        for v, target in enumerate(targets):
+            rows.append(Row(name if V == 1 else f"{name} {target}", values[v], ts))
+            names.append(target)
+            futures.append(stamps)
+    _say(
+        f"read {len(items)} series: {V} target(s), {Vp} past and {len(future)} future covariate(s)"
+    )
+    return rows, items, names, futures
+
+
+def _run_variates(model, items, horizon, levels, batch_size):
+    """``forecast`` of series with covariates, ``batch_size`` series a call, with progress;
+    every target a row of the returned ``Forecast``."""
+    import numpy as np
+
+    from xlstm_jax import Forecast, forecast
+
+    quantiles, means, got = [], [], None
+    t0 = time.perf_counter()
+    for start in range(0, len(items), batch_size):
+        out = forecast(model, items[start : start + batch_size], horizon, quantile_levels=levels)
+        for o in out:
+            quantiles += list(o.quantiles.transpose(0, 2, 1))
+            means += list(o.mean)
+        got = out[0].quantile_levels
+        done = min(start + batch_size, len(items))
+        _say(f"{done}/{len(items)} series done ({time.perf_counter() - t0:.1f} s)")
     return Forecast(np.stack(quantiles), np.stack(means), tuple(got))
 
 

@@ -18,11 +18,13 @@ def level_name(q: float) -> str:
     return f"q{q:g}"
 
 
-def csv_bytes(series, futures, fc) -> bytes:
+def csv_bytes(series, futures, fc, targets: list[str] | None = None) -> bytes:
     """The forecasts table as CSV bytes: id, step, timestamp, mean, q<level>...
 
     ``futures``: per series its forecasts' (H,) timestamps (``future_timestamps``), or None
-    (the column is then empty)."""
+    (the column is then empty). ``targets``: per row of ``fc`` its target column's name, for
+    tables read with covariates: the CSV then has a ``target`` column after ``id``, and
+    ``id`` is the series' id."""
     import io
 
     import numpy as np
@@ -35,8 +37,15 @@ def csv_bytes(series, futures, fc) -> bytes:
     stamps: list[str | None] = []
     for future in futures:
         stamps += [None] * horizon if future is None else format_timestamps(future)
-    columns = {
-        "id": pa.array(np.repeat([s.name for s in series], horizon), pa.string()),
+    if targets is None:
+        columns = {"id": pa.array(np.repeat([s.name for s in series], horizon), pa.string())}
+    else:  # a series with several targets names its rows "id target" for the plots
+        ids = [s.name.removesuffix(f" {t}") for s, t in zip(series, targets, strict=True)]
+        columns = {
+            "id": pa.array(np.repeat(ids, horizon), pa.string()),
+            "target": pa.array(np.repeat(targets, horizon), pa.string()),
+        }
+    columns |= {
         "step": pa.array(np.tile(np.arange(1, horizon + 1, dtype=np.int32), n)),
         "timestamp": pa.array(stamps, pa.string()),
         "mean": pa.array(fc.mean.reshape(-1).astype(np.float32)),
