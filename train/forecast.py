@@ -14,9 +14,9 @@ table with a TiRex or TiRex-2 forecaster.
 (``*.ckpt``, the file tirex-ts loads, or a folder holding ``model.ckpt``), a TiRex-2 folder
 (``config.json`` + ``model.safetensors``), or a ``python -m train.main`` run folder of a
 forecaster (its newest intact checkpoint; ``train.runs.load.load_run``). The table is read
-by ``train.data.series.tables`` (layouts: wide, one
-series per column; long, one row per observation with id, timestamp and value columns;
-``auto`` picks long when the id and value columns are both there). The library call is
+by ``train.data.series.tables`` (layouts: wide, one series per column; long, one row per
+observation with id, timestamp and value columns; ``auto`` picks long when the id and
+value columns are both there). The library call is
 ``xlstm_jax.forecast``.
 
 Targets and covariates (TiRex-2; long layout): ``--target-columns`` names one or more
