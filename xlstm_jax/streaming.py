@@ -67,7 +67,7 @@ from xlstm_jax.layers.config import ForecastError
 from xlstm_jax.models.tirex.forecast import instance_scale
 from xlstm_jax.models.tirex.model import TiRex
 from xlstm_jax.models.tirex2 import forecast as t2f
-from xlstm_jax.models.tirex2.model import RowScale, TiRex2, apply_scale, unscale_rows
+from xlstm_jax.models.tirex2.model import RowScale, TiRex2, unscale_rows
 
 __all__ = ["ForecastStream"]
 
@@ -99,8 +99,16 @@ def _tirex2_advance(model: TiRex2, state, patch, valid, target_mask, group):
     return _keep(valid, new, state), out[:, 0].reshape(patch.shape[0], Q, c.patch_size)
 
 
-# The scaling of new values and the end of a forecast, one program each (not op by op).
-_apply_scale = jax.jit(apply_scale, static_argnums=2)
+def _apply_scale(x: np.ndarray, st: RowScale, c) -> np.ndarray:
+    """``apply_scale`` in NumPy (float32): the values of an update, without a program per
+    update shape."""
+    loc, scale, binary = (np.asarray(a) for a in st)
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = (x.astype(_F32) - loc) / scale
+        return np.where(binary, y, np.arcsinh(y)) if c.use_arcsinh else y
+
+
+# The end of a forecast, one program (not op by op).
 
 
 @jax.jit(static_argnums=(4, 5))
@@ -240,7 +248,8 @@ class _TiRexStream:
         self.phases.push(self._scaled(rows))
 
     def _scaled(self, rows) -> list[np.ndarray]:
-        return [(np.asarray(x, _F32) - self.loc[r]) / self.scale[r] for r, x in enumerate(rows)]
+        with np.errstate(over="ignore"):  # an overflow is refused by ``_check_scaled``
+            return [(np.asarray(x, _F32) - self.loc[r]) / self.scale[r] for r, x in enumerate(rows)]
 
     def update(self, new: Sequence) -> None:
         rows = []
@@ -304,7 +313,7 @@ class _TiRex2Stream:
                 R = len(hr.x)
                 item.update(rows=slice(len(rows), len(rows) + R), prev=t[:, -1].copy())
                 item.update(last=hr.last[: len(t)].copy(), V_p=0 if pc is None else len(pc))
-                x = np.asarray(_apply_scale(hr.x[:, :T], st, c))
+                x = _apply_scale(hr.x[:, :T], st, c)
                 rows += list(x)
                 scales.append(st)
                 tmask += list(hr.target_mask)
@@ -315,7 +324,7 @@ class _TiRex2Stream:
         self.phases = None
         if rows:
             n = len(rows)
-            self.scale = RowScale(*(jnp.concatenate(a) for a in zip(*scales, strict=True)))
+            self.scale = RowScale(*(np.concatenate(a) for a in zip(*scales, strict=True)))
             self.is_diff = jnp.asarray(is_diff)
             g = np.asarray(group, np.int32)
             # Phase φ's rows form series ids of their own: attention stays within a phase.
@@ -330,64 +339,76 @@ class _TiRex2Stream:
             self.phases = _Phases(step, model.init_state(self.P * n), n, self.P, Q)
             self.phases.push(rows)
 
+    def _checked(self, i: int, v, it: dict):
+        """Series i's update ``v``, checked: (target (V_t, u), past (V_p, u) or None,
+        future (V_f, u + H) or None)."""
+        H = self.H
+        v = _as_series(v)
+        t = _array(v.target, "target", i, it["V_t"], None)
+        u = t.shape[1]
+        if u == 0:
+            raise ForecastError(
+                f"series {i}: the update has no new step; give None for a series with nothing new."
+            )
+        V_p = it["V_p"] if "V_p" in it else (0 if it["past"] is None else len(it["past"]))
+        if (v.past_covariates is not None) != (V_p > 0):
+            raise ForecastError(
+                f"series {i}: the stream's series {'has' if V_p else 'has no'} past "
+                "covariates; an update gives their new steps exactly when it has them."
+            )
+        has_future = "future" in it
+        if (v.future_covariates is not None) != has_future:
+            raise ForecastError(
+                f"series {i}: the stream's series {'has' if has_future else 'has no'} "
+                "future covariates; an update gives them (its new steps and the new "
+                f"horizon, >= u + H = {u + H} steps) exactly when it has them."
+            )
+        pc = None if not V_p else _array(v.past_covariates, "past_covariates", i, V_p, u)
+        fc = None
+        if has_future:
+            V_f = len(it["future"])
+            fc = _array(v.future_covariates, "future_covariates", i, V_f, u + H, True)
+            fc = fc[:, : u + H]
+        return t, pc, fc
+
     def update(self, new: Sequence) -> None:
-        c, H = self.model.config, self.H
-        push = [None] * (0 if self.phases is None else self.phases.rows)
-        for i, (v, it) in enumerate(zip(new, self.items, strict=True)):
-            if v is None:
-                if "rows" in it:
-                    for r in range(it["rows"].start, it["rows"].stop):
-                        push[r] = np.zeros(0, _F32)
+        c = self.model.config
+        # Every series is checked (and its scaled rows made) before any state changes, so
+        # a bad update leaves the stream as it was.
+        checked = [
+            None if v is None else self._checked(i, v, it)
+            for i, (v, it) in enumerate(zip(new, self.items, strict=True))
+        ]
+        push = [np.zeros(0, _F32)] * (0 if self.phases is None else self.phases.rows)
+        commits = []
+        for i, (parts, it) in enumerate(zip(checked, self.items, strict=True)):
+            if parts is None or "future" in it:
                 continue
-            v = _as_series(v)
-            t = _array(v.target, "target", i, it["V_t"], None)
-            u = t.shape[1]
-            if u == 0:
-                raise ForecastError(
-                    f"series {i}: the update has no new step; give None for a series with "
-                    "nothing new."
-                )
-            has_past = it.get("V_p", 0) > 0 or it.get("past") is not None
-            if (v.past_covariates is not None) != has_past:
-                raise ForecastError(
-                    f"series {i}: the stream's series {'has' if has_past else 'has no'} past "
-                    "covariates; an update gives their new steps exactly when it has them."
-                )
-            has_future = "future" in it
-            if (v.future_covariates is not None) != has_future:
-                raise ForecastError(
-                    f"series {i}: the stream's series {'has' if has_future else 'has no'} "
-                    "future covariates; an update gives them (its new steps and the new "
-                    f"horizon, >= u + H = {u + H} steps) exactly when it has them."
-                )
-            pc = None
-            if has_past:
-                V_p = it["V_p"] if "V_p" in it else len(it["past"])
-                pc = _array(v.past_covariates, "past_covariates", i, V_p, u)
-            if has_future:
-                V_f = len(it["future"])
-                fc = _array(v.future_covariates, "future_covariates", i, V_f, u + H, True)
-                T = it["target"].shape[1]
-                it["target"] = np.concatenate([it["target"], t], axis=1)
-                if pc is not None:
-                    it["past"] = np.concatenate([it["past"], pc], axis=1)
-                # The covariates' given future replaces what an earlier call gave.
-                it["future"] = np.concatenate([it["future"][:, :T], fc[:, : u + H]], axis=1)
-                continue
+            t, pc, _ = parts
             # Differencing continues from the last raw value (NaN next to a missing one).
             prev = np.concatenate([it["prev"][:, None], t[:, :-1]], axis=1)
             t_in = np.where(it["diff"][:, None], t - prev, t)
+            x = t_in if pc is None else np.concatenate([t_in, pc])
+            x = _apply_scale(x, RowScale(*(a[it["rows"]] for a in self.scale)), c)
+            _check_scaled(x, i)
+            push[it["rows"]] = list(x)
+            commits.append((it, t))
+        for it, t in commits:
             observed = ~np.isnan(t)
-            last_idx = u - 1 - np.argmax(observed[:, ::-1], axis=1)
+            last_idx = t.shape[1] - 1 - np.argmax(observed[:, ::-1], axis=1)
             it["last"] = np.where(observed.any(1), t[np.arange(len(t)), last_idx], it["last"])
             it["prev"] = t[:, -1].copy()
-            x = t_in if pc is None else np.concatenate([t_in, pc])
-            sl = it["rows"]
-            st = RowScale(*(a[sl] for a in self.scale))
-            x = np.asarray(_apply_scale(x, st, c))
-            _check_scaled(x, i)
-            for r, row in zip(range(sl.start, sl.stop), x, strict=True):
-                push[r] = row
+        for parts, it in zip(checked, self.items, strict=True):
+            if parts is None or "future" not in it:
+                continue
+            t, pc, fc = parts
+            T = it["target"].shape[1]
+            it["target"] = np.concatenate([it["target"], t], axis=1)
+            if pc is not None:
+                it["past"] = np.concatenate([it["past"], pc], axis=1)
+            # The covariates' given future replaces what an earlier call gave.
+            it["future"] = np.concatenate([it["future"][:, :T], fc], axis=1)
+            it["result"] = None
         if self.phases is not None:
             self.phases.push(push)
 
@@ -409,7 +430,7 @@ class _TiRex2Stream:
         # Series with future covariates: one pass per history length over them all.
         by_length: dict[int, list[int]] = {}
         for i, it in enumerate(self.items):
-            if "future" in it:
+            if "future" in it and it.get("result") is None:
                 by_length.setdefault(it["target"].shape[1], []).append(i)
         for idx in by_length.values():
             rows = [
@@ -418,7 +439,10 @@ class _TiRex2Stream:
             ]
             qs = t2f.predict_history(self.model, rows, H, [self.items[i]["scale"] for i in idx])
             for i, q in zip(idx, qs, strict=True):
-                out[i] = q
+                self.items[i]["result"] = q
+        for i, it in enumerate(self.items):
+            if "future" in it:
+                out[i] = it["result"]
         return out
 
 
