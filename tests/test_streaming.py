@@ -1,6 +1,6 @@
 """Streaming forecasts (``xlstm_jax.streaming.ForecastStream``) against the one-pass forecast
 of the whole history with the stream's frozen scaling (``tirex.forecast.forecast_history``,
-``tirex2.forecast.predict_history``), and those references against the forecasts they must
+``tirex2.history.predict_history``), and those references against the forecasts they must
 equal (``tirex.forecast.forecast``, ``tirex2.forecast.predict``).
 
 Tiny random models (E 16, an sLSTM block pair for TiRex, a bi-mLSTM and a bi-sLSTM block
@@ -24,8 +24,9 @@ from xlstm_jax.layers.config import ForecastError
 from xlstm_jax.models.tirex.config import TiRexConfig
 from xlstm_jax.models.tirex.forecast import ScaleState, forecast, forecast_history, instance_scale
 from xlstm_jax.models.tirex.model import TiRex
-from xlstm_jax.models.tirex2 import forecast as t2f
+from xlstm_jax.models.tirex2 import history as t2h
 from xlstm_jax.models.tirex2.config import TiRex2Config
+from xlstm_jax.models.tirex2.forecast import predict
 from xlstm_jax.models.tirex2.model import TiRex2
 from xlstm_jax.streaming import ForecastStream
 
@@ -143,10 +144,10 @@ def test_tirex2_reference_is_predict(tirex2):
     """With each history's own scaling and trend decision, the whole-history pass is
     ``predict(pad_context=False)``."""
     series = _tirex2_series(np.random.default_rng(1), 22)
-    rows = [t2f.history_rows(tirex2, s, H, None) for s in series]
+    rows = [t2h.history_rows(tirex2, s, H, None) for s in series]
     assert [bool(r.is_diff[0]) for r in rows] == [False, False, True, False]
-    got = t2f.predict_history(tirex2, rows, H, [t2f.history_scale(tirex2, r) for r in rows])
-    want = t2f.predict(tirex2, series, H, pad_context=False, tta_sign_flip=False)
+    got = t2h.predict_history(tirex2, rows, H, [t2h.history_scale(tirex2, r) for r in rows])
+    want = predict(tirex2, series, H, pad_context=False, tta_sign_flip=False)
     for g, w, s in zip(got, want, series, strict=True):
         _close(g, w, np.nanstd(s.target))
 
@@ -237,11 +238,11 @@ def test_tirex2_stream_equals_whole_history(tirex2):
             out = stream.forecast()
         if 0 < u < UPDATES[-1]:
             continue  # a reference compile per check: the start and the end are checked
-        rows = [t2f.history_rows(tirex2, s, H, d) for s, (d, _) in zip(series, frozen, strict=True)]
+        rows = [t2h.history_rows(tirex2, s, H, d) for s, (d, _) in zip(series, frozen, strict=True)]
         want = [None] * len(rows)
         for T in {len(r.x[0]) for r in rows}:  # one reference pass per history length
             idx = [i for i, r in enumerate(rows) if len(r.x[0]) == T]
-            got = t2f.predict_history(
+            got = t2h.predict_history(
                 tirex2, [rows[i] for i in idx], H, [frozen[i][1] for i in idx]
             )
             for i, g in zip(idx, got, strict=True):
@@ -255,7 +256,7 @@ def test_tirex2_sign_flip_stream_is_predict(tirex2):
     history's own scaling) the forecast is ``predict`` with the sign flip."""
     series = _tirex2_series(np.random.default_rng(1), 22)
     stream = ForecastStream(tirex2, series, H, tta_sign_flip=True)
-    want = t2f.predict(tirex2, series, H, pad_context=False, tta_sign_flip=True)
+    want = predict(tirex2, series, H, pad_context=False, tta_sign_flip=True)
     for o, w, s in zip(stream.forecast(), want, series, strict=True):
         _close(o.quantiles, w, np.nanstd(s.target))
         _close(o.mean, w[:, tirex2.config.median_index], np.nanstd(s.target))

@@ -52,7 +52,7 @@ from xlstm_jax.layers.init import linspace, normal, torch_linear
 from xlstm_jax.layers.mlstm import mlstm_cell
 from xlstm_jax.layers.norms import HeadwiseLayerNorm, RMSNorm, normalise
 from xlstm_jax.layers.slstm import sLSTMLayer, sLSTMLayerConfig
-from xlstm_jax.layers.state import BlockState, MLSTMState
+from xlstm_jax.layers.state import MLSTMState
 from xlstm_jax.models.tirex2.config import ACT_FUNCS, BlockTemplate, TiRex2Config
 
 __all__ = [
@@ -86,9 +86,10 @@ def _dense(i: int, o: int, *, bias: bool = False, **kw) -> Dense:
 
 
 class MLSTMCell(nnx.Module):
-    """TiRex-2's mLSTM cell (the xLSTM-7B mLSTM layer: no conv, no RoPE). x (B, S, E) ->
-    (B, S, E): ``out_proj(sigmoid(o) * LayerNorm_per_head(mLSTM(q, k, v, i, f)))`` with q, k
-    of width E/2, v and o of width E, per-head gates soft-capped at 15 (float32).
+    """TiRex-2's mLSTM cell (the xLSTM-7B mLSTM layer: no conv, no RoPE). x (B, S, E) and
+    the state (None: zeros) -> (y (B, S, E), the state after the last step), y =
+    ``out_proj(sigmoid(o) * LayerNorm_per_head(mLSTM(q, k, v, i, f)))`` with q, k of width
+    E/2, v and o of width E, per-head gates soft-capped at 15 (float32).
 
     Initialised as the reference: every map a fresh ``torch.nn.Linear``, the gates' weights
     zero, the input-gate bias N(0, 0.1), the forget-gate bias ``linspace(3, 6)``.
@@ -116,18 +117,12 @@ class MLSTMCell(nnx.Module):
         )
         self.out_proj = _dense(E, E, **kw)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.step(x, None)[0]
-
     def init_state(self, batch_size: int) -> MLSTMState:
-        """The zero state (a fresh row) for ``step``."""
         NH = self.num_heads
         dk, dv = self.q.kernel.shape[1] // NH, self.v.kernel.shape[1] // NH
         return pk.mlstm_zero_state(batch_size, NH, dk, dv, jnp.promote_types(self.dtype, _F32))
 
-    def step(self, x: jax.Array, state: MLSTMState | None) -> tuple[jax.Array, MLSTMState]:
-        """x (B, S, E) continuing from ``state`` (None: a fresh row) -> (y (B, S, E), the
-        state after the last step)."""
+    def __call__(self, x: jax.Array, state: MLSTMState | None = None):
         B, S, _ = x.shape
         NH = self.num_heads
 
@@ -173,10 +168,6 @@ class SLSTMCell(sLSTMLayer):
             dtype=dtype,
             param_dtype=param_dtype,
         )
-
-    def step(self, x: jax.Array, state: BlockState | None) -> tuple[jax.Array, BlockState]:
-        """x (B, S, E) continuing from ``state`` (None: a fresh row) -> (y, the new state)."""
-        return self(x, state)
 
 
 class BiTimeMixer(nnx.Module):
@@ -235,9 +226,9 @@ class BiTimeMixer(nnx.Module):
         return x + self.ffn(self.norm_ffn(x)).astype(x.dtype)
 
     def step(self, x: jax.Array, state) -> tuple[jax.Array, object]:
-        """The forward pass alone (no row is a known covariate) continuing from the cell's
-        ``state``: x (R, N, E) -> (x' (R, N, E), the cell's state after the last patch)."""
-        y, state = self.fwd_cell.step(self.norm_lstm(x), state)
+        """The forward pass alone (no known covariate) from the cell's ``state``: x (R, N, E)
+        -> (x' (R, N, E), the cell's state after the last patch)."""
+        y, state = self.fwd_cell(self.norm_lstm(x), state)
         x = x + y.astype(x.dtype)
         return x + self.ffn(self.norm_ffn(x)).astype(x.dtype), state
 
@@ -321,8 +312,7 @@ class TiRex2Block(nnx.Module):
         return self.variate_mixer(self.time_mixer(x, known), mask, keep)
 
     def step(self, x, state, mask, keep):
-        """``__call__`` without known covariates, continuing from the time mixer's cell
-        ``state`` -> (x', the new state)."""
+        """``__call__`` without known covariates from the cell's ``state`` -> (x', state)."""
         x, state = self.time_mixer.step(x, state)
         return self.variate_mixer(x, mask, keep), state
 
@@ -392,19 +382,18 @@ class TiRex2(nnx.Module):
         return self.output_patch_embedding(h).astype(jnp.promote_types(self.config.dtype, _F32))
 
     def init_state(self, rows: int) -> tuple:
-        """The zero state of every block's forward cell (fresh rows), for ``step``."""
+        """Every block's forward-cell zero state (fresh rows), for ``step``."""
         return tuple(b.time_mixer.fwd_cell.init_state(rows) for b in self.stack)
 
     def step(
         self, patches: jax.Array, target_mask: jax.Array, group: jax.Array | None, state: tuple
     ) -> tuple[jax.Array, tuple]:
-        """The causal part of the model, continuing from ``state``: scaled patches
-        (R, N, P) (``apply_scale`` with a fixed ``RowScale``; NaN = missing), the rows'
-        ``target_mask`` (R,) and ``group`` (R,), the forward cells' states after the earlier
-        patches -> (quantiles of each next patch (R, N, Q * P) in the scaled domain, the
-        states after the last patch). No row may be a known covariate (their reverse pass
-        is not causal): for such rows it is ``scaled_forecast(..., reverse_pass=False)`` in
-        pieces, equal to one pass up to float32 rounding (``xlstm_jax.streaming``)."""
+        """The causal part of the model from ``state``: scaled patches (R, N, P) (NaN =
+        missing), ``target_mask`` (R,), ``group`` (R,) and the forward cells' states after
+        the earlier patches -> (quantiles of each next patch (R, N, Q * P), scaled domain;
+        the states after the last patch). With no known covariate (their reverse pass is not
+        causal) pieces equal one ``scaled_forecast(..., reverse_pass=False)`` up to float32
+        rounding (``xlstm_jax.streaming``)."""
         h = self._embed(patches)
         mask, keep = variate_mask(group, target_mask)
         new = []
@@ -423,7 +412,8 @@ class TiRex2(nnx.Module):
         scale: RowScale | None = None,
     ) -> tuple[jax.Array, RowScale]:
         """The same as ``__call__`` before the inverse scaling: (quantiles (R, N, Q * P) in
-        the scaled domain, the rows' ``RowScale``)."""
+        the scaled domain, the rows' ``RowScale``). ``scale`` given: used instead of the
+        rows' own (``apply_scale``; a frozen scaling)."""
         c = self.config
         wide = jnp.promote_types(c.dtype, _F32)  # float32, or float64 for a float64 model
         x = x.astype(wide)
@@ -432,16 +422,11 @@ class TiRex2(nnx.Module):
             scaled, st = scale_rows(x, c)
         else:
             scaled, st = apply_scale(x, scale, c), scale
-        patches = patchify(scaled, c.patch_size)  # (R, N, P)
-        present = ~jnp.isnan(patches)
-        tokens = jnp.concatenate([jnp.where(present, patches, 0.0), present.astype(wide)], -1)
-        h = self.input_patch_embedding(tokens)
+        h = self._embed(patchify(scaled, c.patch_size))  # (R, N, E)
         mask, keep = variate_mask(group, target_mask)
         for block in self.stack:
             h = block(h, known, mask, keep)
-        if self.stack_out_norm is not None:
-            h = self.stack_out_norm(h)
-        return self.output_patch_embedding(h).astype(wide), st
+        return self._head(h), st
 
     def __call__(
         self,
@@ -490,9 +475,8 @@ def scale_rows(x: jax.Array, c: TiRex2Config) -> tuple[jax.Array, RowScale]:
 
 
 def apply_scale(x: jax.Array, st: RowScale, c: TiRex2Config) -> jax.Array:
-    """x (R, T) -> scaled (R, T) with the rows' ``RowScale`` (R, 1) each: ``(x - loc) /
-    scale``, then ``arcsinh`` for the rows not binary (the second half of ``scale_rows``;
-    a frozen scaling for ``xlstm_jax.streaming``)."""
+    """x (R, T) -> scaled (R, T) with a given ``RowScale`` (R, 1) each: the second half of
+    ``scale_rows`` (``xlstm_jax.streaming``'s frozen scaling)."""
     y = (x - st.loc) / st.scale
     if c.use_arcsinh:
         y = jnp.where(st.binary, y, jnp.arcsinh(y))
