@@ -7,7 +7,7 @@
 An update processes only the new patches. What the stream holds, and the contract its tests
 prove: after any sequence of updates, its forecast equals the one-pass forecast of the whole
 history with the stream's frozen scaling (``tirex.forecast.forecast_history``,
-``tirex2.forecast.predict_history``), up to float32 rounding.
+``tirex2.history.predict_history``), up to float32 rounding.
 
 **Frozen scaling.** The scaling is fixed at construction, from the initial history: TiRex
 ``instance_scale`` of the window ``forecast`` reads (the last ``train_ctx_len`` values);

@@ -40,9 +40,15 @@ def keep_rows(valid: jax.Array, new, old):
 class PhasedRows:
     """The P alignment phases of ``rows`` causal rows (see the module docstring).
 
-    ``advance(state, patch (P * rows, P), valid (P * rows,)) -> (state, out (P * rows, Q,
-    P))`` runs one patch position; row ``φ * rows + r`` is row r in phase φ. ``lengths``
-    (rows,) holds each row's history length T.
+    Args:
+      advance: ``(state, patch (P * rows, P), valid (P * rows,)) -> (state, out (P * rows,
+        Q, P))``, one patch position of the model (scaled values, NaN = missing), the state
+        kept where not ``valid``; row ``φ * rows + r`` is row r in phase φ.
+      state: the zero state of ``P * rows`` rows (a pytree, rows first).
+      rows, P, Q: the streamed rows, the patch size, the quantile levels.
+
+    ``lengths`` (rows,) holds each row's history length T; ``push`` appends values,
+    ``forecast`` reads the next patches. Each row may grow by its own number of steps.
     """
 
     def __init__(self, advance, state, rows: int, P: int, Q: int):
@@ -113,8 +119,8 @@ def check_rows(a, name: str, i: int, rows: int | None, steps: int | None, at_lea
     if steps is not None and (a.shape[1] < steps if at_least else a.shape[1] != steps):
         need = f"at least {steps}" if at_least else f"{steps}"
         raise ForecastError(
-            f"series {i}: {name} has {a.shape[1]} steps; it needs {need} (the target's new "
-            "steps" + (" plus the horizon H)." if at_least else ").")
+            f"series {i}: {name} has {a.shape[1]} steps; it needs {need} (as many as the "
+            "target" + (" plus the horizon H)." if at_least else ").")
         )
     if np.isinf(a).any():
         raise ForecastError(f"series {i}: {name} holds inf; replace it with NaN (missing).")

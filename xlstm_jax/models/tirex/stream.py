@@ -34,7 +34,16 @@ def _tirex_advance(model: TiRex, state, patch, valid):
 
 
 class TiRexStream:
-    """Every target row of every series streams on its own (TiRex is univariate)."""
+    """TiRex's stream of ``series`` (1-D targets or ``Series`` without covariates) for the
+    horizon H: every target row streams on its own (TiRex is univariate), scaled with the
+    ``instance_scale`` of its first history's last ``train_ctx_len`` values. ``update``
+    takes per series None or its new target steps (1-D, or (V_t, u)); ``quantiles`` gives
+    per series (V_t, Q, H), all the model's levels.
+
+    Raises:
+      ForecastError: covariates, a bad target (empty, all NaN, not 1-D or 2-D, inf, too
+        large to scale: ``context_windows``).
+    """
 
     def __init__(self, model: TiRex, series: Sequence, H: int):
         c = self.config = model.config
@@ -65,10 +74,11 @@ class TiRexStream:
         self.phases.push(self._scaled(rows))
 
     def _scaled(self, rows) -> list[np.ndarray]:
-        with np.errstate(over="ignore"):  # an overflow is refused by ``_check_scaled``
+        with np.errstate(over="ignore"):  # an overflow is refused by ``check_scaled``
             return [(np.asarray(x, _F32) - self.loc[r]) / self.scale[r] for r, x in enumerate(rows)]
 
     def update(self, new: Sequence) -> None:
+        """Appends each series' new steps (None: nothing new); refuses a bad one, unchanged."""
         rows = []
         for i, (v, s) in enumerate(zip(new, self.shapes, strict=True)):
             if v is None:

@@ -47,27 +47,7 @@ def _apply_scale(x: np.ndarray, st: RowScale, c) -> np.ndarray:
         return np.where(binary, y, np.arcsinh(y)) if c.use_arcsinh else y
 
 
-# The end of a forecast, one program (not op by op).
-
-
-@jax.jit(static_argnums=(4, 5))
-def _finish(q, scale: RowScale, is_diff, last, H: int, c):
-    """Scaled quantiles (R, Q, S) -> the post-processed forecast on the rows' scale."""
-    return postprocess(unscale_rows(q, scale, c), is_diff, last, c.median_index, H)
-
-
-def _apply_scale(x: np.ndarray, st: RowScale, c) -> np.ndarray:
-    """``apply_scale`` in NumPy (float32): the values of an update, without a program per
-    update shape."""
-    loc, scale, binary = (np.asarray(a) for a in st)
-    with np.errstate(over="ignore", invalid="ignore"):
-        y = (x.astype(_F32) - loc) / scale
-        return np.where(binary, y, np.arcsinh(y)) if c.use_arcsinh else y
-
-
-# The end of a forecast, one program (not op by op).
-
-
+# The end of a forecast in one program (op by op, each op would compile on its own).
 @jax.jit(static_argnums=(4, 5))
 def _finish(q, scale: RowScale, is_diff, last, H: int, c):
     """Scaled quantiles (R, Q, S) -> the post-processed forecast on the rows' scale."""
@@ -78,8 +58,18 @@ _KEYS = ("target", "past", "future")
 
 
 class TiRex2Stream:
-    """TiRex-2: the series without future covariates stream together (one row per target
-    and past covariate, in P phases); those with future covariates are recomputed."""
+    """TiRex-2's stream of ``series`` (1-D targets or ``Series``) for the horizon H: the
+    series without future covariates stream together (one row per target and past
+    covariate, in P phases); those with future covariates are recomputed (module
+    docstring). ``tta_diff``: whether trending targets are differenced (decided once, on
+    the first history). ``update`` takes per series None or its new steps (checked, as
+    ``xlstm_jax.streaming.ForecastStream.update``); ``quantiles`` gives per series
+    (V_t, Q, H), all the model's levels.
+
+    Raises:
+      ForecastError: a bad series (empty, inf, wrong shapes or lengths, a target row with
+        no observed value).
+    """
 
     def __init__(self, model: TiRex2, series: Sequence, H: int, tta_diff: bool):
         self.model, c = model, model.config
@@ -171,6 +161,7 @@ class TiRex2Stream:
         return t, pc, fc
 
     def update(self, new: Sequence) -> None:
+        """Appends each series' new steps (None: nothing new); refuses a bad one, unchanged."""
         c = self.model.config
         # Every series is checked (and its scaled rows made) before any state changes, so
         # a bad update leaves the stream as it was.
@@ -232,11 +223,11 @@ class TiRex2Stream:
             if "future" in it and it.get("result") is None:
                 by_length.setdefault(it["target"].shape[1], []).append(i)
         for idx in by_length.values():
+            items = [self.items[i] for i in idx]
             rows = [
-                history_rows(self.model, Series(*(self.items[i][k] for k in _KEYS)), H, d)
-                for i, d in ((i, self.items[i]["diff"]) for i in idx)
+                history_rows(self.model, Series(*map(it.get, _KEYS)), H, it["diff"]) for it in items
             ]
-            qs = predict_history(self.model, rows, H, [self.items[i]["scale"] for i in idx])
+            qs = predict_history(self.model, rows, H, [it["scale"] for it in items])
             for i, q in zip(idx, qs, strict=True):
                 self.items[i]["result"] = q
         for i, it in enumerate(self.items):
