@@ -31,6 +31,7 @@ from xlstm_jax.layers.feedforward import GatedFeedForward, ResidualBlock
 from xlstm_jax.layers.init import wang_init
 from xlstm_jax.layers.norms import RMSNorm
 from xlstm_jax.layers.slstm import sLSTMLayer, sLSTMLayerConfig
+from xlstm_jax.layers.state import BlockState
 from xlstm_jax.models.tirex.config import TiRexConfig
 
 __all__ = ["ResidualBlock", "TiRex", "TiRexBlock"]
@@ -72,6 +73,13 @@ class TiRexBlock(nnx.Module):
         x = x + y.astype(x.dtype)
         return x + self.ffn(self.norm_ffn(x)).astype(x.dtype)
 
+    def step(self, x: jax.Array, state: BlockState) -> tuple[jax.Array, BlockState]:
+        """``__call__`` continuing from ``state`` (the sLSTM's): x (B, N, E) -> (x' (B, N, E),
+        the state after the last patch)."""
+        y, state = self.slstm_layer(self.norm_slstm(x), state)
+        x = x + y.astype(x.dtype)
+        return x + self.ffn(self.norm_ffn(x)).astype(x.dtype), state
+
 
 class TiRex(nnx.Module):
     """The forecaster. ``model(patches)`` maps scaled patches (B, N, P), NaN where a value
@@ -102,6 +110,32 @@ class TiRex(nnx.Module):
         for block in self.blocks:
             h = nnx.remat(lambda b, h: b(h))(block, h) if c.remat else block(h)
         return h
+
+    def _tokens(self, patches: jax.Array) -> jax.Array:
+        present = ~jnp.isnan(patches)
+        values = jnp.where(present, patches, self.config.nan_mask_value)
+        return jnp.concatenate([values, present.astype(values.dtype)], axis=-1).astype(_F32)
+
+    def init_state(self, batch_size: int) -> tuple[BlockState, ...]:
+        """The zero state of every block's sLSTM (a fresh series), for ``step``."""
+        return tuple(b.slstm_layer.init_state(batch_size) for b in self.blocks)
+
+    def step(
+        self, patches: jax.Array, state: tuple[BlockState, ...]
+    ) -> tuple[jax.Array, tuple[BlockState, ...]]:
+        """``__call__`` continuing from ``state``: patches (B, N, P) scaled, NaN = missing,
+        and the blocks' states after the earlier patches -> (quantiles of each next patch
+        (B, N, Q, P) float32 in the scaled domain, the states after the last patch). Running
+        a series in pieces equals one ``__call__`` on it (float32 rounding): the model is
+        causal over patches (``xlstm_jax.streaming`` carries the state)."""
+        B, N, P = patches.shape
+        h = self.input_patch_embedding(self._tokens(patches))
+        new = []
+        for block, st in zip(self.blocks, state, strict=True):
+            h, st = block.step(h, st)
+            new.append(st)
+        out = self.output_patch_embedding(self.out_norm(h))
+        return out.astype(_F32).reshape(B, N, len(self.config.quantiles), P), tuple(new)
 
     def __call__(self, patches: jax.Array) -> jax.Array:
         """patches (B, N, P) -> quantiles of the next patch at each position (B, N, Q, P)

@@ -45,12 +45,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+import pallas_kernels as pk
 from xlstm_jax.layers.dense import Dense
 from xlstm_jax.layers.feedforward import ACTS, GatedFeedForward, ResidualBlock
 from xlstm_jax.layers.init import linspace, normal, torch_linear
 from xlstm_jax.layers.mlstm import mlstm_cell
 from xlstm_jax.layers.norms import HeadwiseLayerNorm, RMSNorm, normalise
 from xlstm_jax.layers.slstm import sLSTMLayer, sLSTMLayerConfig
+from xlstm_jax.layers.state import MLSTMState
 from xlstm_jax.models.tirex2.config import ACT_FUNCS, BlockTemplate, TiRex2Config
 
 __all__ = [
@@ -61,6 +63,7 @@ __all__ = [
     "TiRex2",
     "TiRex2Block",
     "VariateMixer",
+    "apply_scale",
     "patchify",
     "scale_rows",
     "unscale_rows",
@@ -83,16 +86,17 @@ def _dense(i: int, o: int, *, bias: bool = False, **kw) -> Dense:
 
 
 class MLSTMCell(nnx.Module):
-    """TiRex-2's mLSTM cell (the xLSTM-7B mLSTM layer: no conv, no RoPE). x (B, S, E) ->
-    (B, S, E): ``out_proj(sigmoid(o) * LayerNorm_per_head(mLSTM(q, k, v, i, f)))`` with q, k
-    of width E/2, v and o of width E, per-head gates soft-capped at 15 (float32).
+    """TiRex-2's mLSTM cell (the xLSTM-7B mLSTM layer: no conv, no RoPE). x (B, S, E) and
+    the state (None: zeros) -> (y (B, S, E), the state after the last step), y =
+    ``out_proj(sigmoid(o) * LayerNorm_per_head(mLSTM(q, k, v, i, f)))`` with q, k of width
+    E/2, v and o of width E, per-head gates soft-capped at 15 (float32).
 
     Initialised as the reference: every map a fresh ``torch.nn.Linear``, the gates' weights
     zero, the input-gate bias N(0, 0.1), the forget-gate bias ``linspace(3, 6)``.
     """
 
     def __init__(self, E: int, NH: int, *, impl: str, rngs: nnx.Rngs, dtype, param_dtype):
-        self.num_heads, self.impl = NH, impl
+        self.num_heads, self.impl, self.dtype = NH, impl, dtype
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
         qk = int(E * 0.5)
         self.q = _dense(E, qk, **kw)
@@ -113,7 +117,12 @@ class MLSTMCell(nnx.Module):
         )
         self.out_proj = _dense(E, E, **kw)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def init_state(self, batch_size: int) -> MLSTMState:
+        NH = self.num_heads
+        dk, dv = self.q.kernel.shape[1] // NH, self.v.kernel.shape[1] // NH
+        return pk.mlstm_zero_state(batch_size, NH, dk, dv, jnp.promote_types(self.dtype, _F32))
+
+    def __call__(self, x: jax.Array, state: MLSTMState | None = None):
         B, S, _ = x.shape
         NH = self.num_heads
 
@@ -124,20 +133,20 @@ class MLSTMCell(nnx.Module):
             pre = gate(x.astype(jnp.promote_types(x.dtype, _F32)))
             return (_GATE_CAP * jnp.tanh(pre / _GATE_CAP)).swapaxes(1, 2)
 
-        h, _ = mlstm_cell(
+        h, state = mlstm_cell(
             heads(self.q(x)),
             heads(self.k(x)),
             heads(self.v(x)),
             capped(self.igate_preact),
             capped(self.fgate_preact),
-            None,
+            state,
             form="chunkwise",
             chunk_size=_CHUNK,
             impl=self.impl,
             eps=1e-6,
         )
         h = self.multihead_norm(h.transpose(0, 2, 1, 3))  # (B, S, E)
-        return self.out_proj(jax.nn.sigmoid(self.ogate_preact(x)) * h)
+        return self.out_proj(jax.nn.sigmoid(self.ogate_preact(x)) * h), state
 
 
 class SLSTMCell(sLSTMLayer):
@@ -215,6 +224,13 @@ class BiTimeMixer(nnx.Module):
             y = jnp.where(known[:, None, None], both, y)
         x = x + y.astype(x.dtype)
         return x + self.ffn(self.norm_ffn(x)).astype(x.dtype)
+
+    def step(self, x: jax.Array, state) -> tuple[jax.Array, object]:
+        """The forward pass alone (no known covariate) from the cell's ``state``: x (R, N, E)
+        -> (x' (R, N, E), the cell's state after the last patch)."""
+        y, state = self.fwd_cell(self.norm_lstm(x), state)
+        x = x + y.astype(x.dtype)
+        return x + self.ffn(self.norm_ffn(x)).astype(x.dtype), state
 
 
 class _Attention(nnx.Module):
@@ -295,6 +311,11 @@ class TiRex2Block(nnx.Module):
     def __call__(self, x, known, mask, keep):
         return self.variate_mixer(self.time_mixer(x, known), mask, keep)
 
+    def step(self, x, state, mask, keep):
+        """``__call__`` without known covariates from the cell's ``state`` -> (x', state)."""
+        x, state = self.time_mixer.step(x, state)
+        return self.variate_mixer(x, mask, keep), state
+
 
 def variate_mask(group: jax.Array | None, target_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
     """The variate mixer's (mask (R, R), keep (R,)) from series ids ``group`` (R,) and
@@ -348,6 +369,39 @@ class TiRex2(nnx.Module):
             return ~target_mask
         return ~jnp.all(jnp.isnan(x[:, -F:]), axis=-1) & ~target_mask
 
+    def _embed(self, patches: jax.Array) -> jax.Array:
+        """Scaled patches (R, N, P), NaN = missing -> tokens embedded (R, N, E)."""
+        wide = jnp.promote_types(self.config.dtype, _F32)
+        present = ~jnp.isnan(patches)
+        tokens = jnp.concatenate([jnp.where(present, patches, 0.0), present.astype(wide)], -1)
+        return self.input_patch_embedding(tokens)
+
+    def _head(self, h: jax.Array) -> jax.Array:
+        if self.stack_out_norm is not None:
+            h = self.stack_out_norm(h)
+        return self.output_patch_embedding(h).astype(jnp.promote_types(self.config.dtype, _F32))
+
+    def init_state(self, rows: int) -> tuple:
+        """Every block's forward-cell zero state (fresh rows), for ``step``."""
+        return tuple(b.time_mixer.fwd_cell.init_state(rows) for b in self.stack)
+
+    def step(
+        self, patches: jax.Array, target_mask: jax.Array, group: jax.Array | None, state: tuple
+    ) -> tuple[jax.Array, tuple]:
+        """The causal part of the model from ``state``: scaled patches (R, N, P) (NaN =
+        missing), ``target_mask`` (R,), ``group`` (R,) and the forward cells' states after
+        the earlier patches -> (quantiles of each next patch (R, N, Q * P), scaled domain;
+        the states after the last patch). With no known covariate (their reverse pass is not
+        causal) pieces equal one ``scaled_forecast(..., reverse_pass=False)`` up to float32
+        rounding (``xlstm_jax.streaming``)."""
+        h = self._embed(patches)
+        mask, keep = variate_mask(group, target_mask)
+        new = []
+        for block, st in zip(self.stack, state, strict=True):
+            h, st = block.step(h, st, mask, keep)
+            new.append(st)
+        return self._head(h), tuple(new)
+
     def scaled_forecast(
         self,
         x: jax.Array,
@@ -355,24 +409,24 @@ class TiRex2(nnx.Module):
         group: jax.Array | None = None,
         *,
         reverse_pass: bool = True,
+        scale: RowScale | None = None,
     ) -> tuple[jax.Array, RowScale]:
         """The same as ``__call__`` before the inverse scaling: (quantiles (R, N, Q * P) in
-        the scaled domain, the rows' ``RowScale``)."""
+        the scaled domain, the rows' ``RowScale``). ``scale`` given: used instead of the
+        rows' own (``apply_scale``; a frozen scaling)."""
         c = self.config
         wide = jnp.promote_types(c.dtype, _F32)  # float32, or float64 for a float64 model
         x = x.astype(wide)
         known = self.known_covariates(x, target_mask) if reverse_pass else None
-        scaled, st = scale_rows(x, c)
-        patches = patchify(scaled, c.patch_size)  # (R, N, P)
-        present = ~jnp.isnan(patches)
-        tokens = jnp.concatenate([jnp.where(present, patches, 0.0), present.astype(wide)], -1)
-        h = self.input_patch_embedding(tokens)
+        if scale is None:
+            scaled, st = scale_rows(x, c)
+        else:
+            scaled, st = apply_scale(x, scale, c), scale
+        h = self._embed(patchify(scaled, c.patch_size))  # (R, N, E)
         mask, keep = variate_mask(group, target_mask)
         for block in self.stack:
             h = block(h, known, mask, keep)
-        if self.stack_out_norm is not None:
-            h = self.stack_out_norm(h)
-        return self.output_patch_embedding(h).astype(wide), st
+        return self._head(h), st
 
     def __call__(
         self,
@@ -381,9 +435,12 @@ class TiRex2(nnx.Module):
         group: jax.Array | None = None,
         *,
         reverse_pass: bool = True,
+        scale: RowScale | None = None,
     ) -> jax.Array:
         c = self.config
-        out, st = self.scaled_forecast(x, target_mask, group, reverse_pass=reverse_pass)
+        out, st = self.scaled_forecast(
+            x, target_mask, group, reverse_pass=reverse_pass, scale=scale
+        )
         R, N, _ = out.shape
         P, Q = c.patch_size, len(c.quantiles)
         out = out.reshape(R, N, Q, P).transpose(0, 2, 1, 3).reshape(R, Q, N * P)
@@ -413,10 +470,17 @@ def scale_rows(x: jax.Array, c: TiRex2Config) -> tuple[jax.Array, RowScale]:
         loc, scale = jnp.where(binary, 0.0, loc), jnp.where(binary, 1.0, scale)
     else:
         binary = jnp.zeros_like(count, bool)
-    y = (x - loc) / scale
+    st = RowScale(loc, scale, binary)
+    return apply_scale(x, st, c), st
+
+
+def apply_scale(x: jax.Array, st: RowScale, c: TiRex2Config) -> jax.Array:
+    """x (R, T) -> scaled (R, T) with a given ``RowScale`` (R, 1) each: the second half of
+    ``scale_rows`` (``xlstm_jax.streaming``'s frozen scaling)."""
+    y = (x - st.loc) / st.scale
     if c.use_arcsinh:
-        y = jnp.where(binary, y, jnp.arcsinh(y))
-    return y, RowScale(loc, scale, binary)
+        y = jnp.where(st.binary, y, jnp.arcsinh(y))
+    return y
 
 
 def unscale_rows(y: jax.Array, st: RowScale, c: TiRex2Config) -> jax.Array:
