@@ -24,7 +24,8 @@ Layout:
   (the registry entry) and its conversion from PyTorch and checkpoints.
 * ``formats/``: checkpoint files and name maps (no model code).
 * ``forecasting``: one API for every forecaster (``load_forecaster``, ``forecast``,
-  ``forecast_frame``, ``Series``).
+  ``forecast_frame``, ``Series``); ``streaming``: ``ForecastStream``, forecasts updated as
+  observations arrive.
 * ``registry`` (the families by name), ``convert`` (``from_torch`` for every family's
   reference model), ``generation`` (prefill and decoding), ``forecast_metrics``.
 
@@ -78,6 +79,7 @@ _EXPORTS = {
     "TiRex": _M + "tirex.model",
     **dict.fromkeys(("MAX_PREDICTION_LENGTH", "Forecast", "quantile_loss"), _M + "tirex.forecast"),
     **dict.fromkeys(("forecast", "forecast_frame", "load_forecaster"), "xlstm_jax.forecasting"),
+    "ForecastStream": "xlstm_jax.streaming",
     **dict.fromkeys(("Series", "SeriesForecast"), "xlstm_jax.forecasting"),
     "TiRex2Config": _M + "tirex2.config",
     "TiRex2": _M + "tirex2.model",

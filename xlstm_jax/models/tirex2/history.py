@@ -25,19 +25,18 @@ from flax import nnx
 
 from xlstm_jax.forecasting import Series
 from xlstm_jax.layers.config import ForecastError
-from xlstm_jax.models.tirex2.forecast import _last_observed, _rows, detect_trends, postprocess
+from xlstm_jax.models.tirex2.forecast import (
+    _last_observed,
+    _rows,
+    detect_trends,
+    postprocess,
+    window,
+)
 from xlstm_jax.models.tirex2.model import RowScale, TiRex2, scale_rows
 
-__all__ = ["HistoryRows", "future_window", "history_rows", "history_scale", "predict_history"]
+__all__ = ["HistoryRows", "history_rows", "history_scale", "predict_history"]
 
 _F32 = np.float32
-
-
-def future_window(model: TiRex2, H: int) -> int:
-    """The future window of a horizon H: ``future_len``, or H rounded up to whole patches
-    when longer."""
-    P = model.config.patch_size
-    return max(model.config.future_len, -(-H // P) * P)
 
 
 class HistoryRows(NamedTuple):
@@ -66,7 +65,7 @@ def history_rows(model: TiRex2, series, H: int, diff: Sequence[bool] | None) -> 
     t = _rows(s.target, "target", 0)
     if t.shape[1] == 0 or np.isnan(t).all(1).any():
         raise ForecastError("the target is empty or has a row with no observed value.")
-    T, W = t.shape[1], future_window(model, H)
+    T, W = t.shape[1], window(model.config, H)
     diff = np.asarray(detect_trends(t) if diff is None else diff, bool)
     d = np.concatenate([np.zeros_like(t[:, :1]), t[:, 1:] - t[:, :-1]], axis=1)
     rows = [np.where(diff[:, None], d, t)]
@@ -151,7 +150,7 @@ def predict_history(
         jnp.asarray(np.concatenate([r.is_diff for r in rows])),
         jnp.asarray(np.concatenate([r.last for r in rows])),
         jnp.asarray(H, jnp.int32),
-        future_window(model, H),
+        window(model.config, H),
         bool(known.any()),
     )
     q, out, start = np.asarray(q), [], 0
