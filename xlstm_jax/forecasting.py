@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
 from xlstm_jax.layers.config import ForecastError
+from xlstm_jax.layers.series import Series, SeriesForecast
 
 __all__ = [
     "Series",
@@ -36,26 +36,6 @@ __all__ = [
     "is_run_folder",
     "load_forecaster",
 ]
-
-
-class Series(NamedTuple):
-    """One (possibly multivariate) series: ``target`` (V_t, T) (or (T,)), ``past_covariates``
-    (V_p, T) or None, ``future_covariates`` (V_f, >= T + H) or None (values beyond T + H are
-    ignored). NaN marks a missing value."""
-
-    target: np.ndarray
-    past_covariates: np.ndarray | None = None
-    future_covariates: np.ndarray | None = None
-
-
-class SeriesForecast(NamedTuple):
-    """One series' forecast: ``quantiles`` (V_t, Q, H) and ``mean`` (V_t, H), float32
-    NumPy; ``quantile_levels`` the Q levels in order. The mean is the median (the point
-    forecast TiRex and TiRex-2 give)."""
-
-    quantiles: np.ndarray
-    mean: np.ndarray
-    quantile_levels: tuple[float, ...]
 
 
 # --- forecasting --------------------------------------------------------------------------

@@ -461,14 +461,14 @@ def read_variates(
     id_column: str | None = "id",
     timestamp_column: str = "timestamp",
     table=None,
-    fix: str | None = None,
+    roles_hint: str = "name the columns with data.id_column, data.timestamp_column, "
+    "data.target_columns, data.past_covariates and data.future_covariates",
 ) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """The series of a long table with several value ``columns`` (a series' targets and
     covariates): ``(name, values (C, T) float64, timestamps (T,))`` per id, rows sorted by
     timestamp, NaN where a cell is missing; true/false columns read as 1/0. ``id_column``
     None: the table is one series. ``table``: the ``pyarrow.Table`` when already read.
-    ``fix``: how the caller names the columns, for the missing-column error (default: the
-    training config's fields).
+    ``roles_hint``: how the caller names the columns (the missing-column error says it).
 
     Raises:
         DataError: the file cannot be read, a column is missing (the message lists those
@@ -485,13 +485,7 @@ def read_variates(
     if missing:
         raise DataError(
             f"{path} has no column {', '.join(repr(m) for m in missing)} (columns: "
-            f"{', '.join(names)}); "
-            + (
-                fix
-                or "name the columns with data.id_column, data.timestamp_column, "
-                "data.target_columns, data.past_covariates and data.future_covariates"
-            )
-            + "."
+            f"{', '.join(names)}); {roles_hint}."
         )
     groups = _long_groups(table, path, id_column, timestamp_column)
     fix = "give numbers (true/false are read as 1/0) or leave the column out of data.*_columns"

@@ -15,9 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from xlstm_jax.forecasting import Series
 from xlstm_jax.layers.config import ForecastError
 from xlstm_jax.layers.phases import PhasedRows, check_rows, check_scaled, keep_rows
+from xlstm_jax.layers.series import Series
 from xlstm_jax.models.tirex.forecast import context_windows, instance_scale
 from xlstm_jax.models.tirex.model import TiRex
 

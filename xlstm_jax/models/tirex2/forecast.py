@@ -54,8 +54,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from xlstm_jax.forecasting import Series
 from xlstm_jax.layers.config import ForecastError
+from xlstm_jax.layers.series import Series
 from xlstm_jax.models.tirex2.model import TiRex2
 
 __all__ = [

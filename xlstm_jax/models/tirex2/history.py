@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from xlstm_jax.forecasting import Series
 from xlstm_jax.layers.config import ForecastError
+from xlstm_jax.layers.series import Series
 from xlstm_jax.models.tirex2.forecast import (
     _last_observed,
     _rows,

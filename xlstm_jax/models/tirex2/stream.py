@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from xlstm_jax.forecasting import Series
 from xlstm_jax.layers.config import ForecastError
 from xlstm_jax.layers.phases import PhasedRows, check_rows, check_scaled, keep_rows
+from xlstm_jax.layers.series import Series
 from xlstm_jax.models.tirex2.forecast import postprocess
 from xlstm_jax.models.tirex2.history import history_rows, history_scale, predict_history
 from xlstm_jax.models.tirex2.model import RowScale, TiRex2, unscale_rows
