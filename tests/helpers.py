@@ -455,3 +455,48 @@ def mutate_json(rng, tree) -> bytes:
     path = rng.choice(list(_paths(tree)))
     value = REMOVE if kind == 2 else rng.choice(HOSTILE_VALUES)
     return json.dumps(put_json(tree, path, value)).encode()  # NaN and Infinity written as such
+
+
+def tirex2_kwargs(
+    recipe: tuple[str, ...] = ("bi-slstm",),
+    *,
+    E: int = 16,
+    heads: int = 2,
+    slstm_heads: int | None = None,
+    P: int = 4,
+    ctx: int = 32,
+    fut: int = 8,
+    **top,
+) -> dict:
+    """A tiny TiRex-2's ``config.json`` (the reference's keyword arguments): one template
+    per time mixer kind of ``recipe``, blocks in that order; ``top`` sets or overrides
+    top-level fields (``tta_diff``, ``input_ff_dim``, ...)."""
+    kinds = list(dict.fromkeys(recipe))
+    extra = {} if slstm_heads is None else {"num_slstm_heads": slstm_heads}
+    templates = {
+        k: {
+            "time_mixer": {"model_type": k, "embedding_dim": E, "num_heads": heads}
+            | (extra if k == "bi-slstm" else {}),
+            "variate_mixer": {"embedding_dim": E, "num_heads": heads},
+            "dropout": 0.0,
+            "eps": 1e-7,
+        }
+        for k in kinds
+    }
+    return {
+        "stack_config": {"templates": templates, "recipe": list(recipe)},
+        "num_blocks": len(recipe),
+        "embedding_dim": E,
+        "input_patch_size": P,
+        "output_patch_size": P,
+        "quantiles": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+        "context_len": ctx,
+        "future_len": fut,
+        "input_ff_dim": 16,
+        "tokenizer_cfg": {"input_patch_size": P, "output_patch_size": P, "input_patch_stride": P},
+        "scaler_cfg": {"eps": 1e-8, "use_arcsinh": True, "binaryaware": True},
+        "h_expand": 2.0,
+        "act_func": "SiLU",
+        "dropout": 0.0,
+        **top,
+    }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from flax import nnx
+from helpers import tirex2_kwargs
 
 import xlstm_jax
 from xlstm_jax import ForecastError, Series, TiRex, TiRex2, TiRex2Config, TiRexConfig
@@ -38,37 +39,7 @@ def tirex():
 
 
 def _tirex2_config(**kw) -> TiRex2Config:
-    template = {
-        "time_mixer": {"model_type": "bi-slstm", "embedding_dim": 16, "num_heads": 2},
-        "variate_mixer": {"embedding_dim": 16, "num_heads": 2},
-        "dropout": 0.0,
-        "eps": 1e-7,
-    }
-    return TiRex2Config.from_dict(
-        {
-            "stack_config": {"templates": {"s": template}, "recipe": ["s"]},
-            "num_blocks": 1,
-            "embedding_dim": 16,
-            "input_patch_size": P,
-            "output_patch_size": P,
-            "quantiles": list(LEVELS),
-            "context_len": 32,
-            "future_len": FUT,
-            "input_ff_dim": 16,
-            "tokenizer_cfg": {
-                "input_patch_size": P,
-                "output_patch_size": P,
-                "input_patch_stride": P,
-            },
-            "scaler_cfg": {"eps": 1e-8, "use_arcsinh": True, "binaryaware": True},
-            "h_expand": 2.0,
-            "act_func": "SiLU",
-            "dropout": 0.0,
-            "tta_diff": False,
-        },
-        impl="xla",
-        **kw,
-    )
+    return TiRex2Config.from_dict(tirex2_kwargs(P=P, fut=FUT, tta_diff=False), impl="xla", **kw)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from helpers import TOL
+from helpers import TOL, tirex2_kwargs
 
 from xlstm_jax.forecasting import Series
 from xlstm_jax.layers.config import ForecastError
@@ -62,42 +62,11 @@ def tirex() -> TiRex:
     return _filled(lambda: TiRex(cfg, rngs=nnx.Rngs(0)), 1, 0.3)
 
 
-def _template(kind: str, **time_mixer) -> dict:
-    return {
-        "time_mixer": {"model_type": kind, "embedding_dim": E, "num_heads": 4, **time_mixer},
-        "variate_mixer": {"embedding_dim": E, "num_heads": 4},
-        "dropout": 0.0,
-        "eps": 1e-7,
-    }
-
-
 @pytest.fixture(scope="module")
 def tirex2() -> TiRex2:
-    templates = {"m": _template("bi-mlstm"), "s": _template("bi-slstm", num_slstm_heads=2)}
-    cfg = TiRex2Config.from_dict(
-        {
-            "stack_config": {"templates": templates, "recipe": ["m", "s"]},
-            "num_blocks": 2,
-            "embedding_dim": E,
-            "input_patch_size": P,
-            "output_patch_size": P,
-            "quantiles": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
-            "context_len": CTX,
-            "future_len": FUT,
-            "input_ff_dim": 24,
-            "tokenizer_cfg": {
-                "input_patch_size": P,
-                "output_patch_size": P,
-                "input_patch_stride": P,
-            },
-            "scaler_cfg": {"eps": 1e-8, "use_arcsinh": True, "binaryaware": True},
-            "h_expand": 2.0,
-            "act_func": "SiLU",
-            "dropout": 0.0,
-            "tta_sign_flip": False,
-            "tta_diff": True,
-        }
-    )
+    kw = tirex2_kwargs(("bi-mlstm", "bi-slstm"), E=E, heads=4, slstm_heads=2, P=P, ctx=CTX)
+    kw |= {"future_len": FUT, "input_ff_dim": 24, "tta_sign_flip": False, "tta_diff": True}
+    cfg = TiRex2Config.from_dict(kw)
     cfg = dataclasses.replace(cfg, impl="xla")
     # Smaller weights than TiRex's: 0.3 everywhere saturates TiRex-2's deeper maps.
     return _filled(lambda: TiRex2(cfg, rngs=nnx.Rngs(0)), 2, 0.1)

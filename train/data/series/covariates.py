@@ -39,7 +39,6 @@ import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from train.data.series.competitions import INSTALL_HINT
 from train.data.series.source import ForecastEvaluator
@@ -349,9 +348,4 @@ class CovariateSource:
             f"note: {len(self.val)} validation windows make no batch of {batch_size}; "
             "evaluation is off (raise data.val_fraction)."
         )
-        loss = self.loss
-
-        def loss_fn(params, batch):
-            return loss(nnx.merge(graphdef, params, rest), batch)
-
-        return ForecastEvaluator(loss_fn, batches, put, note)
+        return ForecastEvaluator.of(self.loss, graphdef, rest, batches, put, note)

@@ -40,6 +40,17 @@ class ForecastEvaluator(TextEvaluator):
     def describe(self, record: dict) -> str:
         return f"val_loss {record['val_loss']:.4f} (pinball)"
 
+    @classmethod
+    def of(cls, loss, graphdef, rest, batches, put, note: str) -> ForecastEvaluator:
+        """The evaluator of ``loss(model, batch)`` over ``batches``, the model merged from
+        ``graphdef``, the evaluated params and ``rest``; ``note`` said when ``batches`` is
+        empty (evaluation off)."""
+
+        def loss_fn(params, batch):
+            return loss(nnx.merge(graphdef, params, rest), batch)
+
+        return cls(loss_fn, batches, put, note)
+
 
 class SeriesSource:
     """The forecaster's data source (``train.data.sources.DataSource``)."""
@@ -123,9 +134,4 @@ class SeriesSource:
             f"note: {len(self.val)} held-out series make no validation batch of {batch_size}; "
             "evaluation is off (raise data.val_fraction)."
         )
-        loss = self.loss
-
-        def loss_fn(params, batch):
-            return loss(nnx.merge(graphdef, params, rest), batch)
-
-        return ForecastEvaluator(loss_fn, batches, put, note)
+        return ForecastEvaluator.of(self.loss, graphdef, rest, batches, put, note)
