@@ -500,3 +500,21 @@ def tirex2_kwargs(
         "dropout": 0.0,
         **top,
     }
+
+
+def sweep(cases, keep, ids=None) -> list:
+    """``cases`` as pytest params, those whose index is not in ``keep`` marked
+    ``kernel_sweep`` (CI runs them on the GPU machine's JAX only; ``keep`` on every JAX)."""
+    ids = ids or [None] * len(cases)
+    marks = [pytest.mark.kernel_sweep]
+    return [
+        pytest.param(c, id=i, marks=() if n in keep else marks)
+        for n, (c, i) in enumerate(zip(cases, ids, strict=True))
+    ]
+
+
+def xla_flags(devices: int) -> str:
+    """``XLA_FLAGS`` for a subprocess with ``devices`` simulated CPU devices, keeping this
+    process's other flags (the suite's quick compile, ``conftest.py``)."""
+    keep = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    return " ".join([*keep, f"--xla_force_host_platform_device_count={devices}"])

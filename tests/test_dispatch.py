@@ -91,6 +91,7 @@ def test_auto_falls_back_to_xla_once_with_one_warning(monkeypatch, caplog, behav
     assert calls["mlstm_chunkwise"] == 1  # checked once; the verdict is cached
 
 
+@pytest.mark.kernel_sweep
 def test_a_new_configuration_is_checked_again(monkeypatch):
     calls = _kernel_stand_in(monkeypatch, "mlstm_chunkwise", _raises)
     args = _chunkwise_inputs()
@@ -107,6 +108,7 @@ def test_explicit_pallas_raises_the_kernels_own_error(monkeypatch):
     assert calls["mlstm_chunkwise"] == 1  # no check first: the call itself failed
 
 
+@pytest.mark.kernel_sweep
 def test_step_and_slstm_fall_back_too(monkeypatch, caplog):
     q, k, v, i, f = (x[:, :, 0] for x in _chunkwise_inputs())
     state = pk.mlstm_zero_state(2, 2, 16, 32)
@@ -125,6 +127,7 @@ def test_step_and_slstm_fall_back_too(monkeypatch, caplog):
     assert ops == ["pallas_kernels.mlstm_step", "pallas_kernels.slstm"]
 
 
+@pytest.mark.kernel_sweep
 def test_a_kernel_that_passes_its_check_is_used(pallas_interpret):
     """The real kernels (interpret mode, a GPU pretended by the fixture) pass the check,
     and auto then runs them."""

@@ -129,6 +129,7 @@ def _frames(rng):
     return pd.concat(rows), pd.concat(future)
 
 
+@pytest.mark.one_jax  # table handling; the forecasts run on every JAX above
 def test_frames_are_the_same_forecast(tirex2):
     pytest.importorskip("pandas")
     rng = np.random.default_rng(2)
@@ -164,6 +165,7 @@ def test_frames_are_the_same_forecast(tirex2):
         ({"target_columns": ["y", "y"]}, "more than one"),
     ],
 )
+@pytest.mark.one_jax  # table handling; the forecasts run on every JAX above
 def test_bad_frames_are_one_clear_error(tirex2, kw, match):
     pytest.importorskip("pandas")
     df, _ = _frames(np.random.default_rng(3))
@@ -171,6 +173,7 @@ def test_bad_frames_are_one_clear_error(tirex2, kw, match):
         xlstm_jax.forecast_frame(tirex2, df, 2, **kw)
 
 
+@pytest.mark.one_jax  # table handling; the forecasts run on every JAX above
 def test_too_short_future_frame_names_the_series(tirex2):
     pytest.importorskip("pandas")
     df, future = _frames(np.random.default_rng(4))
@@ -196,6 +199,7 @@ def test_load_forecaster_names_what_it_expected(tmp_path):
         xlstm_jax.load_forecaster(tmp_path)
 
 
+@pytest.mark.one_jax  # table handling; the forecasts run on every JAX above
 def test_the_cli_reads_targets_and_covariates_from_long_tables(tirex2, tmp_path, capsys):
     pytest.importorskip("pandas")
     import pandas as pd

@@ -146,6 +146,7 @@ def _large_cmd(workdir, *extra, flags=()):
 
 
 @pytest.mark.slow
+@pytest.mark.one_jax  # the commands' flow; the model's numerics run on every JAX in test_large*.py
 def test_train_finetune_and_sample(tmp_path):
     env = cli_env()
     scratch, tuned = tmp_path / "scratch", tmp_path / "tuned"
@@ -181,6 +182,7 @@ def test_train_finetune_and_sample(tmp_path):
     assert out.stdout.startswith("def ") and "8 tokens" in out.stderr
 
 
+@pytest.mark.one_jax  # the commands' flow; the model's numerics run on every JAX in test_large*.py
 def test_bad_init_from_is_a_clear_error(tmp_path):
     from xlstm_jax import save_pretrained, xLSTMLarge, xLSTMLargeConfig
 
@@ -215,6 +217,7 @@ def _word_tokenizer(path):
     tok.save(str(path))
 
 
+@pytest.mark.one_jax  # the commands' flow; the model's numerics run on every JAX in test_large*.py
 def test_sampling_cli_from_a_pretrained_folder(tmp_path):
     from xlstm_jax import generate, save_pretrained
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import CUDA_TARGETS, MODES, TOL, lower_for_cuda, rel_err, triton_calls
+from helpers import CUDA_TARGETS, MODES, TOL, lower_for_cuda, rel_err, sweep, triton_calls
 
 import pallas_kernels as pk
 from pallas_kernels.dispatch import on_cuda_gpu
@@ -142,12 +142,12 @@ CASES = [
 FP32_CASES = [c for n, c in enumerate(CASES) if n not in (2, 4, 5)]
 
 
+def _ids(cases):
+    return [f"B{c[0]}-NH{c[1]}-S{c[2]}-DQ{c[3]}-DV{c[4]}-L{c[5]}" for c in cases]
+
+
 @pytest.mark.parametrize("interpret", MODES)
-@pytest.mark.parametrize(
-    "case",
-    FP32_CASES,
-    ids=[f"B{c[0]}-NH{c[1]}-S{c[2]}-DQ{c[3]}-DV{c[4]}-L{c[5]}" for c in FP32_CASES],
-)
+@pytest.mark.parametrize("case", sweep(FP32_CASES, keep=(0,), ids=_ids(FP32_CASES)))
 def test_matches_reference_fp32(case, interpret):
     B, NH, S, DQ, DV, L, with_state, bs = case
     seed = CASES.index(case)
@@ -157,9 +157,8 @@ def test_matches_reference_fp32(case, interpret):
     _assert_close(got, want, jnp.float32)
 
 
-@pytest.mark.parametrize(
-    "case", CASES, ids=[f"B{c[0]}-NH{c[1]}-S{c[2]}-DQ{c[3]}-DV{c[4]}-L{c[5]}" for c in CASES]
-)
+# Every JAX: the padded, tiled case with a state; the GPU machine's JAX: all of them.
+@pytest.mark.parametrize("case", sweep(CASES, keep=(3,), ids=_ids(CASES)))
 def test_matches_reference_exactly_in_fp64(case):
     """The kernels' math (interpret mode, float64 throughout) equals the reference's to 1e-10:
     forward and the full backward, stabilisers included, are the same function and the exact
@@ -175,7 +174,14 @@ def test_matches_reference_exactly_in_fp64(case):
 
 
 @pytest.mark.parametrize("interpret", MODES)
-@pytest.mark.parametrize("DQ,DV", [(32, 32), (DQ_7B, DV_7B)], ids=["DQ32-DV32", "7B-DQ256-DV512"])
+@pytest.mark.parametrize(
+    "DQ,DV",
+    [
+        (32, 32),
+        pytest.param(DQ_7B, DV_7B, id="7B-DQ256-DV512", marks=pytest.mark.kernel_sweep),
+    ],
+    ids=["DQ32-DV32", None],
+)
 def test_matches_reference_bf16(DQ, DV, interpret):
     args = _inputs(7, 1, 2, 40, DQ, DV, jnp.bfloat16)
     want = _forward_and_grads(_chunkwise("xla", 16), *args, 7)
@@ -229,7 +235,9 @@ STEP_CASES = [(2, 3, 16, 32, None), (1, 2, 24, 40, SMALL_TILES), (1, 2, DQ_7B, D
 
 
 @pytest.mark.parametrize("interpret", MODES)
-@pytest.mark.parametrize("case", STEP_CASES, ids=["default", "padded-tiled", "7B-head-dims"])
+@pytest.mark.parametrize(
+    "case", sweep(STEP_CASES, keep=(1,), ids=["default", "padded-tiled", "7B-head-dims"])
+)
 def test_step_matches_reference(case, interpret):
     B, NH, DQ, DV, bs = case
     q, k, v, i, f, state = _inputs(11, B, NH, 3, DQ, DV)
@@ -315,6 +323,7 @@ def test_transformations_jit_grad_checkpoint_vmap():
 
 
 @pytest.mark.slow
+@pytest.mark.kernel_sweep
 def test_model_with_pallas_kernels_matches_xla(pallas_interpret):
     """An xLSTM LM whose mLSTM and sLSTM layers run the Pallas kernels (selected through the
     config; interpret mode by the fixture) gives the impl="xla" logits and gradients, and

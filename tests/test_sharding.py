@@ -12,6 +12,7 @@ from pathlib import Path
 import jax
 import pytest
 from flax import nnx
+from helpers import xla_flags
 
 from xlstm_jax import (
     mLSTMBlockConfig,
@@ -36,7 +37,7 @@ ROOT = Path(__file__).parent.parent
 def run_script(name: str, *args: str, devices: int = 8) -> dict:
     env = dict(
         os.environ,
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        XLA_FLAGS=xla_flags(devices),
         PYTHONPATH=str(ROOT),
         JAX_PLATFORMS="cpu",
     )

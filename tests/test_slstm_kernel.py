@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import CUDA_TARGETS, MODES, TOL, lower_for_cuda, rel_err, triton_calls
+from helpers import CUDA_TARGETS, MODES, TOL, lower_for_cuda, rel_err, sweep, triton_calls
 from jax.experimental import pallas as pl
 
 import pallas_kernels as pk
@@ -119,10 +119,15 @@ CASES = [
 
 
 @pytest.mark.parametrize("interpret", MODES)
+# Every JAX: the tiled, padded, two-batch-tile case of each function; the GPU machine's
+# JAX: all of them.
 @pytest.mark.parametrize(
     "case",
-    CASES,
-    ids=[f"B{c[0]}-S{c[1]}-NH{c[2]}-DH{c[3]}-{c[5]}-{i}" for i, c in enumerate(CASES)],
+    sweep(
+        CASES,
+        keep=(4, 7),
+        ids=[f"B{c[0]}-S{c[1]}-NH{c[2]}-DH{c[3]}-{c[5]}-{i}" for i, c in enumerate(CASES)],
+    ),
 )
 def test_matches_reference_fp32(case, interpret):
     B, S, NH, DH, with_state, function, bs = case

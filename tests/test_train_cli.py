@@ -123,6 +123,7 @@ def test_resume_from_a_checkpoint_saved_while_training_went_on(env, full_run, tm
     assert [(r["step"], r["loss"]) for r in _metrics(workdir)] == expected
 
 
+@pytest.mark.one_jax  # an error path of the command
 def test_a_changed_model_is_refused_and_changes_nothing(env, full_run, tmp_path):
     workdir = tmp_path / "copy"
     shutil.copytree(full_run[0], workdir)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import xla_flags
 
 ROOT = Path(__file__).parent.parent
 STEPS = 4
@@ -35,7 +36,7 @@ OVERRIDES = [
 def env(devices: int) -> dict:
     return dict(
         os.environ,
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        XLA_FLAGS=xla_flags(devices),
         JAX_PLATFORMS="cpu",
         PYTHONPATH=str(ROOT),
     )
