@@ -28,7 +28,7 @@ def pytest_configure(config):
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
     # The suite compiles with XLA's defaults, as users' runs do. (Measured 2026-12-07:
-    # XLA_FLAGS=--xla_backend_optimization_level=0 ran leg 1 in 574 s instead of ~870 s, but
+    # XLA_FLAGS=--xla_backend_optimization_level=0 ran leg 1 in 574 s instead of 814 s, but
     # changed results: the xLSTM-7B parallel form's float64 backward with eps=0 became NaN
     # (test_large.py, at levels 0 and 2; the default 3 is finite), and a TiRex-2 forecast
     # moved 1.2e-5 from the reference, past its float32 tolerance (test_tirex2.py).)

@@ -110,7 +110,9 @@ def test_state_after_token_steps_equals_state_after_prefill(model):
 def test_gradient_through_carried_state_equals_whole_sequence():
     # float64, so that equality is exact up to rounding (the chunk boundaries differ).
     with jax.enable_x64(True):
-        model = perturbed_model(mixed_config(dtype="float64", param_dtype="float64"))
+        # One mLSTM and one sLSTM block: the state of each kind is carried.
+        cfg = mixed_config(num_blocks=2, slstm_at=(1,), dtype="float64", param_dtype="float64")
+        model = perturbed_model(cfg)
         x = tokens(2, 24, model.config.vocab_size, seed=4)
         inputs, targets = x[:, :-1], x[:, 1:]
 
