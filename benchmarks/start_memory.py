@@ -188,7 +188,7 @@ def main() -> None:
         "- 'peak in all' of the scan row includes the step's temporaries on all 8 devices "
         "(1.4 GB each: one process holds them all) and the final checkpoint's host copy; on "
         "GPUs those sit in device memory. train.main's own messages count a GB as 2^30 "
-        "bytes (its 'peak RAM 22.14 GB' below is this table's 23.77 GB).",
+        "bytes (its 'peak RAM' below is in those units: 1 GiB = 1.074 GB).",
         "",
         "| run | parameters | state GB | exit | peak GB after setup + compile | peak / state "
         "| peak GB in all | peak / state | wall s |",
