@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from xlstm_jax.layers.config import ForecastError
-from xlstm_jax.layers.series import Series, SeriesForecast
+from xlstm_jax.layers.series import Series, SeriesForecast, pick_levels
 
 __all__ = [
     "Series",
@@ -69,18 +69,6 @@ def _items(series) -> list[Series]:
     return [s if isinstance(s, Series) else Series(s) for s in series]
 
 
-def _levels(model_levels: Sequence[float], wanted) -> tuple[tuple[float, ...], list[int]]:
-    """The requested levels (None: all the model's) and their indices among the model's."""
-    levels = tuple(model_levels) if wanted is None else tuple(float(q) for q in wanted)
-    missing = [q for q in levels if q not in model_levels]
-    if missing or not levels:
-        raise ForecastError(
-            f"quantile_levels {list(levels)}: the model predicts the levels "
-            f"{list(model_levels)}; pick from those."
-        )
-    return levels, [list(model_levels).index(q) for q in levels]
-
-
 def _tirex(model, items: list[Series], H: int, idx, levels, batch_size: int):
     """TiRex: every target row forecast on its own (univariate), regrouped per series."""
     from xlstm_jax.models.tirex import forecast as tirex_forecast
@@ -103,55 +91,42 @@ def _tirex(model, items: list[Series], H: int, idx, levels, batch_size: int):
     try:
         out = tirex_forecast.forecast(model, rows, H, batch_size=batch_size)
     except ForecastError as err:  # "series k" counts target rows: name the series instead
-        raise ForecastError(_renamed(str(err), counts)) from None
+        owner = np.repeat(np.arange(len(counts)), counts)
+        start = np.cumsum([0, *counts])
+
+        def label(k: int) -> str:
+            i = int(owner[k])
+            return f"series {i}" if counts[i] == 1 else f"series {i}, target row {k - start[i]}"
+
+        raise _relabelled(err, label) from None
     q = out.quantiles.transpose(0, 2, 1)  # (rows, Q, H)
-    median = model.config.quantiles.index(0.5)
-    result, start = [], 0
-    for n in counts:
-        block = q[start : start + n]
-        result.append(SeriesForecast(block[:, idx], block[:, median], levels))
-        start += n
-    return result
-
-
-def _renamed(message: str, counts: list[int]) -> str:
-    """A row-numbered error ("series 5 ...") renamed to its series and target row."""
-    import re
-
-    at = re.match(r"series (\d+)", message)
-    if at is None:
-        return message
-    row, i = int(at[1]), 0
-    while row >= counts[i]:
-        row -= counts[i]
-        i += 1
-    where = f"series {i}" if counts[i] == 1 else f"series {i}, target row {row}"
-    return where + message[at.end() :]
+    ends = np.cumsum(counts)[:-1]
+    median = model.config.median_index
+    return [SeriesForecast.of(b, idx, median, levels) for b in np.split(q, ends)]
 
 
 def _tirex2(model, items: list[Series], H: int, idx, levels, batch_size: int):
     """TiRex-2: ``predict`` over ``batch_size`` series at a time."""
     from xlstm_jax.models.tirex2.forecast import predict
 
-    c = model.config
-    median = c.quantiles.index(0.5) if 0.5 in c.quantiles else c.median_index
+    median = model.config.median_index
     result = []
     for start in range(0, len(items), batch_size):
-        chunk = items[start : start + batch_size]
         try:
-            qs = predict(model, chunk, H)
+            qs = predict(model, items[start : start + batch_size], H)
         except ForecastError as err:
-            raise ForecastError(_shifted(str(err), start)) from None
-        result += [SeriesForecast(q[:, idx], q[:, median], levels) for q in qs]
+            raise _relabelled(err, lambda k, start=start: f"series {start + k}") from None
+        result += [SeriesForecast.of(q, idx, median, levels) for q in qs]
     return result
 
 
-def _shifted(message: str, start: int) -> str:
-    """A batch's "series k" error renumbered to the whole list's."""
+def _relabelled(err: ForecastError, label) -> ForecastError:
+    """``err`` with its leading "series k" replaced by ``label(k)`` (the batched calls
+    number the rows or series they were given, not the caller's)."""
     import re
 
-    at = re.match(r"series (\d+)", message)
-    return message if at is None else f"series {start + int(at[1])}{message[at.end() :]}"
+    at = re.match(r"series (\d+)", str(err))
+    return err if at is None else ForecastError(label(int(at[1])) + str(err)[at.end() :])
 
 
 def forecast(
@@ -188,7 +163,7 @@ def forecast(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ForecastError(f"batch_size must be an int >= 1; got {batch_size!r}.")
     items = _items(series)
-    levels, idx = _levels(model.config.quantiles, quantile_levels)
+    levels, idx = pick_levels(model.config.quantiles, quantile_levels)
     run = _tirex if fam == "tirex" else _tirex2
     return run(model, items, H, idx, levels, batch_size)
 
@@ -430,12 +405,7 @@ def forecast_frame(
     try:
         out = forecast(model, items, H, quantile_levels=quantile_levels, batch_size=batch_size)
     except ForecastError as err:
-        import re
-
-        at = re.match(r"series (\d+)", str(err))
-        if at is None:
-            raise
-        raise ForecastError(f"series {keys[int(at[1])]!r}{str(err)[at.end() :]}") from None
+        raise _relabelled(err, lambda k: f"series {keys[k]!r}") from None
     frames = []
     for key, fc, hist, nxt in zip(keys, out, stamps, ahead, strict=True):
         when = nxt.to_numpy() if nxt is not None else _future_stamps(hist, H)

@@ -63,8 +63,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from xlstm_jax.forecasting import Series, SeriesForecast
 from xlstm_jax.layers.config import ForecastError
+from xlstm_jax.layers.series import Series, SeriesForecast, pick_levels
 from xlstm_jax.models.tirex.forecast import MAX_PREDICTION_LENGTH
 from xlstm_jax.models.tirex.model import TiRex
 from xlstm_jax.models.tirex.stream import TiRexStream
@@ -130,13 +130,8 @@ class ForecastStream:
         if not series:
             raise ForecastError("series must be a non-empty list of Series or arrays.")
         c = model.config
-        levels = c.quantiles if quantile_levels is None else tuple(map(float, quantile_levels))
-        if not levels or any(q not in c.quantiles for q in levels):
-            raise ForecastError(
-                f"quantile_levels {list(levels)}: the model predicts the levels "
-                f"{list(c.quantiles)}; pick from those."
-            )
-        self.levels, self._idx = levels, [c.quantiles.index(q) for q in levels]
+        self.levels, self._idx = pick_levels(c.quantiles, quantile_levels)
+        self._median = c.median_index
         self.prediction_length, self.n_series = int(H), len(series)
         self._twin, self._cache = None, None
         if isinstance(model, TiRex):
@@ -145,10 +140,8 @@ class ForecastStream:
                     "tta_sign_flip and tta_diff are TiRex-2's post-processor options; TiRex "
                     "has neither: leave them None."
                 )
-            self._median = c.quantiles.index(0.5)
             self._stream = TiRexStream(model, series, int(H))
             return
-        self._median = c.median_index
         diff = c.tta_diff if tta_diff is None else tta_diff
         self._stream = TiRex2Stream(model, series, int(H), diff)
         if c.tta_sign_flip if tta_sign_flip is None else tta_sign_flip:
@@ -195,12 +188,5 @@ class ForecastStream:
             if self._twin is not None:
                 flipped = self._twin.quantiles()
                 qs = [(a + -b[:, self._mirror]) / 2 for a, b in zip(qs, flipped, strict=True)]
-            self._cache = [
-                SeriesForecast(
-                    np.ascontiguousarray(q[:, self._idx], _F32),
-                    np.ascontiguousarray(q[:, self._median], _F32),
-                    self.levels,
-                )
-                for q in qs
-            ]
+            self._cache = [SeriesForecast.of(q, self._idx, self._median, self.levels) for q in qs]
         return self._cache

@@ -103,6 +103,11 @@ class TiRexConfig:
     def head_dim(self) -> int:
         return self.embedding_dim // self.num_heads
 
+    @property
+    def median_index(self) -> int:
+        """The index of the 0.5 level (the point forecast; the config requires it)."""
+        return self.quantiles.index(0.5)
+
     @classmethod
     def from_dict(cls, d: dict) -> TiRexConfig:
         """A config from our field names (a run's ``config.json``)."""

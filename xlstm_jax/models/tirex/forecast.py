@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from xlstm_jax.layers.series import pick_levels
 from xlstm_jax.models.tirex.config import ForecastError
 from xlstm_jax.models.tirex.model import TiRex
 
@@ -200,14 +201,7 @@ def forecast(
         )
     if batch_size < 1:
         raise ForecastError(f"batch_size must be >= 1; got {batch_size}.")
-    levels = c.quantiles if quantile_levels is None else tuple(float(q) for q in quantile_levels)
-    missing = [q for q in levels if q not in c.quantiles]
-    if missing or not levels:
-        raise ForecastError(
-            f"quantile_levels {list(levels)}: the model predicts the levels {list(c.quantiles)}; "
-            "pick from those."
-        )
-    idx = [c.quantiles.index(q) for q in levels]
+    levels, idx = pick_levels(c.quantiles, quantile_levels)
     windows = context_windows(contexts, c.train_ctx_len)
     n = windows.shape[0]
     steps = -(-prediction_length // c.patch_size)
@@ -221,7 +215,7 @@ def forecast(
         q = _next_patches_jit(model, jnp.asarray(chunk), steps)
         outs.append(np.asarray(q)[: bs - pad])
     q = np.concatenate(outs)[:, :, :prediction_length]  # (N, Q_all, H)
-    median = q[:, c.quantiles.index(0.5)]
+    median = q[:, c.median_index]
     return Forecast(np.ascontiguousarray(q[:, idx].transpose(0, 2, 1)), median, levels)
 
 

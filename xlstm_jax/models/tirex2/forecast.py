@@ -63,6 +63,7 @@ __all__ = [
     "PostProcessorConfig",
     "Series",
     "detect_trends",
+    "differenced",
     "pack",
     "postprocess",
     "predict",
@@ -141,6 +142,15 @@ def _last_observed(t: np.ndarray) -> np.ndarray:
     return np.where(observed.any(1), t[np.arange(len(t)), last], 0.0).astype(_F32)
 
 
+def differenced(t: np.ndarray, diff: np.ndarray) -> np.ndarray:
+    """t (V, T) with the rows where ``diff`` (V,) bool replaced by their first difference
+    (module docstring, step 1)."""
+    if not diff.any():
+        return t
+    d = np.concatenate([np.zeros_like(t[:, :1]), t[:, 1:] - t[:, :-1]], axis=1)
+    return np.where(diff[:, None], d, t)
+
+
 def _rows(a, name: str, i: int, length: int | None = None, at_least: bool = False):
     """``a`` as float32 (V, T) with the length checked."""
     try:
@@ -193,13 +203,8 @@ def pack(
         )
         fc = s.future_covariates
         fc = None if fc is None else _rows(fc, "future_covariates", i, T + H, True)[:, : T + H]
-        diff = detect_trends(t) if tta_diff else [False] * len(t)
-        if any(diff):
-            d = np.concatenate([np.zeros_like(t[:, :1]), t[:, 1:] - t[:, :-1]], axis=1)
-            t_in = np.where(np.asarray(diff)[:, None], d, t)
-        else:
-            t_in = t
-        items.append((t_in, pc, fc, np.asarray(diff), _last_observed(t)))
+        diff = np.asarray(detect_trends(t) if tta_diff else [False] * len(t), bool)
+        items.append((differenced(t, diff), pc, fc, diff, _last_observed(t)))
     longest = max(it[0].shape[1] for it in items)
     rows, tmask, group, is_diff, last, targets = [], [], [], [], [], []
     for g, (t_in, pc, fc, diff, lv) in enumerate(items):
@@ -264,12 +269,13 @@ def postprocess(
 
 
 def _forecast_rows(
-    model: TiRex2, x, target_mask, group, is_diff, last, horizon, reverse: bool, W: int
+    model: TiRex2, x, target_mask, group, is_diff, last, horizon, reverse: bool, W: int, scale=None
 ):
     """The packed rows -> (R, Q, W) post-processed quantiles (steps 3-4) over the future
-    window W, of which the first ``horizon`` steps are the forecast."""
+    window W, of which the first ``horizon`` steps are the forecast; ``scale``: the rows'
+    ``RowScale`` to use instead of their own (a stream's frozen scaling)."""
     c = model.config
-    q = model(x, target_mask, group, reverse_pass=reverse)
+    q = model(x, target_mask, group, reverse_pass=reverse, scale=scale)
     q = q[..., : -c.patch_size][..., -W:]
     return postprocess(q, is_diff, last, c.median_index, horizon)
 

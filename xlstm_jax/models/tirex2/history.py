@@ -21,15 +21,15 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from xlstm_jax.layers.config import ForecastError
 from xlstm_jax.layers.series import Series
 from xlstm_jax.models.tirex2.forecast import (
+    _forecast_rows_jit,
     _last_observed,
     _rows,
     detect_trends,
-    postprocess,
+    differenced,
     window,
 )
 from xlstm_jax.models.tirex2.model import RowScale, TiRex2, scale_rows
@@ -67,8 +67,7 @@ def history_rows(model: TiRex2, series, H: int, diff: Sequence[bool] | None) -> 
         raise ForecastError("the target is empty or has a row with no observed value.")
     T, W = t.shape[1], window(model.config, H)
     diff = np.asarray(detect_trends(t) if diff is None else diff, bool)
-    d = np.concatenate([np.zeros_like(t[:, :1]), t[:, 1:] - t[:, :-1]], axis=1)
-    rows = [np.where(diff[:, None], d, t)]
+    rows = [differenced(t, diff)]
     if s.past_covariates is not None:
         rows.append(_rows(s.past_covariates, "past_covariates", 0, T))
     rows = [np.pad(r, ((0, 0), (0, W)), constant_values=np.nan) for r in rows]
@@ -92,16 +91,6 @@ def history_scale(model: TiRex2, rows: HistoryRows) -> RowScale:
 
 
 _scale_rows_jit = jax.jit(scale_rows, static_argnums=1)
-
-
-def _history_pass(model: TiRex2, x, target_mask, group, scale, is_diff, last, H, W: int, rev: bool):
-    c = model.config
-    q = model(x, target_mask, group, reverse_pass=rev, scale=scale)
-    q = q[..., : -c.patch_size][..., -W:]
-    return postprocess(q, is_diff, last, c.median_index, H)
-
-
-_history_pass_jit = nnx.jit(_history_pass, static_argnums=(8, 9))
 
 
 def predict_history(
@@ -141,17 +130,17 @@ def predict_history(
     known = ~tmask & ~np.isnan(x[:, -F:]).all(1)
     parts = zip(*scales, strict=True)  # loc, scale, binary: each the series' (R_i, 1)
     scale = RowScale(*(jnp.asarray(np.concatenate([np.asarray(a) for a in z])) for z in parts))
-    q = _history_pass_jit(
+    q = _forecast_rows_jit(
         model,
         jnp.asarray(x),
         jnp.asarray(tmask),
         jnp.asarray(group),
-        scale,
         jnp.asarray(np.concatenate([r.is_diff for r in rows])),
         jnp.asarray(np.concatenate([r.last for r in rows])),
         jnp.asarray(H, jnp.int32),
-        window(model.config, H),
         bool(known.any()),
+        window(model.config, H),
+        scale,
     )
     q, out, start = np.asarray(q), [], 0
     for r in rows:
