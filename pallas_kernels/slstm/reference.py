@@ -48,8 +48,14 @@ def zero_state(B: int, NH: int, DH: int, dtype=jnp.float32) -> SLSTMState:
 
 def pointwise(raw, state: SLSTMState, function: str) -> SLSTMState:
     """The gating update for one step. raw: (B, G, NH, DH); returns the new state."""
+    return _gate(tuple(raw[:, g] for g in range(4)), state, function)
+
+
+def _gate(gates, state: SLSTMState, function: str) -> SLSTMState:
+    """The gating update on the four raw gates (i, f, z, o), each shaped like the state's
+    fields (any layout: ``scan`` runs it head-major)."""
     y, c, n, m = state
-    i_raw, f_raw, z_raw, o_raw = (raw[:, g] for g in range(4))
+    i_raw, f_raw, z_raw, o_raw = gates
     if function == "lstm":
         c_new = jax.nn.sigmoid(f_raw) * c + jax.nn.sigmoid(i_raw) * jnp.tanh(z_raw)
         return SLSTMState(jax.nn.sigmoid(o_raw) * jnp.tanh(c_new), c_new, n, m)
@@ -81,15 +87,30 @@ def step(
 def scan(
     gates_x, recurrent_kernel, bias, state0: SLSTMState, *, function: str
 ) -> tuple[jax.Array, SLSTMState]:
-    """The recurrence over the sequence as a ``lax.scan`` of ``step``.
+    """The recurrence over the sequence as a ``lax.scan``: ``step`` at every time step.
 
     Returns (y (B, S, NH, DH) in the state dtype, final state).
+
+    The loop runs head-major: the carry is (NH, B, DH) and R is (NH, DH, 4 DH), so each
+    step's recurrent product is one batched matmul over heads with no transposes, and the
+    gates are sliced on a leading axis. The layout ``step`` uses (batch first) cost a
+    transpose of the product and of the gates at every step: on a 2-core CPU the TiRex
+    scan (B 16, S 64, 4 heads of 128) took 25 ms, head-major 9 ms. The arithmetic per
+    element is ``step``'s, in the same order.
     """
-    R = recurrent_kernel.astype(state0[0].dtype)
+    acc = state0[0].dtype
+    B, S, G, NH, DH = gates_x.shape
+    R = recurrent_kernel.astype(acc).reshape(NH, DH, G * DH)
+    b = bias.astype(acc)[:, None]  # (NH, 1, G, DH)
+    gx = jnp.transpose(gates_x.astype(acc), (1, 3, 0, 2, 4))  # (S, NH, B, G, DH)
 
     def body(state, gx_t):
-        y_t, new = step(gx_t, R, bias, state, function=function)
-        return new, y_t
+        ry = jnp.einsum("hbd,hdk->hbk", state[0], R).reshape(NH, B, G, DH)
+        raw = gx_t + ry + b
+        new = _gate(tuple(raw[:, :, g] for g in range(G)), state, function)
+        return new, new.y
 
-    last, ys = jax.lax.scan(body, SLSTMState(*state0), jnp.moveaxis(gates_x, 1, 0))
-    return jnp.moveaxis(ys, 0, 1), last
+    head_major = SLSTMState(*(jnp.swapaxes(s, 0, 1) for s in state0))
+    last, ys = jax.lax.scan(body, head_major, gx)
+    last = SLSTMState(*(jnp.swapaxes(s, 0, 1) for s in last))
+    return jnp.transpose(ys, (2, 0, 1, 3)), last

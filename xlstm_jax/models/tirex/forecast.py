@@ -88,7 +88,7 @@ def _next_patches(model: TiRex, context: jax.Array, steps: int) -> jax.Array:
     def one(ctx, _):
         scaled, st = instance_scale(ctx)
         patches = scaled.reshape(ctx.shape[0], -1, P)
-        q = model(patches)[:, -1]  # (B, Q, P)
+        q = model.next_patch(patches)  # (B, Q, P)
         q = q * st.scale[:, :, None] + st.loc[:, :, None]
         # The next call sees the window shifted by a patch of NaN: TiRex forecasts across
         # missing patches instead of feeding its own forecast back.
