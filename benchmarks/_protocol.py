@@ -6,7 +6,9 @@
 * Several rounds: the table gives the median and the spread (lowest-highest).
 * The machine's load average is recorded before and after. A machine is idle when the
   1-minute load is below ``IDLE_LOAD``; ``--update-results`` refuses to write a table
-  measured on a busy machine unless ``--force``, and then the table says so.
+  measured on a busy machine unless ``--force``, and then the table says so. A benchmark
+  without a reference side records the same (``add_force_arg``, ``check_idle``,
+  ``single_header``).
 * The machine's fp32 matmul peak is measured (JAX, 2048 x 2048, best of several), so
   each row can state the fraction of it that the step reaches.
 
@@ -36,6 +38,11 @@ def add_protocol_args(parser: argparse.ArgumentParser, rounds: int = 3) -> None:
     parser.add_argument(
         "--rounds", type=int, default=rounds, help="alternating rounds, one process per side"
     )
+    add_force_arg(parser)
+
+
+def add_force_arg(parser: argparse.ArgumentParser) -> None:
+    """``--force`` alone, for a benchmark without sides to alternate (rounds make no sense)."""
     parser.add_argument(
         "--force",
         action="store_true",
@@ -128,12 +135,27 @@ def matmul_peak() -> float:
     return run_side([sys.executable, "-c", code])["gflops"]
 
 
+def load_line(before, after, idle: bool) -> str:
+    """The table line with the load average before and after, and whether the machine was
+    idle when the run started."""
+    state = "idle" if idle else "BUSY: other work ran, so these timings may mislead"
+    return (
+        f"- load average (1 / 5 / 15 min) before {fmt_load(before)}, after "
+        f"{fmt_load(after)}; machine {state}"
+    )
+
+
 def header(before, after, idle: bool, peak: float, rounds: int) -> list[str]:
     """The protocol's lines for a table (after ``_results.provenance``)."""
-    state = "idle" if idle else "BUSY: other work ran, so these timings may mislead"
     return [
-        f"- load average (1 / 5 / 15 min) before {fmt_load(before)}, after "
-        f"{fmt_load(after)}; machine {state}",
+        load_line(before, after, idle),
         f"- protocol: the sides alternate in separate processes, {rounds} rounds; median "
         f"(lowest-highest); measured fp32 matmul peak {peak:.0f} GFLOP/s (JAX, 2048 x 2048)",
     ]
+
+
+def single_header(before, after, idle: bool) -> list[str]:
+    """The protocol's lines for a table without sides (after ``_results.provenance``): a
+    measurement of ours alone has nothing to alternate with, but its load average before
+    and after still says whether other work shared the machine."""
+    return [load_line(before, after, idle)]

@@ -1,6 +1,7 @@
 """Decode and prefill throughput on this machine: ours vs the PyTorch reference.
 
-    python benchmarks/decode.py [--models tiny,125m] [--update-results]
+    python benchmarks/decode.py [--models tiny,125m] [--batches 1,16] [--rounds 3]
+        [--update-results [--force]]
 
 For each model (the ``xlstm_tiny`` and ``xlstm_125m`` configs, run in float32 on the CPU)
 and batch size (1, 16):
@@ -13,6 +14,12 @@ and batch size (1, 16):
 Decode cost per token does not depend on the context (the state has a fixed size); the
 table shows it by measuring after contexts of 128 to 8192 tokens where the prefill fits
 the time budget (``--max-prefill-tokens``).
+
+Each (model, batch) is measured under the benchmark protocol (``_protocol.py``): ours and
+the reference each in a fresh process per round, alternating over ``--rounds`` rounds;
+cells are the median over rounds (lowest-highest), the speed-up is taken within each
+round, and ours is stated as a fraction of the measured fp32 matmul peak (about 2 FLOPs
+per parameter per token, for decode and prefill alike: the state-size terms are small).
 """
 
 from __future__ import annotations
@@ -22,13 +29,22 @@ import dataclasses
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _protocol import (
+    add_protocol_args,
+    alternate,
+    check_idle,
+    fmt_spread,
+    header,
+    load,
+    matmul_peak,
+    spread,
+)
 from _results import add_output_args, output_path, provenance
 from flax import nnx
 
@@ -54,6 +70,8 @@ def median_time(fn, repeats: int) -> float:
 
 
 def ours(cfg, batch: int, n_decode: int, contexts, max_prefill_tokens: int, repeats: int):
+    """Our decode tokens/s after each context that fits ``max_prefill_tokens``, our prefill
+    tokens/s of that context, and the parameter count, in this process."""
     model = nnx.jit(lambda: xLSTMLMModel(cfg, rngs=nnx.Rngs(0)))()
     graphdef, params = nnx.split(model)
 
@@ -76,7 +94,7 @@ def ours(cfg, batch: int, n_decode: int, contexts, max_prefill_tokens: int, repe
         (_, state), toks = jax.lax.scan(step, (last, state), None, length=n_decode)
         return toks, state
 
-    rows, prefill_rows = [], []
+    rows, prefill_rows = [], []  # [L, tokens/s]
     rng = np.random.default_rng(0)
     for L in contexts:
         if L * batch > max_prefill_tokens:
@@ -89,41 +107,22 @@ def ours(cfg, batch: int, n_decode: int, contexts, max_prefill_tokens: int, repe
         t_dec = median_time(
             lambda la=last, s=state: jax.block_until_ready(decode(params, la, s)), repeats
         )
-        rows.append((L, batch * n_decode / t_dec))
-        prefill_rows.append((L, batch * L / t_pre))
-    return rows, prefill_rows
+        rows.append([L, batch * n_decode / t_dec])
+        prefill_rows.append([L, batch * L / t_pre])
+    n = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    return {"decode": rows, "prefill": prefill_rows, "params": int(n)}
 
 
-def reference(name: str, batch: int, n_decode: int, prefill_lengths, repeats: int):
-    """Reference numbers, measured in a fresh process (no JAX thread pool beside torch)."""
-    cmd = [
-        sys.executable,
-        __file__,
-        "--reference-json",
-        json.dumps(
-            {
-                "name": name,
-                "batch": batch,
-                "n_decode": n_decode,
-                "prefill": prefill_lengths,
-                "repeats": repeats,
-            }
-        ),
-    ]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    res = json.loads(out.strip().splitlines()[-1])
-    return res["decode"], [tuple(x) for x in res["prefill"]]
-
-
-def _reference_worker(spec: dict) -> None:
+def reference(name: str, batch: int, n_decode: int, prefill_lengths, repeats: int) -> dict:
+    """The reference's decode tokens/s (one number: its step() cost does not depend on the
+    context) and its prefill tokens/s for each length, in this process."""
     import torch
     import xlstm
 
     torch.set_num_threads(os.cpu_count())
-    cfg = model_config(spec["name"])
-    batch, n_decode, repeats = spec["batch"], spec["n_decode"], spec["repeats"]
+    cfg = model_config(name)
     torch.manual_seed(0)
-    model = xlstm.xLSTMLMModel(reference_config(xlstm, cfg, max(spec["prefill"] + [8])))
+    model = xlstm.xLSTMLMModel(reference_config(xlstm, cfg, max([*prefill_lengths, 8])))
     model.reset_parameters()
     model.eval()
     rng = np.random.default_rng(0)
@@ -142,12 +141,12 @@ def _reference_worker(spec: dict) -> None:
         run()  # warm-up
         t_dec = median_time(run, repeats)
         pre = []
-        for L in spec["prefill"]:
+        for L in prefill_lengths:
             x = torch.from_numpy(rng.integers(0, cfg.vocab_size, (batch, L)))
             model(x)
             t = median_time(lambda x=x: model(x), 1)
-            pre.append((L, batch * L / t))
-    print(json.dumps({"decode": batch * n_decode / t_dec, "prefill": pre}))
+            pre.append([L, batch * L / t])
+    return {"decode": batch * n_decode / t_dec, "prefill": pre}
 
 
 def reference_config(xlstm, cfg, context_length: int):
@@ -182,12 +181,62 @@ def reference_config(xlstm, cfg, context_length: int):
     )
 
 
+def _side(args: argparse.Namespace) -> dict:
+    """One side of one (model, batch) in this process: the protocol's side command."""
+    batch = int(args.batches)
+    if args.side == "ours":
+        contexts = [int(x) for x in args.contexts.split(",")]
+        cfg = model_config(args.models)
+        return ours(cfg, batch, args.decode_tokens, contexts, args.max_prefill_tokens, args.repeats)
+    lengths = [int(x) for x in args.reference_prefill.split(",")]
+    lengths = [L for L in lengths if L * batch <= args.max_prefill_tokens]
+    return reference(args.models, batch, args.decode_tokens, lengths, args.repeats)
+
+
+def _pct(params: int, tps: list[float], peak: float) -> str:
+    """Ours as a fraction of the matmul peak: about 2 FLOPs per parameter per token."""
+    return f"{100 * spread([2 * params * t / (peak * 1e9) for t in tps])[0]:.2f}%"
+
+
+def _rows(name: str, batch: int, runs: dict[str, list[dict]], peak: float):
+    """The decode and prefill table rows of one (model, batch) from its rounds."""
+    mine, theirs = runs["ours"], runs["ref"]
+    n = mine[0]["params"]
+    ref_dec = [r["decode"] for r in theirs]
+    decode, prefill = [], []
+    for i, (L, _) in enumerate(mine[0]["decode"]):
+        tps = [r["decode"][i][1] for r in mine]
+        ratios = [a / b for a, b in zip(tps, ref_dec, strict=True)]
+        decode.append(
+            f"| {name} | {batch} | {L} | {fmt_spread(tps)} | {fmt_spread(ref_dec)} | "
+            f"{fmt_spread(ratios, 1)}x | {_pct(n, tps, peak)} |"
+        )
+    ref_pre = [dict(r["prefill"]) for r in theirs]
+    for i, (L, _) in enumerate(mine[0]["prefill"]):
+        tps = [r["prefill"][i][1] for r in mine]
+        ref, ratio = "-", "-"
+        if L in ref_pre[0]:
+            ref_tps = [d[L] for d in ref_pre]
+            ref = fmt_spread(ref_tps)
+            ratio = fmt_spread([a / b for a, b in zip(tps, ref_tps, strict=True)], 1) + "x"
+        prefill.append(
+            f"| {name} | {batch} | {L} | {fmt_spread(tps)} | {ref} | {ratio} | "
+            f"{_pct(n, tps, peak)} |"
+        )
+    return decode, prefill
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="tiny,125m")
     p.add_argument("--batches", default="1,16")
     p.add_argument("--decode-tokens", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats in each process")
+    p.add_argument(
+        "--contexts",
+        default=",".join(map(str, CONTEXTS)),
+        help="context lengths before decoding (ours; each also a prefill length)",
+    )
     p.add_argument(
         "--max-prefill-tokens",
         type=int,
@@ -195,63 +244,65 @@ def main() -> None:
         help="skip contexts whose prefill (batch x L) exceeds this",
     )
     p.add_argument("--reference-prefill", default="128,512,1024")
+    add_protocol_args(p)
     add_output_args(p, "decode_cpu.md")
-    p.add_argument("--reference-json", help=argparse.SUPPRESS)
+    p.add_argument("--side", choices=["ours", "ref"], help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.reference_json:
-        _reference_worker(json.loads(args.reference_json))
+    if args.side:
+        print(json.dumps(_side(args)))
         return
     import torch
 
+    head = provenance()
+    before = load()
+    idle = check_idle(args, before)
+    peak = matmul_peak()
+    decode, prefill = [], []
+    for name in args.models.split(","):
+        for batch in args.batches.split(","):
+            print(f"[{name} batch {batch}]", flush=True)
+            side = [sys.executable, __file__, "--models", name, "--batches", batch]
+            side += ["--decode-tokens", str(args.decode_tokens), "--repeats", str(args.repeats)]
+            side += ["--contexts", args.contexts, "--reference-prefill", args.reference_prefill]
+            side += ["--max-prefill-tokens", str(args.max_prefill_tokens), "--side"]
+            runs = alternate({"ours": [*side, "ours"], "ref": [*side, "ref"]}, args.rounds)
+            rows, pre = _rows(name, int(batch), runs, peak)
+            print("\n".join(rows + pre), flush=True)
+            decode += rows
+            prefill += pre
+    after = load()
     lines = [
         "# Decode and prefill throughput (CPU)",
         "",
-        *provenance(),
+        *head,
+        *header(before, after, idle, peak, args.rounds),
         f"- JAX {jax.__version__} ({jax.default_backend()}); torch {torch.__version__}",
         "- float32 on both sides; reference sLSTM backend 'vanilla'; decode = greedy, "
-        f"{args.decode_tokens} tokens after the context, median of {args.repeats}",
+        f"{args.decode_tokens} tokens after the context, each process the median of "
+        f"{args.repeats} timings",
+        "- speed-up: ours over the reference within each round; % of peak: ours at 2 FLOPs "
+        "per parameter per token (every parameter, embedding included; the state-size "
+        "terms are small) against the measured matmul peak",
         "",
-        "| model | batch | context | ours decode tok/s | reference step() tok/s | speed-up |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| model | batch | context | ours decode tok/s | reference step() tok/s | speed-up "
+        "| ours % of peak |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    prefill_lines = [
-        "",
-        "## Prefill tokens/s against length",
-        "",
-        "| model | batch | length | ours (chunkwise, jit) | reference forward (parallel) |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    ref_lengths = [int(x) for x in args.reference_prefill.split(",")]
-    for name in args.models.split(","):
-        cfg = model_config(name)
-        for batch in (int(b) for b in args.batches.split(",")):
-            print(f"[{name} batch {batch}] ours ...", flush=True)
-            rows, pre = ours(
-                cfg, batch, args.decode_tokens, CONTEXTS, args.max_prefill_tokens, args.repeats
-            )
-            print(f"[{name} batch {batch}] reference ...", flush=True)
-            ref_lengths_b = [L for L in ref_lengths if L * batch <= args.max_prefill_tokens]
-            ref_tps, ref_pre = reference(
-                name, batch, args.decode_tokens, ref_lengths_b, args.repeats
-            )
-            for L, tps in rows:
-                lines.append(
-                    f"| {name} | {batch} | {L} | {tps:,.0f} | {ref_tps:,.0f} | "
-                    f"{tps / ref_tps:.1f}x |"
-                )
-                print(lines[-1], flush=True)
-            ref_pre = dict(ref_pre)
-            for L, tps in pre:
-                r = f"{ref_pre[L]:,.0f}" if L in ref_pre else "-"
-                prefill_lines.append(f"| {name} | {batch} | {L} | {tps:,.0f} | {r} |")
-                print(prefill_lines[-1], flush=True)
     note = [
         "",
         "The reference's step() cost does not depend on the context either (fixed-size "
         "state); it is measured after an 8-token context built with step().",
     ]
+    prefill_head = [
+        "",
+        "## Prefill tokens/s against length",
+        "",
+        "| model | batch | length | ours (chunkwise, jit) | reference forward (parallel) "
+        "| speed-up | ours % of peak |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     out = output_path(args, "decode_cpu.md")
-    out.write_text("\n".join(lines + note + prefill_lines) + "\n")
+    out.write_text("\n".join(lines + decode + note + prefill_head + prefill) + "\n")
     print(f"wrote {out}")
 
 
