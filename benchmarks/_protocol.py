@@ -59,14 +59,17 @@ def fmt_load(avg: tuple[float, float, float]) -> str:
     return " / ".join(f"{a:.1f}" for a in avg)
 
 
-def check_idle(args: argparse.Namespace, before: tuple[float, float, float]) -> bool:
+def check_idle(
+    args: argparse.Namespace, before: tuple[float, float, float], what: str = "timings"
+) -> bool:
     """Whether the machine is idle now; exits (status 2, one paragraph) when it is busy and
-    ``--update-results`` was asked without ``--force``."""
+    ``--update-results`` was asked without ``--force``. ``what``: what other work would
+    distort (a memory benchmark's compile times, say), for the message."""
     idle = before[0] < IDLE_LOAD
     if not idle and getattr(args, "update_results", False) and not args.force:
         print(
             f"error: the machine is busy (load average {fmt_load(before)}; idle means a "
-            f"1-minute load under {IDLE_LOAD}), so its timings would mislead; stop the other "
+            f"1-minute load under {IDLE_LOAD}), so its {what} would mislead; stop the other "
             "work and rerun, or add --force to write the table marked as measured on a busy "
             "machine.",
             file=sys.stderr,
@@ -135,10 +138,10 @@ def matmul_peak() -> float:
     return run_side([sys.executable, "-c", code])["gflops"]
 
 
-def load_line(before, after, idle: bool) -> str:
+def load_line(before, after, idle: bool, what: str = "timings") -> str:
     """The table line with the load average before and after, and whether the machine was
-    idle when the run started."""
-    state = "idle" if idle else "BUSY: other work ran, so these timings may mislead"
+    idle when the run started (if not, the ``what`` that other work may have distorted)."""
+    state = "idle" if idle else f"BUSY: other work ran, so these {what} may mislead"
     return (
         f"- load average (1 / 5 / 15 min) before {fmt_load(before)}, after "
         f"{fmt_load(after)}; machine {state}"
@@ -154,8 +157,8 @@ def header(before, after, idle: bool, peak: float, rounds: int) -> list[str]:
     ]
 
 
-def single_header(before, after, idle: bool) -> list[str]:
+def single_header(before, after, idle: bool, what: str = "timings") -> list[str]:
     """The protocol's lines for a table without sides (after ``_results.provenance``): a
     measurement of ours alone has nothing to alternate with, but its load average before
     and after still says whether other work shared the machine."""
-    return [load_line(before, after, idle)]
+    return [load_line(before, after, idle, what)]

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 
+from _protocol import add_force_arg, check_idle, load, single_header
 from _results import add_output_args, output_path, provenance
 
 NAME = "init_memory.md"
@@ -83,6 +84,7 @@ def main() -> None:
     p.add_argument("--configs", nargs="+", default=["xlstm_large_1300m", "xlstm_7b"])
     p.add_argument("--devices", nargs="+", type=int, default=[8, 64])
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    add_force_arg(p)
     add_output_args(p, NAME)
     args = p.parse_args()
     if args.child:
@@ -90,6 +92,8 @@ def main() -> None:
             print(json.dumps(measure(config)), flush=True)
         return
     head = provenance()
+    before = load()
+    idle = check_idle(args, before, "compile times")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     rows = []
     for n in args.devices:
@@ -105,12 +109,12 @@ def main() -> None:
             r = json.loads(line)
             rows.append(r)
             print(r, flush=True)
-    one, five, fifteen = os.getloadavg()
+    after = load()
     lines = [
         "# Per-device memory of the sharded initialisation of the train state",
         "",
         *head,
-        f"- load average at the end: {one:.1f} / {five:.1f} / {fifteen:.1f}",
+        *single_header(before, after, idle, "compile times"),
         "- the function `train.loop.setup.init_state` jits (what `build_state` runs): fp32 "
         "parameters + AdamW moments created in their shards, mesh (data, fsdp, tensor) = "
         "(1, N, 1), compiled for N simulated CPU devices; `compiled.memory_analysis()` per "

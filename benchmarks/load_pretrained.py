@@ -1,6 +1,7 @@
 """Loading the xLSTM-7B from a local folder: time and peak memory against the weights' size.
 
-    python benchmarks/load_pretrained.py [--folder /tmp/xlstm_7b_random_bf16] [--update-results]
+    python benchmarks/load_pretrained.py [--folder /tmp/xlstm_7b_random_bf16]
+        [--update-results [--force]]
 
 Writes a random checkpoint of the 7B's shapes once, in Hugging Face's layout and bfloat16
 (``config.json``, 5 GiB shards and their index), generating it tensor by tensor with NumPy
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import ml_dtypes
 import numpy as np
+from _protocol import add_force_arg, check_idle, load, single_header
 from _results import add_output_args, output_path, provenance
 
 from xlstm_jax.formats.safetensors import SafetensorsWriter
@@ -197,6 +199,7 @@ def main() -> None:
         default="/tmp/xlstm_7b_random_bf16",
         help="where the random checkpoint is written once and reused (~14 GB)",
     )
+    add_force_arg(p)
     add_output_args(p, "load_pretrained_cpu.md")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -205,6 +208,10 @@ def main() -> None:
         return
     import jax
 
+    head = provenance()
+    before = load()
+    # Before writing the checkpoint: a busy machine is refused.
+    idle = check_idle(args, before, "load times")
     folder = Path(args.folder)
     if not folder.exists():
         write_checkpoint(folder, SEVEN_B)
@@ -224,11 +231,13 @@ def main() -> None:
             f"{r['peak_rss'] / 2**30:.2f} | {r['baseline_rss'] / 2**30:.2f} | {ratio:.3f}x |"
         )
         print(rows[-1], flush=True)
+    after = load()
     shapes = ", ".join(f"{k} {v}" for k, v in SEVEN_B.items())
     lines = [
         "# Loading the xLSTM-7B checkpoint (CPU)",
         "",
-        *provenance(),
+        *head,
+        *single_header(before, after, idle, "load times"),
         f"- JAX {jax.__version__} ({jax.default_backend()}), NumPy {np.__version__}",
         f"- checkpoint: random weights of the 7B's shapes ({shapes}), bfloat16, Hugging Face "
         f"layout in {len(weight_files(folder))} shards of <= 5 GiB",

@@ -17,8 +17,8 @@ its parameter count. Writes a markdown table (scratch copy by default;
 from __future__ import annotations
 
 import argparse
-import os
 
+from _protocol import add_force_arg, check_idle, load, single_header
 from _results import add_output_args, output_path, provenance
 
 NAME = "recipe_meshes.md"
@@ -53,9 +53,12 @@ def smallest(cfg, n: int, capacity: int, act_factor: int) -> tuple[int | None, i
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", nargs="+", default=RECIPES)
+    add_force_arg(p)
     add_output_args(p, NAME)
     args = p.parse_args()
     head = provenance()
+    before = load()
+    idle = check_idle(args, before, "numbers")
     from train.config import named
     from train.loop.setup import count_params
 
@@ -80,12 +83,12 @@ def main() -> None:
             + " |"
         )
         print(rows[-1], flush=True)
-    one, five, fifteen = os.getloadavg()
+    after = load()
     lines = [
         "# Smallest FSDP mesh per recipe on 40 GB and 80 GB GPUs (computed, not run on GPUs)",
         "",
         *head,
-        f"- load average at the end: {one:.1f} / {five:.1f} / {fifteen:.1f}",
+        *single_header(before, after, idle, "numbers"),
         "- computed from `train.loop.memory.estimate_memory` (ideal sharding: parameters, "
         "gradients, AdamW state and updates over fsdp, activations of the micro-batch over "
         "fsdp), mesh (data, fsdp, tensor) = (1, N, 1), N a power of two dividing the "

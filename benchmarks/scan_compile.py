@@ -1,7 +1,7 @@
 """Compile time and memory of a config's train step with ``model.scan_layers`` off and on.
 
     python benchmarks/scan_compile.py [--config xlstm_7b] [--devices 8] \
-        [--seq-lens 8192 64] [--batch 8] [--update-results]
+        [--seq-lens 8192 64] [--batch 8] [--update-results [--force]]
 
 Re-executes itself with ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` and, for
 scan off then on, traces (``lower``) and compiles the real train step (AdamW, the config's
@@ -17,19 +17,15 @@ copy by default; ``--update-results`` for ``benchmarks/results/scan_compile.md``
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
+from _protocol import add_force_arg, check_idle, fmt_load, load, single_header
 from _results import add_output_args, output_path, provenance, rerun_with_devices
 
 
 def _gib(n: float) -> str:
     return f"{n / 2**30:.2f}"
-
-
-def _load() -> str:
-    return "{:.1f} / {:.1f} / {:.1f}".format(*os.getloadavg())
 
 
 def _compile(cfg, scan: bool, seq_len: int, batch: int, devices: int) -> dict:
@@ -58,7 +54,7 @@ def _compile(cfg, scan: bool, seq_len: int, batch: int, devices: int) -> dict:
     shape = (1, batch, seq_len + 1)
     tokens = Batch(jax.ShapeDtypeStruct(shape, jnp.int32), jax.ShapeDtypeStruct(shape, bool))
     mesh = make_mesh((1, devices, 1))
-    row = {"scan": scan, "seq_len": seq_len, "load_before": _load()}
+    row = {"scan": scan, "seq_len": seq_len, "load_before": fmt_load(load())}
     with activate(mesh):
         shard = state_shardings(tx, param_state, state["opt_state"], mesh)
         batch_sharding = NamedSharding(mesh, P(None, ("data", "fsdp")))
@@ -81,7 +77,7 @@ def _compile(cfg, scan: bool, seq_len: int, batch: int, devices: int) -> dict:
         out=mem.output_size_in_bytes,
         temp=mem.temp_size_in_bytes,
         hlo_chars=len(compiled.as_text()),
-        load_after=_load(),
+        load_after=fmt_load(load()),
         n_params=sum(x.size for x in jax.tree.leaves(params)),
     )
     print(
@@ -94,7 +90,7 @@ def _compile(cfg, scan: bool, seq_len: int, batch: int, devices: int) -> dict:
     return row
 
 
-def measure(args, out) -> None:
+def measure(args, out, before, idle: bool) -> None:
     import jax
 
     from train.config import named
@@ -110,6 +106,7 @@ def measure(args, out) -> None:
         f"# Compile time of the {args.config} train step, model.scan_layers off and on",
         "",
         *head,
+        *single_header(before, load(), idle, "compile times"),
         f"- JAX {jax.__version__}, {args.devices} simulated CPU devices, mesh (data, fsdp, "
         f"tensor) = (1, {args.devices}, 1); {rows[0]['n_params'] / 1e6:.1f}M parameters, "
         f"{cfg.model.dtype} compute, {cfg.model.param_dtype} parameters, AdamW, remat per "
@@ -142,11 +139,15 @@ def main() -> None:
     p.add_argument("--seq-lens", type=int, nargs="+", default=[8192, 64])
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    add_force_arg(p)
     add_output_args(p, "scan_compile.md")
     args = p.parse_args()
+    before = load()
+    # Before the child starts: a busy machine spawns none.
+    idle = check_idle(args, before, "compile times")
     if not args.child:
         rerun_with_devices(args.devices)
-    measure(args, output_path(args, "scan_compile.md"))
+    measure(args, output_path(args, "scan_compile.md"), before, idle)
 
 
 if __name__ == "__main__":

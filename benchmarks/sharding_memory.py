@@ -19,6 +19,7 @@ import argparse
 import sys
 import time
 
+from _protocol import add_force_arg, check_idle, load, single_header
 from _results import add_output_args, output_path, provenance, rerun_with_devices
 
 
@@ -26,7 +27,9 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.2f}"
 
 
-def measure(meshes, seq_len: int, batch: int, out: str, config: str, devices: int) -> None:
+def measure(
+    meshes, seq_len: int, batch: int, out: str, config: str, devices: int, before, idle: bool
+) -> None:
     import dataclasses
 
     import jax
@@ -92,6 +95,7 @@ def measure(meshes, seq_len: int, batch: int, out: str, config: str, devices: in
         f"# Per-device memory of the {config} train step (compiled memory analysis)",
         "",
         *provenance([a for a in sys.argv if a != "--child"]),
+        *single_header(before, load(), idle, "compile times"),
         f"- JAX {jax.__version__}, {devices} simulated CPU "
         f"devices (`--xla_force_host_platform_device_count={devices}`)",
         f"- model: {config} ({n_params / 1e6:.1f}M parameters), fp32 parameters + AdamW "
@@ -121,6 +125,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--meshes", nargs="+", default=["8,1,1", "1,8,1", "2,2,2", "1,4,2", "2,4,1"])
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    add_force_arg(p)
     args, _ = p.parse_known_args()
     name = (
         "sharding_memory.md"
@@ -129,10 +134,14 @@ def main() -> None:
     )
     add_output_args(p, name)
     args = p.parse_args()
+    before = load()
+    # Before the child starts: a busy machine spawns none.
+    idle = check_idle(args, before, "compile times")
     meshes = [tuple(int(x) for x in m.split(",")) for m in args.meshes]
     if not args.child:
         rerun_with_devices(args.devices)
-    measure(meshes, args.seq_len, args.batch, output_path(args, name), args.config, args.devices)
+    out = output_path(args, name)
+    measure(meshes, args.seq_len, args.batch, out, args.config, args.devices, before, idle)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import threading
 import time
 from pathlib import Path
 
+from _protocol import add_force_arg, check_idle, fmt_load, load, single_header
 from _results import ROOT, add_output_args, output_path, provenance
 
 NAME = "start_memory.md"
@@ -141,6 +142,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--child-setup", nargs="+", help=argparse.SUPPRESS)
     p.add_argument("--workdir", default="/tmp/xlstm-jax-start-memory", help="scratch runs")
+    add_force_arg(p)
     add_output_args(p, NAME)
     args = p.parse_args()
     if args.child_setup:
@@ -151,16 +153,17 @@ def main() -> None:
     head = provenance()
     work = Path(args.workdir)
     shutil.rmtree(work, ignore_errors=True)
-    loads = [os.getloadavg()]
+    loads = [load()]
+    idle = check_idle(args, loads[0], "wall times")
     cmd = [sys.executable, __file__, "--child-setup", "xlstm_large_1300m", "mesh.fsdp=8"]
     done = subprocess.run(cmd, env=_env(), check=True, capture_output=True, text=True)
     setup = json.loads(done.stdout.strip().splitlines()[-1])
     print(setup, flush=True)
-    loads.append(os.getloadavg())
+    loads.append(load())
     scan = run_cli(["model.num_blocks=12", "model.scan_layers=true"], work / "scan")
-    loads.append(os.getloadavg())
+    loads.append(load())
     plain = run_cli(["model.num_blocks=12"], work / "plain")
-    loads.append(os.getloadavg())
+    loads.append(load())
     shutil.rmtree(work, ignore_errors=True)
     # The 12-block state: fp32 parameters and two AdamW moments (plus a scalar count).
     state12 = 12 * scan["params"] if scan["params"] else None
@@ -171,13 +174,12 @@ def main() -> None:
     def ratio(n: int | None, state: int | None) -> str:
         return "-" if n is None or not state else f"{n / state:.2f}x"
 
-    load = " / ".join(f"{a:.1f}" for a in loads[0])
     lines = [
         "# Peak resident memory of starting large runs (8 simulated CPU devices)",
         "",
         *head,
-        f"- load average (1 / 5 / 15 min) at the start {load}; after each row: "
-        + "; ".join(" / ".join(f"{a:.1f}" for a in la) for la in loads[1:]),
+        *single_header(loads[0], loads[-1], idle, "wall times"),
+        "- load average after each row: " + "; ".join(fmt_load(la) for la in loads[1:]),
         "- one process holds all 8 simulated devices, so its resident memory is the whole "
         "sharded state plus the runtime, the corpus and the compiler; GB = 10^9 bytes; peak "
         "= `VmHWM`. The state is fp32 parameters plus two AdamW moments (12 bytes per "
