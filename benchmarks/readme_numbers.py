@@ -6,7 +6,8 @@
 
 Each number comes from running the README's own command in a fresh scratch workdir (the
 whole command, start-up included, timed from outside) and reading what it printed and
-wrote. The table states the machine (cores, and whether other work was running at the start).
+wrote. The table states the machine (cores) and the load average before and after the
+run; ``--update-results`` refuses a busy machine unless ``--force`` (``_protocol.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from _protocol import add_force_arg, check_idle, load, single_header
 from _results import ROOT, SCRATCH, add_output_args, output_path, provenance
 
 QUIET = ["--set", "logging.progress_bar=false"]
@@ -64,8 +66,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tests", action="store_true", help="also time both test tiers")
     p.add_argument("--skip-synthetic", action="store_true", help="skip the synthetic runs")
+    add_force_arg(p)
     add_output_args(p, "readme_numbers.md")
     args = p.parse_args()
+    head = provenance()
+    before = load()
+    idle = check_idle(args, before, "wall times")
     scratch = SCRATCH / "readme_numbers"
     subprocess.run(["rm", "-rf", str(scratch)], check=True)
     rows = []
@@ -110,11 +116,13 @@ def main() -> None:
             )
             rows.append(f"| `pytest {' '.join(marker)}` ({label}) | {fmt_time(secs)} | {tail} |")
             print(rows[-1], flush=True)
+    after = load()
     text = "\n".join(
         [
             "# The README's numbers, re-measured",
             "",
-            *provenance(),
+            *head,
+            *single_header(before, after, idle, "wall times"),
             f"- JAX {_jax_version()}; every command run from the repository root, timed as a "
             "whole (start-up included)",
             "",

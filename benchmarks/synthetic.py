@@ -6,7 +6,7 @@ other, in ``--root/NAME``; the table reports its steps, wall time (the whole com
 start-up, compiling, training and evaluation) and the final evaluation's scaled accuracy
 overall and per length bucket.
 
-    python benchmarks/synthetic.py [--only parity|mqar] [--seeds 0,1,2] [--update-results]
+    python benchmarks/synthetic.py [--only parity|mqar] [--seeds 0,1,2] [--update-results [--force]]
 
 The budget is the configs' own settings (``configs/_synthetic.py``) plus the overrides in
 ``RUNS`` below: a few minutes per model on a 2-core CPU.
@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from _protocol import add_force_arg, check_idle, load, single_header
 from _results import add_output_args, output_path, provenance
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,8 +90,12 @@ def main() -> None:
     p.add_argument("--only", choices=sorted(RUNS), help="one task only")
     p.add_argument("--seeds", default="0", help="comma-separated train.seed values per model")
     p.add_argument("--root", default="runs/synthetic_benchmark", help="workdirs go here")
+    add_force_arg(p)
     add_output_args(p, "synthetic_cpu.md")
     args = p.parse_args()
+    head = provenance()
+    before = load()
+    idle = check_idle(args, before, "wall times")
     root = Path(args.root).absolute()
     seeds = [int(x) for x in args.seeds.split(",")]
     sections = []
@@ -112,7 +117,8 @@ def main() -> None:
             )
             + "\n```\n"
         )
-    text = "\n".join(["# Synthetic benchmarks on the CPU", "", *provenance(), "", *sections])
+    run_lines = [*head, *single_header(before, load(), idle, "wall times")]
+    text = "\n".join(["# Synthetic benchmarks on the CPU", "", *run_lines, "", *sections])
     out = output_path(args, "synthetic_cpu.md")
     out.write_text(text)
     print(text)
