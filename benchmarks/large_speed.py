@@ -1,7 +1,7 @@
 """Prefill and decode speed of xLSTM-Large on this machine: ours against the reference
 ``xlstm.xlstm_large`` and transformers' ``xLSTMForCausalLM``, on the same weights.
 
-    python benchmarks/large_speed.py [--quick] [--rounds 3] [--update-results]
+    python benchmarks/large_speed.py [--quick] [--rounds 3] [--update-results [--force]]
 
 (after ``pip install -e ".[test]"``, which brings torch, xlstm and transformers).
 
@@ -33,10 +33,11 @@ give medians over the rounds (best rounds beside them), so that a burst of other
 shared machine falls on all three rather than on one. That is not enough to compare them on
 a busy machine: torch with as many threads as cores slows far more than XLA when other work
 takes a core (10-30x against about 1.3x, seen on 2 cores), so the table says how many cores
-other work used while it ran, and only an idle run compares the implementations. Decode
-per step does not depend on the context (the state has a fixed size), so it is measured
-after a short prompt. The first calls also check that the three give the same greedy tokens
-on the same prompts.
+other work used while it ran and the load average before and after (``_protocol.py``;
+``--update-results`` refuses a busy machine unless ``--force``), and only an idle run
+compares the implementations. Decode per step does not depend on the context (the state
+has a fixed size), so it is measured after a short prompt. The first calls also check that
+the three give the same greedy tokens on the same prompts.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+from _protocol import IDLE_LOAD, add_force_arg, check_idle, load, load_line
 from _results import add_output_args, output_path, provenance
 
 # The 125M-class model: every field not named here is the family's default. The feed-forward
@@ -613,6 +615,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small shapes (a smoke run, ~2 min)")
     p.add_argument("--rounds", type=int, default=None, help="default 3 (1 with --quick)")
+    add_force_arg(p)
     add_output_args(p, "large_speed_cpu.md")
     p.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -623,26 +626,29 @@ def main() -> None:
     plan = QUICK if args.quick else FULL
     rounds = args.rounds or (1 if args.quick else 3)
     head = provenance()
+    before = load()
+    idle = check_idle(args, before)
     t0, busy0 = time.perf_counter(), _busy_cpu_s()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         n_params = make_weights(tmp / "weights.pt")
         m = measure(plan, rounds, tmp)
     wall, busy = time.perf_counter() - t0, _busy_cpu_s() - busy0
+    after = load()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     ours_cpu = sum(m["cpu"].values()) + usage.ru_utime + usage.ru_stime
     others = max(busy - ours_cpu, 0.0) / wall
     m["note"] = (
         f"medians of {rounds} rounds, the implementations taking turns; whole run "
         f"{wall / 60:.1f} min, during which other work used {others:.1f} of the "
-        f"{os.cpu_count()} cores on average ({'busy' if others >= 0.5 else 'idle'})"
+        f"{os.cpu_count()} cores on average ({'busy' if others >= IDLE_LOAD else 'idle'})"
     )
-    if others >= 0.5:
+    if others >= IDLE_LOAD:
         m["note"] += (
             "; **busy: torch slows far more than XLA when other work takes a core, so the "
             "speed-ups below overstate ours; rerun on an idle machine**"
         )
-    lines = report(plan, rounds, m, head, n_params)
+    lines = report(plan, rounds, m, [*head, load_line(before, after, idle)], n_params)
     out = output_path(args, "large_speed_cpu.md")
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
