@@ -1,7 +1,8 @@
 """Forecasting throughput of the TiRex-sized forecaster on this machine: ours against
-``tirex-ts`` (its torch backend) on the same weights.
+``tirex-ts`` (its torch backend) on the same weights, under the benchmark protocol.
 
-    python benchmarks/forecast_speed.py [--rounds 3] [--batch 256] [--update-results]
+    python benchmarks/forecast_speed.py [--batches 16,256] [--calls 3] [--rounds 3]
+        [--update-results [--force]]
 
 (after ``pip install -e ".[test]"``, which brings torch and tirex-ts).
 
@@ -10,17 +11,22 @@ blocks, context 2048, 9 quantiles, 35M parameters) with random weights, N(0, 0.0
 matrices and N(0, 0.1^2) around the norms' 1 and biases' 0, written once as a
 ``model.ckpt`` that both load (ours through ``xlstm_jax.load_forecaster``, which
 reads it without torch; theirs through ``TiRexZero.from_pretrained``). The workload is the
-one TiRex reports: ``--batch`` series of 2048 values (random walks), horizon 32 (one
+one TiRex reports: a batch of series of 2048 values (random walks), horizon 32 (one
 patch), one call of each library's forecast over the batch.
 
-* ours: ``xlstm_jax.forecast`` in float32 (XLA on the CPU; the sLSTM as a
-  ``lax.scan``), compiled before timing;
+* ours: ``xlstm_jax.models.tirex.forecast.forecast`` in float32 (XLA on the CPU; the
+  sLSTM as a ``lax.scan``), compiled before timing;
 * tirex-ts: ``model.forecast(..., batch_size=B)``, torch backend (its sLSTM steps in
   bf16), not compiled, ``torch.inference_mode``, as many threads as cores.
 
-Each library runs in its own process; the processes take turns for ``--rounds`` rounds and
-the table gives the median and best round. The first round also compares the two median
-forecasts (their gap is the reference's bf16 rounding).
+The protocol (``_protocol.py``): each side runs in a fresh process per round, the sides
+alternating over ``--rounds`` rounds; a process loads, warms up (ours compiles), then
+times ``--calls`` forecasts and reports their median. The table gives the median over the
+rounds with the spread, the speed-up per round, the load before and after, and ours as a
+fraction of the machine's measured fp32 matmul peak at 2 FLOPs per weight per patch
+position read (the output head counted on the last position only, which is all a forecast
+of one patch computes). The first round also compares the two median forecasts (their gap
+is the reference's bf16 rounding).
 """
 
 from __future__ import annotations
@@ -28,17 +34,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._results import add_output_args, output_path, provenance  # noqa: E402
+from _protocol import (
+    add_protocol_args,
+    alternate,
+    check_idle,
+    fmt_spread,
+    header,
+    load,
+    matmul_peak,
+    spread,
+)
+from _results import add_output_args, output_path, provenance
 
 CTX, HORIZON = 2048, 32
 
@@ -80,8 +92,8 @@ def contexts(batch: int) -> np.ndarray:
     return (rng.normal(size=(batch, CTX)).cumsum(axis=1) + 100.0).astype(np.float32)
 
 
-def _worker(impl: str, ckpt: str, batch: int, rounds: int) -> None:
-    """One library in this process: prints a JSON line per timed round."""
+def _side(impl: str, ckpt: str, batch: int, calls: int) -> dict:
+    """One library in this process: load, warm up, time ``calls`` forecasts of the batch."""
     x = contexts(batch)
     if impl == "ours":
         from xlstm_jax import load_forecaster
@@ -108,84 +120,96 @@ def _worker(impl: str, ckpt: str, batch: int, rounds: int) -> None:
 
     t0 = time.perf_counter()
     first = run()  # compiles (ours) / warms up (theirs)
-    warm = {"warmup_s": time.perf_counter() - t0, "mean": np.asarray(first[:4]).tolist()}
-    print(json.dumps(warm), flush=True)
-    for _ in range(rounds):
-        sys.stdin.readline()  # the parent says when: the two take turns
+    warmup = time.perf_counter() - t0
+    times = []
+    for _ in range(calls):
         t0 = time.perf_counter()
         run()
-        print(json.dumps({"seconds": time.perf_counter() - t0}), flush=True)
+        times.append(time.perf_counter() - t0)
+    return {
+        "s_per_batch": spread(times)[0],
+        "warmup_s": warmup,
+        "mean": np.asarray(first[:4]).tolist(),
+    }
 
 
-def _message(proc) -> dict:
-    """The worker's next JSON line (tirex-ts prints notes of its own to stdout)."""
-    while True:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError("a benchmark worker stopped early; see its error above")
-        if line.startswith("{"):
-            return json.loads(line)
+def forecast_flops(batch: int) -> float:
+    """Matmul FLOPs of one forecast of ``batch`` series: 2 per weight per patch position
+    for everything but the output head, which runs on the last position only."""
+    from xlstm_jax import TiRexConfig
+
+    c = TiRexConfig()
+    P, E, F, Q = c.patch_size, c.embedding_dim, c.input_ff_dim, len(c.quantiles)
+    head = E * F + F * Q * P + E * Q * P
+    embed = 2 * P * F + F * E + 2 * P * E
+    NH, DH = c.num_heads, E // c.num_heads
+    block = 4 * NH * DH * DH + NH * DH * 4 * DH + 3 * E * c.ffn_dim  # gates, R, SwiGLU
+    positions = CTX // P
+    return 2.0 * batch * (positions * (embed + c.num_blocks * block) + head)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--worker", choices=["ours", "tirex"], help=argparse.SUPPRESS)
+    ap.add_argument("--batches", default="16,256", help="comma-separated batch sizes")
+    ap.add_argument("--calls", type=int, default=3, help="timed forecasts per process")
+    ap.add_argument("--side", choices=["ours", "tirex"], help=argparse.SUPPRESS)
+    ap.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--ckpt", help=argparse.SUPPRESS)
+    add_protocol_args(ap)
     add_output_args(ap, "forecast_speed_cpu.md")
     args = ap.parse_args()
-    if args.worker:
-        return _worker(args.worker, args.ckpt, args.batch, args.rounds)
+    if args.side:
+        print(json.dumps(_side(args.side, args.ckpt, args.batch, args.calls)))
+        return
 
-    head = provenance()
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt = Path(tmp) / "model.ckpt"
-        make_checkpoint(ckpt)
-        procs = {}
-        for impl in ("ours", "tirex"):
-            cmd = [sys.executable, __file__, "--worker", impl, "--ckpt", str(ckpt)]
-            cmd += ["--batch", str(args.batch), "--rounds", str(args.rounds)]
-            procs[impl] = subprocess.Popen(
-                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-            )
-        warm = {k: _message(p) for k, p in procs.items()}
-        times: dict[str, list[float]] = {k: [] for k in procs}
-        for r in range(args.rounds):
-            for impl, p in procs.items():
-                p.stdin.write("go\n")
-                p.stdin.flush()
-                times[impl].append(_message(p)["seconds"])
-                print(f"round {r + 1}: {impl} {times[impl][-1]:.3f} s", flush=True)
-        for p in procs.values():
-            p.stdin.close()
-            p.wait()
-    a, b = np.asarray(warm["ours"]["mean"]), np.asarray(warm["tirex"]["mean"])
-    gap = float(np.abs(a - b).max() / np.abs(b).max())
     import jax
     import torch
 
+    head = provenance()
+    before = load()
+    idle = check_idle(args, before)
+    peak = matmul_peak()
+    rows, gaps = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "model.ckpt"
+        make_checkpoint(ckpt)
+        for batch in (int(b) for b in args.batches.split(",")):
+            side = [sys.executable, __file__, "--ckpt", str(ckpt), "--batch", str(batch)]
+            side += ["--calls", str(args.calls), "--side"]
+            runs = alternate({"ours": [*side, "ours"], "tirex": [*side, "tirex"]}, args.rounds)
+            secs = {k: [r["s_per_batch"] for r in v] for k, v in runs.items()}
+            ratios = [t / o for o, t in zip(secs["ours"], secs["tirex"], strict=True)]
+            frac = 100 * forecast_flops(batch) / spread(secs["ours"])[0] / (peak * 1e9)
+            a = np.asarray(runs["ours"][0]["mean"])
+            b = np.asarray(runs["tirex"][0]["mean"])
+            gaps.append(float(np.abs(a - b).max() / np.abs(b).max()))
+            rows.append(
+                f"| {batch} | {fmt_spread(secs['ours'], 3)} | {fmt_spread(secs['tirex'], 3)} | "
+                f"{fmt_spread(ratios, 2)}x | {batch / spread(secs['ours'])[0]:,.0f} | "
+                f"{frac:.0f}% | {spread([r['warmup_s'] for r in runs['ours']])[0]:.1f} / "
+                f"{spread([r['warmup_s'] for r in runs['tirex']])[0]:.1f} |"
+            )
+            print(rows[-1], flush=True)
+    after = load()
     lines = [
         "# Forecasting throughput on CPU: ours vs tirex-ts (torch backend), same weights",
         "",
         *head,
+        *header(before, after, idle, peak, args.rounds),
         f"- JAX {jax.__version__}, torch {torch.__version__}; TiRex shape (35M parameters, "
-        f"random weights); batch {args.batch} x context {CTX}, horizon {HORIZON}",
-        f"- median forecasts of the two agree to {gap:.1e} of their scale (the reference's "
-        "sLSTM rounds to bf16 at every step; in float32 the two agree to ~1e-7, "
+        f"random weights); batch x context {CTX}, horizon {HORIZON}; each process times "
+        f"{args.calls} forecasts after a warm-up and reports their median",
+        f"- median forecasts of the two agree to {max(gaps):.1e} of their scale (the "
+        "reference's sLSTM rounds to bf16 at every step; in float32 the two agree to ~1e-7, "
         "tests/test_tirex.py)",
+        "- ours % of peak: 2 FLOPs per weight per patch position (the output head on the "
+        "last position only), against the measured matmul peak",
         "",
-        "| implementation | median s / batch | best s | series/s (median) | first call s |",
-        "|---|---:|---:|---:|---:|",
+        "| batch | ours s / batch | tirex-ts s / batch | speed-up | ours series/s | "
+        "ours % of peak | first call s (ours / tirex-ts) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
     ]
-    for impl, label in (("ours", "ours (XLA, fp32)"), ("tirex", "tirex-ts torch backend")):
-        med, best = statistics.median(times[impl]), min(times[impl])
-        lines.append(
-            f"| {label} | {med:.3f} | {best:.3f} | {args.batch / med:,.0f} | "
-            f"{warm[impl]['warmup_s']:.1f} |"
-        )
-    ratio = statistics.median(times["tirex"]) / statistics.median(times["ours"])
-    lines += ["", f"Ours is {ratio:.2f}x tirex-ts's throughput (medians)."]
     out = output_path(args, "forecast_speed_cpu.md")
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
