@@ -104,7 +104,9 @@ def alternate(sides: dict[str, list[str]], rounds: int) -> dict[str, list[dict]]
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
             res = run_side(sides[name])
-            print(f"round {r + 1}/{rounds} {name}: {res}", flush=True)
+            # Figures only: a side's arrays (e.g. forecasts to compare) would flood the log.
+            shown = {k: v for k, v in res.items() if not isinstance(v, list | dict)}
+            print(f"round {r + 1}/{rounds} {name}: {shown}", flush=True)
             out[name].append(res)
     return out
 
