@@ -21,9 +21,9 @@ the top operations by time; and the time grouped by the kind of source operation
 last component of ``op_name``, so e.g. a transpose inserted by the backward of an einsum
 counts as ``transpose``.
 
-Writes a markdown table (scratch copy by default: ``runs/benchmarks/profile_<what>.md``;
-``--update-results`` for ``benchmarks/results/profile_<what>_cpu.md``, refused on a busy
-machine unless ``--force``).
+Writes a markdown table (``profile_train_<config>_cpu.md`` or ``profile_forecast_cpu.md``:
+a scratch copy in ``runs/benchmarks/`` by default, ``--update-results`` for
+``benchmarks/results/``, refused on a busy machine unless ``--force``).
 """
 
 from __future__ import annotations
@@ -122,9 +122,11 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=3, help="profiled calls after a warm-up")
     ap.add_argument("--top", type=int, default=15, help="operations listed by time")
     add_force_arg(ap)
-    add_output_args(ap, "profile_<what>_cpu.md")
+    add_output_args(ap, "profile_train_<config>_cpu.md or profile_forecast_cpu.md")
     args = ap.parse_args()
-    name = f"profile_{args.what}_cpu.md"
+    name = (
+        f"profile_train_{args.config}_cpu.md" if args.what == "train" else "profile_forecast_cpu.md"
+    )
 
     head = provenance()
     before = load()
