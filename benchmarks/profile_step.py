@@ -47,23 +47,14 @@ _RUNTIME = re.compile(r"Thunk|Execute|Pjit|^\$|ThreadPool|Await|PjRt")
 
 
 def _train_call(config: str, batch: int, seq: int):
-    from flax import nnx
+    from train_throughput import train_step
 
     from train.config import named
     from train.config.overrides import apply_overrides
     from train.data.batch import all_scored
-    from train.loop.optimizer import decay_mask, make_optimizer, make_schedule
-    from train.loop.step import make_train_step
-    from xlstm_jax import xLSTMLMModel
 
     cfg = apply_overrides(named.load(config), ["model.dtype=float32"])
-    model = xLSTMLMModel(cfg.model, rngs=nnx.Rngs(0))
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    params = nnx.to_pure_dict(params)
-    sched = make_schedule(cfg.optimizer, cfg.schedule, 1000)
-    tx = make_optimizer(cfg.optimizer, sched, decay_mask(params))
-    state = {"params": params, "opt_state": tx.init(params)}
-    step = jax.jit(make_train_step(graphdef, rest, tx))
+    step, state = train_step(cfg, donate=False)
     tokens = np.random.default_rng(0).integers(0, 256, size=(batch, seq + 1), dtype=np.int32)
     x = all_scored(tokens[None])
     return step, (state, x), f"train step of `{config}`, batch {batch} x {seq} tokens"

@@ -52,14 +52,22 @@ CASES = {
 }
 
 
-def _ours(cfg: ExperimentConfig, batch: np.ndarray, steps: int) -> tuple[float, float]:
+def train_step(cfg: ExperimentConfig, donate: bool = True):
+    """Our train step for ``cfg`` as ``train.main`` builds it: (the jitted step, a fresh
+    train state). ``donate``: the step reuses the state's buffers (the training loop's
+    way); off, the same state can be passed to it again (a profiler's way)."""
     model = xLSTMLMModel(cfg.model, rngs=nnx.Rngs(0))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     params = nnx.to_pure_dict(params)
     sched = make_schedule(cfg.optimizer, cfg.schedule, 1000)
     tx = make_optimizer(cfg.optimizer, sched, decay_mask(params))
     state = {"params": params, "opt_state": tx.init(params)}
-    step = jax.jit(make_train_step(graphdef, rest, tx), donate_argnums=0)
+    step = make_train_step(graphdef, rest, tx)
+    return jax.jit(step, donate_argnums=0 if donate else ()), state
+
+
+def _ours(cfg: ExperimentConfig, batch: np.ndarray, steps: int) -> tuple[float, float]:
+    step, state = train_step(cfg)
     x = all_scored(batch[None])
     state, out = step(state, x)  # compile + warm-up
     first = float(out["loss"])
