@@ -8,7 +8,7 @@
   1-minute load is below ``IDLE_LOAD``; ``--update-results`` refuses to write a table
   measured on a busy machine unless ``--force``, and then the table says so. A benchmark
   without a reference side records the same (``add_force_arg``, ``check_idle``,
-  ``single_header``).
+  ``load_line``).
 * The machine's fp32 matmul peak is measured (JAX, 2048 x 2048, best of several), so
   each row can state the fraction of it that the step reaches.
 
@@ -157,10 +157,3 @@ def header(before, after, idle: bool, peak: float, rounds: int) -> list[str]:
         f"- protocol: the sides alternate in separate processes, {rounds} rounds; median "
         f"(lowest-highest); measured fp32 matmul peak {peak:.0f} GFLOP/s (JAX, 2048 x 2048)",
     ]
-
-
-def single_header(before, after, idle: bool, what: str = "timings") -> list[str]:
-    """The protocol's lines for a table without sides (after ``_results.provenance``): a
-    measurement of ours alone has nothing to alternate with, but its load average before
-    and after still says whether other work shared the machine."""
-    return [load_line(before, after, idle, what)]

@@ -36,7 +36,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
-from _protocol import add_force_arg, check_idle, load, single_header
+from _protocol import add_force_arg, check_idle, load, load_line
 from _results import add_output_args, output_path, provenance
 
 from train.data.series.competitions import CompetitionSeries, load_competition
@@ -355,7 +355,7 @@ def report(
     results: dict, head: list[str], args: argparse.Namespace, wall: float, loads: list[str]
 ) -> list[str]:
     """The markdown table: provenance, then sMAPE, MASE, scaled CRPS and seconds. ``loads``:
-    this run's load-average lines (``_protocol.single_header``)."""
+    this run's load-average lines (``_protocol.load_line``)."""
     counts = {}
     for table in results.values():
         for key, summary in table.items():
@@ -505,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     raw = out.with_suffix(".json")
     earlier = json.loads(raw.read_text()) if args.merge and raw.exists() else None
     data = merge(earlier, results, head)
-    lines = report(data["results"], head, args, wall, single_header(before, load(), idle))
+    lines = report(data["results"], head, args, wall, [load_line(before, load(), idle)])
     # Rows from earlier runs (--merge): which, and the run that made them, oldest first.
     earlier_lines = []
     for i, run_lines in enumerate(data["runs"]):

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-from _protocol import add_force_arg, check_idle, load, single_header
+from _protocol import add_force_arg, check_idle, load, load_line
 from _results import add_output_args, output_path, provenance
 
 NAME = "init_memory.md"
@@ -114,7 +114,7 @@ def main() -> None:
         "# Per-device memory of the sharded initialisation of the train state",
         "",
         *head,
-        *single_header(before, after, idle, "compile times"),
+        load_line(before, after, idle, "compile times"),
         "- the function `train.loop.setup.init_state` jits (what `build_state` runs): fp32 "
         "parameters + AdamW moments created in their shards, mesh (data, fsdp, tensor) = "
         "(1, N, 1), compiled for N simulated CPU devices; `compiled.memory_analysis()` per "

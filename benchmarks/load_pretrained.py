@@ -30,7 +30,7 @@ from pathlib import Path
 
 import ml_dtypes
 import numpy as np
-from _protocol import add_force_arg, check_idle, load, single_header
+from _protocol import add_force_arg, check_idle, load, load_line
 from _results import add_output_args, output_path, provenance
 
 from xlstm_jax.formats.safetensors import SafetensorsWriter
@@ -237,7 +237,7 @@ def main() -> None:
         "# Loading the xLSTM-7B checkpoint (CPU)",
         "",
         *head,
-        *single_header(before, after, idle, "load times"),
+        load_line(before, after, idle, "load times"),
         f"- JAX {jax.__version__} ({jax.default_backend()}), NumPy {np.__version__}",
         f"- checkpoint: random weights of the 7B's shapes ({shapes}), bfloat16, Hugging Face "
         f"layout in {len(weight_files(folder))} shards of <= 5 GiB",

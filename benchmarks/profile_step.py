@@ -39,7 +39,7 @@ import time
 
 import jax
 import numpy as np
-from _protocol import add_force_arg, check_idle, load, single_header
+from _protocol import add_force_arg, check_idle, load, load_line
 from _results import add_output_args, output_path, provenance
 
 # Trace events that are the runtime's own bookkeeping, not XLA operations.
@@ -150,7 +150,7 @@ def main() -> None:
         f"# Profile on the CPU: {what}",
         "",
         *head,
-        *single_header(before, after, idle),
+        load_line(before, after, idle),
         f"- JAX {jax.__version__}; {n} profiled calls after a warm-up, figures per call",
         "",
         f"- wall time per call (median, under the profiler): {wall_ms:.1f} ms",

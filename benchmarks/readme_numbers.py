@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from _protocol import add_force_arg, check_idle, load, single_header
+from _protocol import add_force_arg, check_idle, load, load_line
 from _results import ROOT, SCRATCH, add_output_args, output_path, provenance
 
 QUIET = ["--set", "logging.progress_bar=false"]
@@ -122,7 +122,7 @@ def main() -> None:
             "# The README's numbers, re-measured",
             "",
             *head,
-            *single_header(before, after, idle, "wall times"),
+            load_line(before, after, idle, "wall times"),
             f"- JAX {_jax_version()}; every command run from the repository root, timed as a "
             "whole (start-up included)",
             "",

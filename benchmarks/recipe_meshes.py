@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 
-from _protocol import add_force_arg, check_idle, load, single_header
 from _results import add_output_args, output_path, provenance
 
 NAME = "recipe_meshes.md"
@@ -53,12 +52,9 @@ def smallest(cfg, n: int, capacity: int, act_factor: int) -> tuple[int | None, i
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", nargs="+", default=RECIPES)
-    add_force_arg(p)
     add_output_args(p, NAME)
     args = p.parse_args()
     head = provenance()
-    before = load()
-    idle = check_idle(args, before, "numbers")
     from train.config import named
     from train.loop.setup import count_params
 
@@ -83,12 +79,10 @@ def main() -> None:
             + " |"
         )
         print(rows[-1], flush=True)
-    after = load()
     lines = [
         "# Smallest FSDP mesh per recipe on 40 GB and 80 GB GPUs (computed, not run on GPUs)",
         "",
         *head,
-        *single_header(before, after, idle, "numbers"),
         "- computed from `train.loop.memory.estimate_memory` (ideal sharding: parameters, "
         "gradients, AdamW state and updates over fsdp, activations of the micro-batch over "
         "fsdp), mesh (data, fsdp, tensor) = (1, N, 1), N a power of two dividing the "

@@ -20,7 +20,7 @@ import argparse
 import sys
 import time
 
-from _protocol import add_force_arg, check_idle, fmt_load, load, single_header
+from _protocol import add_force_arg, check_idle, fmt_load, load, load_line
 from _results import add_output_args, output_path, provenance, rerun_with_devices
 
 
@@ -106,7 +106,7 @@ def measure(args, out, before, idle: bool) -> None:
         f"# Compile time of the {args.config} train step, model.scan_layers off and on",
         "",
         *head,
-        *single_header(before, load(), idle, "compile times"),
+        load_line(before, load(), idle, "compile times"),
         f"- JAX {jax.__version__}, {args.devices} simulated CPU devices, mesh (data, fsdp, "
         f"tensor) = (1, {args.devices}, 1); {rows[0]['n_params'] / 1e6:.1f}M parameters, "
         f"{cfg.model.dtype} compute, {cfg.model.param_dtype} parameters, AdamW, remat per "

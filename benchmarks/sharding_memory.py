@@ -19,7 +19,7 @@ import argparse
 import sys
 import time
 
-from _protocol import add_force_arg, check_idle, load, single_header
+from _protocol import add_force_arg, check_idle, load, load_line
 from _results import add_output_args, output_path, provenance, rerun_with_devices
 
 
@@ -95,7 +95,7 @@ def measure(
         f"# Per-device memory of the {config} train step (compiled memory analysis)",
         "",
         *provenance([a for a in sys.argv if a != "--child"]),
-        *single_header(before, load(), idle, "compile times"),
+        load_line(before, load(), idle, "compile times"),
         f"- JAX {jax.__version__}, {devices} simulated CPU "
         f"devices (`--xla_force_host_platform_device_count={devices}`)",
         f"- model: {config} ({n_params / 1e6:.1f}M parameters), fp32 parameters + AdamW "

@@ -34,7 +34,7 @@ import threading
 import time
 from pathlib import Path
 
-from _protocol import add_force_arg, check_idle, fmt_load, load, single_header
+from _protocol import add_force_arg, check_idle, fmt_load, load, load_line
 from _results import ROOT, add_output_args, output_path, provenance
 
 NAME = "start_memory.md"
@@ -178,7 +178,7 @@ def main() -> None:
         "# Peak resident memory of starting large runs (8 simulated CPU devices)",
         "",
         *head,
-        *single_header(loads[0], loads[-1], idle, "wall times"),
+        load_line(loads[0], loads[-1], idle, "wall times"),
         "- load average after each row: " + "; ".join(fmt_load(la) for la in loads[1:]),
         "- one process holds all 8 simulated devices, so its resident memory is the whole "
         "sharded state plus the runtime, the corpus and the compiler; GB = 10^9 bytes; peak "

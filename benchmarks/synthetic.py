@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from _protocol import add_force_arg, check_idle, load, single_header
+from _protocol import add_force_arg, check_idle, load, load_line
 from _results import add_output_args, output_path, provenance
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,7 +117,7 @@ def main() -> None:
             )
             + "\n```\n"
         )
-    run_lines = [*head, *single_header(before, load(), idle, "wall times")]
+    run_lines = [*head, load_line(before, load(), idle, "wall times")]
     text = "\n".join(["# Synthetic benchmarks on the CPU", "", *run_lines, "", *sections])
     out = output_path(args, "synthetic_cpu.md")
     out.write_text(text)
