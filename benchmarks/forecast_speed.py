@@ -134,18 +134,23 @@ def _side(impl: str, ckpt: str, batch: int, calls: int) -> dict:
 
 
 def forecast_flops(batch: int) -> float:
-    """Matmul FLOPs of one forecast of ``batch`` series: 2 per weight per patch position
-    for everything but the output head, which runs on the last position only."""
-    from xlstm_jax import TiRexConfig
+    """FLOPs of one forecast of ``batch`` series: 2 per parameter per patch position for
+    everything but the output head, which runs on the last position only (the norms'
+    and biases' few parameters counted as weights)."""
+    import jax
+    from flax import nnx
 
-    c = TiRexConfig()
-    P, E, F, Q = c.patch_size, c.embedding_dim, c.input_ff_dim, len(c.quantiles)
-    head = E * F + F * Q * P + E * Q * P
-    embed = 2 * P * F + F * E + 2 * P * E
-    NH, DH = c.num_heads, E // c.num_heads
-    block = 4 * NH * DH * DH + NH * DH * 4 * DH + 3 * E * c.ffn_dim  # gates, R, SwiGLU
-    positions = CTX // P
-    return 2.0 * batch * (positions * (embed + c.num_blocks * block) + head)
+    from xlstm_jax import TiRexConfig
+    from xlstm_jax.models.tirex.model import TiRex
+
+    model = nnx.eval_shape(lambda: TiRex(TiRexConfig(), rngs=nnx.Rngs(0)))
+
+    def count(module) -> int:
+        return sum(x.size for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
+
+    head = count(model.output_patch_embedding)
+    positions = CTX // model.config.patch_size
+    return 2.0 * batch * (positions * (count(model) - head) + head)
 
 
 def main() -> None:
