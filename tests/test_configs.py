@@ -38,6 +38,7 @@ EXPECTED = {
     "mqar_xlstm10": (0.55e6, 0.68e6),
     "mqar_xlstm11": (0.55e6, 0.68e6),
     "llama_mqar": (0.55e6, 0.68e6),
+    "llama_mqar_long": (0.55e6, 0.68e6),
     # The forecasters: TiRex's published size is 35M (arXiv 2505.23719).
     "tirex_tiny": (0.83e6, 0.85e6),
     "tirex_35m": (34e6, 36e6),
