@@ -15,8 +15,8 @@ def _mean_spread(values: list[float], digits: int = 4) -> str:
     return f"{statistics.mean(values):.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
 
 
-def _sweep_table(sweep: dict, labels: dict) -> list[str]:
-    lrs = sorted({r["lr"] for runs in sweep.values() for r in runs})
+def _sweep_table(sweep: dict, labels: dict, planned: list[float]) -> list[str]:
+    lrs = sorted({r["lr"] for runs in sweep.values() for r in runs} | set(planned))
     head = ["model", "params", *[f"LR {lr:g}" for lr in lrs]]
     rows = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * len(lrs)]
     for arch, runs in sweep.items():
@@ -149,7 +149,8 @@ def write_report(out: Path, results: dict, settings: dict, lines: list[str], lab
         png = out.with_name(f"{out.stem}_{corpus}_{size}.png")
         _plot(png, res["best"], labels, settings, f"{corpus}, {size}")
         parts += [f"## {corpus}, {size}", "", "Validation loss of the LR sweep:", ""]
-        parts += _sweep_table(res["sweep"], labels)
+        planned = [float(x) for x in settings["lrs"].split(",")]
+        parts += _sweep_table(res["sweep"], labels, planned)
         parts += ["", "At each model's best LR:", ""]
         parts += _result_table(res["best"], labels, settings)
         parts += [

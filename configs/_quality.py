@@ -10,7 +10,7 @@ Four architectures at matched non-embedding size, one optimizer recipe, equal to
   Hugging Face's Llama), N layers.
 
 Sizes (``SIZES``): ``small`` E 192, N 4 (about 1.8M weights outside the embeddings);
-``medium`` E 320, N 8 (about 9.8M). Every model has 4 heads and an untied head.
+``medium`` E 320, N 8 (about 10.2M). Every model has 4 heads and an untied head.
 
 ``benchmarks/lm_quality.py`` trains and evaluates them; ``docs/quality.md`` has the results.
 """
