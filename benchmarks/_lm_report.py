@@ -112,20 +112,10 @@ def _plot(path: Path, best: dict, labels: dict, settings: dict, title: str) -> N
 
 
 def _load_range(results: dict) -> str:
-    loads = [
-        r["load_start"]
-        for res in results.values()
-        for runs in res["sweep"].values()
-        for r in runs
-        if "load_start" in r
-    ]
-    loads += [
-        r["load_start"]
-        for res in results.values()
-        for runs in res["best"].values()
-        for r in runs[1:]
-        if "load_start" in r
-    ]
+    # Every run once: the best-rate lists repeat their seed-0 run from the sweep.
+    runs = [r for res in results.values() for rs in res["sweep"].values() for r in rs]
+    runs += [r for res in results.values() for rs in res["best"].values() for r in rs[1:]]
+    loads = [r["load_start"] for r in runs if "load_start" in r]
     return f"{min(loads):.1f}-{max(loads):.1f}" if loads else "not recorded"
 
 

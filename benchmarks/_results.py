@@ -61,13 +61,18 @@ def _ram_gib() -> str:
     return "RAM unknown"
 
 
+def machine() -> str:
+    """The machine in words: cores, CPU model, RAM."""
+    return f"{os.cpu_count()} cores ({_cpu_model()}), {_ram_gib()}"
+
+
 def provenance(argv: list[str] | None = None) -> list[str]:
     """Markdown lines: machine (cores, CPU, RAM, load average at start), date, command."""
     argv = sys.argv if argv is None else argv
     one, five, fifteen = os.getloadavg()
     state = "idle" if one < 0.5 else f"busy: about {one:.1f} cores in use by other work"
     return [
-        f"- machine: {os.cpu_count()} cores ({_cpu_model()}), {_ram_gib()}; at the start "
+        f"- machine: {machine()}; at the start "
         f"{state} (load average {one:.1f} / {five:.1f} / {fifteen:.1f} over 1 / 5 / 15 min)",
         f"- date: {datetime.date.today().isoformat()}; Python {platform.python_version()}",
         f"- command: `python {' '.join(argv)}`",

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from _protocol import add_force_arg, check_idle, load, load_line
-from _results import ROOT, _cpu_model, _ram_gib, add_output_args, output_path, provenance
+from _results import ROOT, add_output_args, machine, output_path, provenance
 
 sys.path.insert(0, str(ROOT))
 
@@ -39,9 +39,14 @@ from configs._quality import ARCHS, LABELS, quality_config  # noqa: E402
 QUICK = dict(corpora="bytes", sizes="small", lrs="3e-3", seeds="0", steps=60, batch=8, seq=128)
 # The sweep runs in this order (the table sorts it): the likeliest best rate first.
 FULL = dict(
-    corpora="bytes,bpe", sizes="small", lrs="3e-3,1e-2,1e-3", seeds="0,1", steps=250, batch=16
+    corpora="bytes,bpe",
+    sizes="small",
+    lrs="3e-3,1e-2,1e-3",
+    seeds="0,1",
+    steps=250,
+    batch=16,
+    seq=256,
 )
-FULL["seq"] = 256
 EXTRAPOLATE = (1, 2, 4, 8)  # evaluation lengths, in training contexts
 EVAL_WINDOWS = 16  # validation windows of the longest length (8S + 1 tokens)
 
@@ -241,8 +246,11 @@ def main() -> None:
     name = "lm_quality_quick_cpu.md" if args.quick else "lm_quality_cpu.md"
     out = output_path(args, name)
     if args.report_only:  # the machine's state now says nothing of the runs'
-        machine = f"- machine: {os.cpu_count()} cores ({_cpu_model()}), {_ram_gib()}"
-        lines = [machine, *head[1:], "- written from the results of earlier runs (--report-only)"]
+        lines = [
+            f"- machine: {machine()}",
+            *head[1:],
+            "- written from the results of earlier runs (--report-only)",
+        ]
     else:
         lines = [*head, load_line(before, load(), idle, "wall times and tokens/s")]
     text = write_report(out, results, settings, lines, LABELS)
